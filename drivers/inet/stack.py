@@ -421,8 +421,7 @@ class Stack:
 
     def _ping_once(self, dst, timeout_ms):
         clock = self.clock
-        start = clock.ticks_ms()
-        mac = self._next_hop(dst)        # may take ARP time: not part of the RTT
+        mac = self._next_hop(dst)        # may take ARP time: not part of the RTT or timeout
         data = self._ping_data
         size = len(data)
         self._ping_seq = (self._ping_seq + 1) & 0xFFFF
@@ -435,6 +434,7 @@ class Stack:
         self.stats["tx_icmp"] += 1
         self._ping_sent_us = self._now_us()
         self._transmit(L4_OFF + icmp.HEADER_LEN + size, mac, ethernet.ETHERTYPE_IPV4)
+        start = clock.ticks_ms()
         while self._ping_rtt is None:
             left = timeout_ms - clock.ticks_diff(clock.ticks_ms(), start)
             if left <= 0:
