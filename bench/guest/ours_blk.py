@@ -1,0 +1,164 @@
+# Block workloads for our image, sent over the raw REPL (MicroPython 1.23; also runs under
+# CPython against a fake disk in tests/host/test_bench_guest.py).
+#
+# Same rules as the Linux helper (bench/helper/bhelper.c): only the driver calls are timed;
+# every sector's stamp and each request's first sector in full are checked against the
+# pattern (bench/pattern.py); the figures come out as
+#   @@ NAME
+#   RESULT op=read bs=4096 depth=1 mode=rand ops=N bytes=N ns=N bad=N
+# or, when the driver cannot do it yet,
+#   @@ NAME
+#   NA reason
+import struct
+
+try:
+    from time import ticks_us, ticks_diff
+except ImportError:  # CPython
+    import time as _t
+
+    def ticks_us():
+        return _t.perf_counter_ns() // 1000
+
+    def ticks_diff(a, b):
+        return a - b
+
+SECTOR = 512
+READ_MAGIC = 0x48434e42   # b'BNCH'
+WRITE_MAGIC = 0x54495257  # b'WRIT'
+READ_SALT = 0
+WRITE_SALT = 0x5a
+WHEEL = bytes([k & 0xff for k in range(256 + SECTOR)])
+OFFSETS = 4096            # random block numbers drawn once, outside the timing
+
+
+def dma_buffer(n):
+    """n bytes the device can reach without a copy where the port offers that."""
+    try:
+        import x86
+        return x86.bytearray_at(x86.dma_alloc(n), n)
+    except (ImportError, AttributeError):
+        return bytearray(n)
+
+
+def base(sector, salt):
+    return (sector * 131 + salt) & 0xff
+
+
+def check(buf, nbytes, sector):
+    """Failed checks in buf[:nbytes] read from `sector` (see bench/pattern.py)."""
+    bad = 0
+    unpack = struct.unpack_from
+    s = sector
+    for o in range(0, nbytes, SECTOR):
+        n, magic = unpack('<II', buf, o)
+        if n != (s & 0xffffffff) or magic != READ_MAGIC:
+            bad += 1
+        s += 1
+    b = base(sector, READ_SALT) + 8
+    if bytes(buf[8:SECTOR]) != WHEEL[b:b + SECTOR - 8]:
+        bad += 1
+    return bad
+
+
+def fill(buf, nbytes, sector):
+    """Put the WRIT pattern for `sector` onward into buf[:nbytes]."""
+    pack = struct.pack_into
+    s = sector
+    for o in range(0, nbytes, SECTOR):
+        pack('<II', buf, o, s & 0xffffffff, WRITE_MAGIC)
+        b = base(s, WRITE_SALT) + 8
+        buf[o + 8:o + SECTOR] = WHEEL[b:b + SECTOR - 8]
+        s += 1
+
+
+def random_blocks(nblocks, count):
+    # A 31-bit LCG: small ints only on MicroPython, no allocation.
+    x = 12345
+    out = []
+    for _ in range(count):
+        x = (x * 1103515 + 12345) & 0x7fffffff
+        out.append((x >> 4) % nblocks)
+    return out
+
+
+def report(name, op, bs, depth, mode, ops, nbytes, us, bad):
+    print('@@ %s' % name)
+    print('RESULT op=%s bs=%d depth=%d mode=%s ops=%d bytes=%d ns=%d bad=%d'
+          % (op, bs, depth, mode, ops, nbytes, us * 1000, bad))
+
+
+def na(name, why):
+    print('@@ %s' % name)
+    print('NA %s' % why)
+
+
+def read_depth1(blk, name, bs, mode, region, max_ops, max_ms):
+    buf = dma_buffer(bs)
+    per = bs // SECTOR
+    nblocks = region // bs
+    blocks = random_blocks(nblocks, OFFSETS) if mode == 'rand' else None
+    budget = max_ms * 1000
+    busy = ops = bad = 0
+    readinto = blk.readinto
+    while ops < max_ops and busy < budget:
+        b = blocks[ops % OFFSETS] if blocks else ops % nblocks
+        sector = b * per
+        t0 = ticks_us()
+        readinto(sector, buf)
+        busy += ticks_diff(ticks_us(), t0)
+        bad += check(buf, bs, sector)
+        ops += 1
+    report(name, 'read', bs, 1, mode, ops, ops * bs, busy, bad)
+
+
+def batch_api(blk):
+    """The driver's batch interface as (submit, collect), or None when it has none yet."""
+    return None
+
+
+def read_deep(blk, name, bs, depth, mode, region, max_ops, max_ms):
+    api = batch_api(blk)
+    if api is None:
+        na(name, 'no batch interface in the driver')
+        return
+    na(name, 'batch interface not wired into the bench yet')
+
+
+def read(blk, name, bs, depth, mode, region, max_ops, max_ms):
+    if blk is None:
+        na(name, 'driver missing')
+    elif depth == 1:
+        read_depth1(blk, name, bs, mode, region, max_ops, max_ms)
+    else:
+        read_deep(blk, name, bs, depth, mode, region, max_ops, max_ms)
+
+
+def write(blk, name, bs, offset, total):
+    if blk is None:
+        na(name, 'driver missing')
+        return
+    buf = dma_buffer(bs)
+    per = bs // SECTOR
+    busy = ops = 0
+    sector = offset // SECTOR
+    end = (offset + total) // SECTOR
+    while sector < end:
+        fill(buf, bs, sector)
+        t0 = ticks_us()
+        blk.write(sector, buf)
+        busy += ticks_diff(ticks_us(), t0)
+        sector += per
+        ops += 1
+    t0 = ticks_us()
+    blk.flush()
+    busy += ticks_diff(ticks_us(), t0)
+    report(name, 'write', bs, 1, 'seq', ops, ops * bs, busy, 0)
+
+
+def find_blk():
+    try:
+        import virtio
+        return virtio.find('blk')
+    except Exception as e:  # no driver yet, or no such device: the table says n/a
+        print('NOTE blk unavailable: %r' % (e,))
+        return None

@@ -1,0 +1,78 @@
+"""One boot of the Linux reference guest running every workload; returns its figures.
+
+The workloads become /etc/bench.sh (appended to the cached initramfs), the helper does the
+block I/O, busybox ping the ICMP, and the helper's echo server the UDP; the host runs the
+UDP client (netclient) while the guest waits in its echo server.
+"""
+import os
+import shutil
+
+import figures
+import linuxref
+import netclient
+import qemu
+import workloads as W
+
+KERNEL_CMDLINE = 'console=ttyS0 quiet panic=-1'
+# Linux's best here: no I/O scheduler on the virtio disk (mq-deadline merges and adds work).
+SCHEDULER = os.environ.get('BENCH_LINUX_SCHEDULER', 'none')
+
+
+def script(selected):
+    lines = ['echo %s > /sys/block/vda/queue/scheduler' % SCHEDULER]
+    for w in selected:
+        p = w.params
+        if w.kind == 'read':
+            lines += ['echo "@@ %s"' % w.name,
+                      'bhelper read /dev/vda %d %d %s %d %d %d' % (
+                          p['bs'], p['depth'], p['mode'], p['region'], p['max_ops'], p['max_ms'])]
+        elif w.kind == 'write':
+            lines += ['echo "@@ %s"' % w.name,
+                      'bhelper write /dev/vda %d %d %d' % (p['bs'], p['offset'], p['total'])]
+        elif w.kind == 'ping':
+            lines += ['echo "@@ %s"' % w.name,
+                      'ping -c %d -i 0.2 -W 2 10.0.2.2' % p['count']]
+    if any(w.kind == 'udp' for w in selected):
+        lines += ['echo "@@ udp_server"', 'bhelper udpecho %d' % qemu.UDP_GUEST_PORT]
+    return '\n'.join(lines) + '\n'
+
+
+def run(info, master_disk, work_dir, selected, timeout=300, log=print):
+    """Boot once, run the selected workloads; {name: {'value', 'error', ...}}."""
+    disk = os.path.join(work_dir, 'linux-disk.img')
+    shutil.copyfile(master_disk, disk)
+    initrd = linuxref.with_script(info['initramfs'], script(selected),
+                                  os.path.join(work_dir, 'linux-initrd.cpio'))
+    port = qemu.free_udp_port()
+    args = (qemu.MACHINE_FLAGS + qemu.devices(disk, port) +
+            ['-kernel', info['kernel'], '-initrd', initrd, '-append', KERNEL_CMDLINE])
+    results = {}
+    with qemu.Qemu(args, timeout) as q:
+        _, t_init = q.expect(rb'BENCH INIT[^\n]*\n')
+        m, t_ready = q.expect(rb'BENCH READY[^\n]*\n')
+        results['boot'] = {'value': t_ready, 'error': None,
+                           'detail': {'to_init_s': t_init, 'marker': m.group(0).decode().strip()}}
+        if any(w.kind == 'udp' for w in selected):
+            q.expect(rb'UDPECHO READY')
+            figures.udp(port, results)
+            if not netclient.quit(port):
+                log('linux: the echo server did not stop')
+        q.expect(rb'BENCH DONE')
+        q.wait_exit(30)
+        text = q.output()
+    parsed = W.parse_output(text)
+    for w in selected:
+        if w.kind in ('read', 'write'):
+            entry = parsed.get(w.name)
+            value, err = W.disk_figure(w, entry and entry['result'])
+            results[w.name] = {'value': value, 'error': err,
+                               'detail': entry and entry['result']}
+        elif w.kind == 'ping':
+            results[w.name] = figures.ping(parsed.get(w.name))
+    for w in selected:
+        if w.kind == 'write' and results[w.name]['value'] is not None:
+            figures.check_written(disk, w, results)
+    if 'ERROR' in text:
+        results['_errors'] = [l for l in text.splitlines() if 'BENCH ERROR' in l]
+    os.remove(disk)
+    return results

@@ -1,0 +1,153 @@
+"""One boot of our image running every workload over the raw REPL; returns its figures.
+
+Boot time is QEMU start to the first REPL prompt, which the firmware prints after its boot
+report (every device probed). The workload code is bench/guest/*.py, sent as source; its
+output has the same form as the Linux helper's, so one parser reads both.
+"""
+import glob
+import os
+import re
+import shutil
+
+import figures
+import qemu
+import workloads as W
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH_DIR)
+GUEST_DIR = os.path.join(BENCH_DIR, 'guest')
+READY = os.environ.get('BENCH_OURS_READY', r'>>> ').encode()
+
+RAW_BANNER = rb'raw REPL; CTRL-B to exit\r?\n>'
+
+
+def find_image():
+    """Our firmware image, or None. BENCH_FIRMWARE overrides the search under build/."""
+    env = os.environ.get('BENCH_FIRMWARE')
+    if env:
+        return env if os.path.exists(env) else None
+    found = sorted(glob.glob(os.path.join(ROOT, 'build', '**', 'firmware.elf'), recursive=True),
+                   key=os.path.getmtime)
+    return found[-1] if found else None
+
+
+class RawRepl:
+    """MicroPython's raw REPL over a Qemu serial stream."""
+
+    def __init__(self, q):
+        self.q = q
+
+    def enter(self, timeout=20):
+        self.q.send(b'\r\x03\x03')
+        self.q.send(b'\x01')
+        self.q.expect(RAW_BANNER, timeout)
+
+    def start(self, code):
+        """Send code and start it; finish() collects its output."""
+        self.q.send(code.encode() + b'\x04')
+        self.q.expect(rb'OK', 30)
+
+    def finish(self, timeout=300):
+        """(stdout, stderr) of the code started last; back at the raw prompt after."""
+        out, _ = self.q.expect(rb'(?s)(.*?)\x04', timeout)
+        err, _ = self.q.expect(rb'(?s)(.*?)\x04', 30)
+        self.q.expect(rb'>', 30)
+        return (out.group(1).decode(errors='replace'), err.group(1).decode(errors='replace'))
+
+    def run(self, code, timeout=300):
+        self.start(code)
+        return self.finish(timeout)
+
+
+def guest_source(name):
+    with open(os.path.join(GUEST_DIR, name)) as f:
+        return f.read()
+
+
+def call_line(w):
+    p = w.params
+    if w.kind == 'read':
+        return "read(blk, '%s', %d, %d, '%s', %d, %d, %d)" % (
+            w.name, p['bs'], p['depth'], p['mode'], p['region'], p['max_ops'], p['max_ms'])
+    if w.kind == 'write':
+        return "write(blk, '%s', %d, %d, %d)" % (w.name, p['bs'], p['offset'], p['total'])
+    if w.kind == 'ping':
+        return "ping(st, '%s', %d)" % (w.name, p['count'])
+    raise ValueError('no guest call for %s' % w.name)
+
+
+def na_all(selected, why):
+    return {w.name: {'value': None, 'error': why, 'na': True} for w in selected}
+
+
+def run(image, master_disk, work_dir, selected, timeout=400, log=print):
+    """Boot once, run the selected workloads; {name: {'value', 'error', ...}}."""
+    disk = os.path.join(work_dir, 'ours-disk.img')
+    shutil.copyfile(master_disk, disk)
+    port = qemu.free_udp_port()
+    args = qemu.MACHINE_FLAGS + qemu.devices(disk, port) + ['-kernel', image]
+    results = {}
+    texts = []
+    with qemu.Qemu(args, timeout) as q:
+        _, t_ready = q.expect(re.escape(READY), 60)
+        boot_report = q.output()
+        results['boot'] = {'value': t_ready, 'error': None,
+                           'detail': {'report': boot_report[-2000:]}}
+        repl = RawRepl(q)
+        repl.enter()
+        out, err = repl.run(guest_source('ours_blk.py') + '\nblk = find_blk()\n')
+        texts.append(out)
+        if err:
+            raise RuntimeError('guest bench code failed: %s' % err.strip().splitlines()[-1])
+        for w in selected:
+            if w.kind in ('read', 'write'):
+                out, err = repl.run(call_line(w))
+                texts.append(out if not err else '@@ %s\nNA guest error: %s\n' % (
+                    w.name, err.strip().splitlines()[-1]))
+        needs_net = [w for w in selected if w.kind in ('ping', 'udp')]
+        if needs_net:
+            out, err = repl.run(guest_source('ours_net.py') + '\nst = make_stack()\n')
+            texts.append(out)
+            for w in selected:
+                if w.kind == 'ping':
+                    out, err = repl.run(call_line(w))
+                    texts.append(out if not err else '@@ %s\nNA guest error: %s\n' % (
+                        w.name, err.strip().splitlines()[-1]))
+            if any(w.kind == 'udp' for w in selected):
+                total = W.UDP_RTT_COUNT + W.UDP_RATE_COUNT
+                repl.start('udp_server(st, %d, %d)' % (qemu.UDP_GUEST_PORT, total))
+                m, _ = q.expect(rb'UDPECHO READY|NA [^\r\n]*', 60)
+                if m.group(0) == b'UDPECHO READY':
+                    figures.udp(port, results)
+                else:
+                    why = m.group(0)[3:].decode()
+                    for name in ('udp_rtt', 'udp_rtt_p99', 'udp_rate'):
+                        results[name] = {'value': None, 'error': why, 'na': True}
+                out, err = repl.finish(60)
+                texts.append(out)
+        repl.start('import x86\nx86.poweroff()\n')
+        try:
+            q.wait_exit(10)
+        except qemu.Timeout:
+            pass
+    text = '\n'.join(texts)
+    parsed = W.parse_output(text)
+    for w in selected:
+        if w.name in results:
+            continue
+        entry = parsed.get(w.name)
+        if entry is not None and entry.get('na'):
+            results[w.name] = {'value': None, 'error': entry['na'], 'na': True}
+        elif w.kind in ('read', 'write'):
+            value, err = W.disk_figure(w, entry and entry['result'])
+            results[w.name] = {'value': value, 'error': err, 'detail': entry and entry['result']}
+        elif w.kind == 'ping':
+            results[w.name] = figures.ping(entry)
+    for w in selected:
+        if w.kind == 'write' and results[w.name]['value'] is not None:
+            figures.check_written(disk, w, results)
+    notes = [l for l in text.splitlines() if l.startswith('NOTE ')]
+    if notes:
+        results['_notes'] = notes
+    os.remove(disk)
+    return results

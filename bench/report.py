@@ -1,0 +1,176 @@
+"""From runs to the three outputs: the table, build/bench/results.json, build/bench/ratios.png.
+
+A row compares medians over the repetitions; min and max are kept beside them. The ratio is
+ours / Linux; `better` says which direction wins for that unit, and `advantage` turns the
+ratio around where lower is better, so advantage > 1 always means ours is ahead.
+"""
+import json
+
+import workloads as W
+
+SIDES = ('ours', 'linux', 'host')
+
+
+def stats(values):
+    """{'median', 'min', 'max', 'n'} of the usable values, or None when there are none."""
+    vs = [v for v in values if v is not None]
+    if not vs:
+        return None
+    return {'median': W.median(vs), 'min': min(vs), 'max': max(vs), 'n': len(vs)}
+
+
+def summarize(runs, selected=None):
+    """runs: {side: [ {workload: {'value', 'error', 'na'?}} per repetition ]} -> rows."""
+    rows = []
+    for w in selected or W.WORKLOADS:
+        row = {'name': w.name, 'title': w.title, 'unit': w.unit, 'better': w.better}
+        for side in SIDES:
+            reps = runs.get(side) or []
+            entries = [r.get(w.name) for r in reps if r is not None]
+            entries = [e for e in entries if e is not None]
+            s = stats([e.get('value') for e in entries])
+            errors = sorted(set(e['error'] for e in entries if e.get('error')))
+            row[side] = {'stats': s, 'errors': errors,
+                         'na': bool(entries) and all(e.get('na') for e in entries),
+                         'values': [e.get('value') for e in entries]}
+        o, l = row['ours']['stats'], row['linux']['stats']
+        if o and l and l['median'] > 0 and o['median'] > 0:
+            ratio = o['median'] / l['median']
+            lo, hi = o['min'] / l['max'], o['max'] / l['min']
+            if w.better == W.LOWER:
+                adv, adv_lo, adv_hi = 1 / ratio, 1 / hi, 1 / lo
+            else:
+                adv, adv_lo, adv_hi = ratio, lo, hi
+            row.update(ratio=ratio, advantage=adv, advantage_min=adv_lo, advantage_max=adv_hi)
+        else:
+            row.update(ratio=None, advantage=None, advantage_min=None, advantage_max=None)
+        h = row['host']['stats']
+        for side in ('ours', 'linux'):
+            s = row[side]['stats']
+            row[side]['of_ceiling'] = (s['median'] / h['median']
+                                       if s and h and h['median'] > 0 and w.better == W.HIGHER
+                                       else None)
+        rows.append(row)
+    return rows
+
+
+def fmt(x, unit):
+    if x is None:
+        return '-'
+    if unit in ('s', 'ms'):
+        return '%.3f' % x if x < 10 else '%.2f' % x
+    if x >= 100:
+        return '{:,.0f}'.format(x)
+    return '%.1f' % x
+
+
+def cell(side, unit, reps):
+    s = side['stats']
+    if s is None:
+        if side['na'] and side['errors']:
+            return 'n/a (%s)' % side['errors'][0]
+        if side['errors']:
+            return 'failed: %s' % side['errors'][0]
+        return 'n/a' if reps else '-'
+    text = fmt(s['median'], unit)
+    if s['n'] > 1:
+        text += ' [%s-%s]' % (fmt(s['min'], unit), fmt(s['max'], unit))
+    if side['errors']:
+        text += ' (%d failed)' % len([v for v in side['values'] if v is None])
+    return text
+
+
+def verdict(row):
+    a = row['advantage']
+    if a is None:
+        return ''
+    if 0.95 <= a <= 1.05:
+        return 'even'
+    return 'ours %.2fx' % a if a > 1 else 'Linux %.2fx' % (1 / a)
+
+
+def table(rows, reps=1):
+    head = ('workload', 'unit', 'better', 'ours', 'Linux', 'ours/Linux', 'ahead',
+            'host ceiling')
+    body = []
+    for r in rows:
+        ceiling = r['host']['stats']
+        ceil = ''
+        if ceiling:
+            ceil = fmt(ceiling['median'], r['unit'])
+            parts = ['%s %.0f%%' % (n, 100 * r[k]['of_ceiling'])
+                     for k, n in (('ours', 'ours'), ('linux', 'Linux'))
+                     if r[k]['of_ceiling'] is not None]
+            if parts:
+                ceil += ' (' + ', '.join(parts) + ')'
+        body.append((r['title'], r['unit'], r['better'], cell(r['ours'], r['unit'], reps),
+                     cell(r['linux'], r['unit'], reps),
+                     '%.3g' % r['ratio'] if r['ratio'] is not None else '-', verdict(r), ceil))
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    line = lambda cols: '  '.join(str(c).ljust(w) for c, w in zip(cols, widths)).rstrip()
+    out = [line(head), line(['-' * w for w in widths])]
+    out += [line(b) for b in body]
+    return '\n'.join(out)
+
+
+def write_json(path, doc):
+    with open(path, 'w') as f:
+        json.dump(doc, f, indent=1, sort_keys=True, default=str)
+
+
+def chart(rows, path, title='ours vs Linux guest, same QEMU (TCG)'):
+    """Bar chart of advantage (ours/Linux, >1 = ours ahead) with min-max whiskers, and of each
+    side's share of the host's page-cache ceiling. Returns path, or None without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    names = [r['title'] for r in rows]
+    ys = list(range(len(rows)))[::-1]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 0.45 * len(rows) + 2),
+                                  gridspec_kw={'width_ratios': [3, 2]})
+    for y, r in zip(ys, rows):
+        a = r['advantage']
+        if a is None:
+            why = 'n/a'
+            if r['ours']['stats'] is None and r['ours']['errors']:
+                why = 'ours: ' + r['ours']['errors'][0]
+            elif r['linux']['stats'] is None and r['linux']['errors']:
+                why = 'Linux: ' + r['linux']['errors'][0]
+            ax.text(1, y, ' ' + why[:48], va='center', fontsize=8, color='gray')
+            continue
+        colour = '#2a7' if a >= 1 else '#c44'
+        ax.barh(y, a - 1, left=1, color=colour, height=0.6)
+        ax.errorbar([a], [y], xerr=[[a - r['advantage_min']], [r['advantage_max'] - a]],
+                    fmt='none', ecolor='black', capsize=3, lw=1)
+        ax.text(max(a, r['advantage_max']) * 1.05 if a >= 1 else min(a, r['advantage_min']) / 1.05,
+                y, '%.2fx' % a, va='center', ha='left' if a >= 1 else 'right', fontsize=8)
+    ax.set_xscale('log')
+    ax.axvline(1, color='black', lw=1)
+    ax.set_yticks(ys)
+    ax.set_yticklabels(names, fontsize=9)
+    lo = min([r['advantage_min'] for r in rows if r['advantage']] + [0.5])
+    hi = max([r['advantage_max'] for r in rows if r['advantage']] + [2])
+    ax.set_xlim(lo / 2, hi * 2)
+    ax.set_xlabel('advantage: ours over Linux (log; > 1 = ours ahead, whiskers = min-max)')
+    ax.set_title(title, fontsize=10)
+    w = 0.38
+    for y, r in zip(ys, rows):
+        for k, (side, colour) in enumerate((('ours', '#2a7'), ('linux', '#47c'))):
+            f = r[side]['of_ceiling']
+            if f is not None:
+                ax2.barh(y + (w / 2 if k == 0 else -w / 2), 100 * f, height=w, color=colour)
+    ax2.set_yticks(ys)
+    ax2.set_yticklabels([])
+    ax2.set_xscale('log')
+    ax2.set_xlabel('% of the host reading the image from page cache (log)')
+    ax2.axvline(100, color='black', lw=1)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ('#2a7', '#47c')]
+    ax2.legend(handles, ['ours', 'Linux'], fontsize=8, loc='lower right')
+    ax2.set_title('share of the physical ceiling (reads)', fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,147 @@
+"""What is measured, the same for both guests, and how a run's output becomes figures.
+
+A workload's output, from the C helper (Linux) and from bench/guest/*.py (ours) alike:
+    @@ NAME
+    RESULT op=read bs=4096 depth=32 mode=rand ops=N bytes=N ns=N bad=N
+`bad` counts failed pattern checks: a run with bad != 0 gives no figure ("wrong data").
+"""
+import os
+import re
+
+MiB = 1 << 20
+DISK_BYTES = 256 * MiB
+SECONDS = float(os.environ.get('BENCH_SECONDS', '2'))  # per request-rate workload
+WRITE_OFFSET = 0
+WRITE_BYTES = int(os.environ.get('BENCH_WRITE_MIB', '64')) * MiB
+PING_COUNT = int(os.environ.get('BENCH_PING_COUNT', '20'))
+UDP_RTT_COUNT = int(os.environ.get('BENCH_UDP_COUNT', '200'))
+UDP_RATE_COUNT = int(os.environ.get('BENCH_UDP_RATE_COUNT', '2000'))
+UDP_WINDOW = 16
+UDP_SIZES = (16, 64, 256, 512, 1024, 1400)
+
+HIGHER, LOWER = 'higher', 'lower'
+
+
+class Workload:
+    def __init__(self, name, title, unit, better, kind, **params):
+        self.name, self.title, self.unit, self.better, self.kind = name, title, unit, better, kind
+        self.params = params
+
+    def __repr__(self):
+        return 'Workload(%s)' % self.name
+
+
+def _read(name, title, bs, depth, mode, unit):
+    ops = DISK_BYTES // bs if mode == 'seq' else 10 ** 9
+    ms = 60000 if mode == 'seq' else int(SECONDS * 1000)
+    return Workload(name, title, unit, HIGHER, 'read', bs=bs, depth=depth, mode=mode,
+                    region=DISK_BYTES, max_ops=ops, max_ms=ms)
+
+
+WORKLOADS = [
+    Workload('boot', 'boot: QEMU start to devices ready', 's', LOWER, 'boot'),
+    _read('seq_read', 'sequential read, 1 MiB requests', MiB, 1, 'seq', 'MB/s'),
+    _read('read_4k_d1', '4 KiB random reads, depth 1', 4096, 1, 'rand', 'IOPS'),
+    _read('read_4k_d32', '4 KiB random reads, depth 32', 4096, 32, 'rand', 'IOPS'),
+    _read('read_512_d1', '512 B random reads, depth 1', 512, 1, 'rand', 'IOPS'),
+    _read('read_512_d32', '512 B random reads, depth 32', 512, 32, 'rand', 'IOPS'),
+    Workload('seq_write', 'sequential write 1 MiB + flush', 'MB/s', HIGHER, 'write',
+             bs=MiB, offset=WRITE_OFFSET, total=WRITE_BYTES),
+    Workload('ping_rtt', 'ping 10.0.2.2, median RTT', 'ms', LOWER, 'ping', count=PING_COUNT),
+    Workload('udp_rtt', 'UDP echo via hostfwd, median RTT', 'ms', LOWER, 'udp'),
+    Workload('udp_rtt_p99', 'UDP echo via hostfwd, p99 RTT', 'ms', LOWER, 'udp'),
+    Workload('udp_rate', 'UDP echo via hostfwd, window 16', 'dgram/s', HIGHER, 'udp'),
+]
+BY_NAME = {w.name: w for w in WORKLOADS}
+DISK_WORKLOADS = [w for w in WORKLOADS if w.kind in ('read', 'write')]
+
+_MARK = re.compile(r'^@@ (\S+)')
+_RESULT = re.compile(r'^RESULT ((?:\w+=\S+ ?)+)')
+_PING = re.compile(r'bytes from [\d.]+: .*time=([\d.]+) ms')
+
+
+def parse_kv(text):
+    out = {}
+    for item in text.split():
+        k, v = item.split('=', 1)
+        try:
+            out[k] = int(v)
+        except ValueError:
+            try:
+                out[k] = float(v)
+            except ValueError:
+                out[k] = v
+    return out
+
+
+def parse_output(text):
+    """{name: {'result', 'ping_ms', 'na', 'lines'}} from a guest's serial output.
+
+    result: the RESULT line's fields or None; ping_ms: busybox-style reply times; na: the
+    reason a guest gave for not running the workload (NA line) or None.
+    """
+    out = {}
+    cur = None
+    for raw in text.splitlines():
+        line = raw.strip('\r\x00 ')
+        m = _MARK.match(line)
+        if m:
+            cur = out.setdefault(m.group(1), {'result': None, 'ping_ms': [], 'lines': [],
+                                              'na': None})
+            continue
+        if cur is None:
+            continue
+        cur['lines'].append(line)
+        m = _RESULT.match(line)
+        if m:
+            cur['result'] = parse_kv(m.group(1))
+            continue
+        if line.startswith('NA '):
+            cur['na'] = line[3:].strip()
+            continue
+        m = _PING.search(line)
+        if m:
+            cur['ping_ms'].append(float(m.group(1)))
+    return out
+
+
+def disk_figure(w, result):
+    """(value, error) for a read/write workload's RESULT dict; value None when unusable."""
+    if result is None:
+        return None, 'no result'
+    for k in ('ops', 'bytes', 'ns', 'bad'):
+        if k not in result:
+            return None, 'result lacks %s' % k
+    if result['bad']:
+        return None, 'wrong data (%d failed checks)' % result['bad']
+    if result['ns'] <= 0 or result['ops'] <= 0:
+        return None, 'nothing measured'
+    if result.get('bs') not in (None, w.params['bs']):
+        return None, 'request size %s, expected %d' % (result.get('bs'), w.params['bs'])
+    if result.get('depth') not in (None, w.params.get('depth', 1)):
+        return None, 'depth %s, expected %d' % (result.get('depth'), w.params.get('depth', 1))
+    if w.kind == 'read' and w.params['mode'] == 'seq' and result['bytes'] < w.params['region']:
+        return None, 'read %d of %d bytes' % (result['bytes'], w.params['region'])
+    if w.kind == 'write' and result['bytes'] != w.params['total']:
+        return None, 'wrote %d of %d bytes' % (result['bytes'], w.params['total'])
+    seconds = result['ns'] / 1e9
+    if w.unit == 'MB/s':
+        return result['bytes'] / seconds / 1e6, None
+    return result['ops'] / seconds, None
+
+
+def median(xs):
+    s = sorted(xs)
+    n = len(s)
+    if n == 0:
+        raise ValueError('median of nothing')
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2.0
+
+
+def percentile(xs, p):
+    """Nearest-rank percentile (p in 0..100)."""
+    s = sorted(xs)
+    if not s:
+        raise ValueError('percentile of nothing')
+    k = max(0, min(len(s) - 1, int(-(-p * len(s) // 100)) - 1))
+    return s[k]
