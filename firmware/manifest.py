@@ -1,0 +1,18 @@
+# What the image freezes (MicroPython's manifest format, run by
+# tools/makemanifest.py with this folder as the working directory).
+import os
+
+DRIVERS = "../drivers"
+
+# Every package under drivers/ (a folder with an __init__.py: virtio, inet,
+# ...) and any single-file module there, stored under its own name.
+for name in sorted(os.listdir(DRIVERS)):
+    path = os.path.join(DRIVERS, name)
+    if os.path.isfile(os.path.join(path, "__init__.py")):
+        package(name, base_path=DRIVERS)
+    elif name.endswith(".py") and os.path.isfile(path):
+        module(name, base_path=DRIVERS)
+
+# The boot script and what it uses.
+module("fwcfg.py")
+module("boot.py")

@@ -1,0 +1,192 @@
+// The x86_virt port: from multiboot to the MicroPython REPL.
+//
+// Memory: the region that holds the kernel (from the multiboot memory map)
+// is split after the kernel image into a DMA area (for devices; never moved
+// or freed) and the garbage-collected heap.
+#include <string.h>
+
+#include "py/builtin.h"
+#include "py/compile.h"
+#include "py/gc.h"
+#include "py/lexer.h"
+#include "py/mperrno.h"
+#include "py/mphal.h"
+#include "py/runtime.h"
+#include "py/stackctrl.h"
+#include "shared/readline/readline.h"
+#include "shared/runtime/gchelper.h"
+#include "shared/runtime/pyexec.h"
+#include "x86.h"
+
+#define MULTIBOOT_BOOTLOADER_MAGIC  0x2badb002
+#define MULTIBOOT_INFO_MEMORY       (1 << 0)
+#define MULTIBOOT_INFO_MEM_MAP      (1 << 6)
+#define MULTIBOOT_MEMORY_AVAILABLE  1
+
+#define STACK_SIZE          (64 * 1024)
+#define KERNEL_BASE         0x100000
+#define DMA_AREA_MIN        (256 * 1024)
+#define DMA_AREA_MAX        (64 * 1024 * 1024)
+#define PAGE_SIZE           4096
+
+// Multiboot Specification 0.6.96, 3.3: the parts of the boot information we use.
+typedef struct __attribute__((packed)) {
+    uint32_t flags;
+    uint32_t mem_lower, mem_upper;      // KiB below 1 MiB / above 1 MiB
+    uint32_t boot_device, cmdline, mods_count, mods_addr;
+    uint32_t syms[4];
+    uint32_t mmap_length, mmap_addr;
+} multiboot_info_t;
+
+typedef struct __attribute__((packed)) {
+    uint32_t size;                      // of the rest of this entry
+    uint64_t base_addr, length;
+    uint32_t type;
+} multiboot_mmap_entry_t;
+
+extern char __image_end[];
+extern char stack_bottom[], stack_top[];
+
+uintptr_t dma_area_start, dma_area_end, dma_area_next;
+uintptr_t heap_area_start, heap_area_end;
+
+static void memory_init(uint32_t magic, const multiboot_info_t *mbi) {
+    if (magic != MULTIBOOT_BOOTLOADER_MAGIC) {
+        x86_fatal("not started by a multiboot loader (use qemu -kernel)");
+    }
+    uint64_t end = 0;
+    if (mbi->flags & MULTIBOOT_INFO_MEM_MAP) {
+        // The available region that holds the kernel.
+        uintptr_t p = mbi->mmap_addr;
+        while (p < mbi->mmap_addr + mbi->mmap_length) {
+            const multiboot_mmap_entry_t *e = (const void *)p;
+            if (e->type == MULTIBOOT_MEMORY_AVAILABLE && e->base_addr <= KERNEL_BASE
+                && e->base_addr + e->length > KERNEL_BASE) {
+                end = e->base_addr + e->length;
+            }
+            p += e->size + sizeof(e->size);
+        }
+    } else if (mbi->flags & MULTIBOOT_INFO_MEMORY) {
+        end = KERNEL_BASE + (uint64_t)mbi->mem_upper * 1024;
+    }
+    if (end > 0xfffff000u) {
+        end = 0xfffff000u;      // 32-bit addresses only
+    }
+    uintptr_t start = (uintptr_t)__image_end;
+    if (end < start + 4 * DMA_AREA_MIN) {
+        x86_fatal("not enough memory (give QEMU -m 16 or more)");
+    }
+    uintptr_t avail = (uintptr_t)end - start;
+    uintptr_t dma = (avail / 4) & ~(PAGE_SIZE - 1);
+    dma = dma < DMA_AREA_MIN ? DMA_AREA_MIN : dma > DMA_AREA_MAX ? DMA_AREA_MAX : dma;
+    dma_area_start = dma_area_next = start;
+    dma_area_end = start + dma;
+    heap_area_start = dma_area_end;
+    heap_area_end = (uintptr_t)end;
+}
+
+static void fpu_init(void) {
+    // CR0: clear EM (no emulation) and TS, set MP and NE (native x87 errors).
+    uint32_t cr0;
+    __asm__ volatile ("mov %%cr0, %0" : "=r" (cr0));
+    cr0 = (cr0 & ~((1 << 2) | (1 << 3))) | (1 << 1) | (1 << 5);
+    __asm__ volatile ("mov %0, %%cr0" : : "r" (cr0));
+    // All x87 exceptions masked (inf and nan, no traps); precision control
+    // 53 bits, so that float arithmetic rounds as on any IEEE double machine
+    // (libm.c switches to 64 bits inside its functions).
+    uint16_t cw = 0x027f;
+    __asm__ volatile ("fninit; fldcw %0" : : "m" (cw));
+}
+
+static bool run_boot_script(void) {
+    // The frozen boot script reports the machine and runs a user's script.
+    int ret = pyexec_frozen_module("boot.py", true);
+    return ret != 0;
+}
+
+void kmain(uint32_t magic, const multiboot_info_t *mbi) {
+    idt_init();
+    uart_init();
+    fpu_init();
+    memory_init(magic, mbi);
+    timer_init();
+    cpu_sti();
+
+    mp_stack_set_top(stack_top);
+    mp_stack_set_limit(STACK_SIZE - 4096);
+    bool cold_boot = true;
+
+soft_reset:
+    gc_init((void *)heap_area_start, (void *)heap_area_end);
+    mp_init();
+    readline_init0();
+
+    if (cold_boot) {
+        cold_boot = false;
+        if (!run_boot_script()) {
+            uart_puts("boot.py failed: powering off\r\n");
+            x86_poweroff(EXIT_PYTHON_EXCEPTION);
+        }
+    }
+
+    for (;;) {
+        if (pyexec_mode_kind == PYEXEC_MODE_RAW_REPL) {
+            if (pyexec_raw_repl() != 0) {
+                break;
+            }
+        } else {
+            if (pyexec_friendly_repl() != 0) {
+                break;
+            }
+        }
+    }
+
+    mp_printf(&mp_plat_print, "MPY: soft reboot\n");
+    gc_sweep_all();
+    mp_deinit();
+    goto soft_reset;
+}
+
+// ---- Hooks MicroPython needs from a port ----------------------------------
+
+void gc_collect(void) {
+    gc_collect_start();
+    gc_helper_collect_regs_and_stack();
+    gc_collect_end();
+}
+
+void x86_idle(void) {
+    timer_wait_event(-1);
+}
+
+// No filesystem: only frozen modules can be imported.
+mp_import_stat_t mp_import_stat(const char *path) {
+    (void)path;
+    return MP_IMPORT_STAT_NO_EXIST;
+}
+
+mp_lexer_t *mp_lexer_new_from_file(qstr filename) {
+    (void)filename;
+    mp_raise_OSError(MP_ENOENT);
+}
+
+mp_obj_t mp_builtin_open(size_t n_args, const mp_obj_t *args, mp_map_t *kwargs) {
+    (void)n_args;
+    (void)args;
+    (void)kwargs;
+    mp_raise_msg(&mp_type_OSError, MP_ERROR_TEXT("no filesystem"));
+}
+MP_DEFINE_CONST_FUN_OBJ_KW(mp_builtin_open_obj, 1, mp_builtin_open);
+
+const char x86_virt_help_text[] =
+    "MicroPython on x86_virt: a bare-metal i686 VM for QEMU.\n"
+    "\n"
+    "  import x86        port I/O, physical memory, DMA memory, barrier, ticks\n"
+    "  import virtio     the VirtIO drivers: virtio.probe() lists the devices\n"
+    "  import time       ticks_ms(), ticks_us(), ticks_diff(), sleep_ms(), ...\n"
+    "  x86.poweroff()    end the session (QEMU exits with status 0)\n"
+    "  x86.poweroff(n)   end with status (n << 1) | 1\n"
+    "\n"
+    "Control commands: Ctrl-C interrupt, Ctrl-D soft reset, Ctrl-E paste mode,\n"
+    "Ctrl-A raw REPL, Ctrl-B friendly REPL. QEMU: Ctrl-A X quits.\n"
+    "For a list of modules: help('modules')\n";

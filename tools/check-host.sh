@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Make sure the host has the tools the build and QEMU runs need; install the
+# missing ones from Debian's packages (only those; nothing when all are there).
+# Prints nothing when there is nothing to do.
+set -u
+cd "$(dirname "$0")/.."
+. tools/fail.sh
+
+QEMU=${QEMU:-qemu-system-i386}
+missing=()
+command -v "$QEMU" >/dev/null 2>&1 || missing+=(qemu-system-x86)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+# gcc -m32 needs the 32-bit libgcc and C headers (gcc-multilib).
+have_multilib() {
+    command -v gcc >/dev/null 2>&1 || return 1
+    [ -f "$(gcc -m32 -print-libgcc-file-name 2>/dev/null)" ] || return 1
+    [ -f /usr/include/i386-linux-gnu/gnu/stubs-32.h ] || [ -f /usr/include/gnu/stubs-32.h ]
+}
+have_multilib || missing+=(gcc-multilib)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+command -v sha256sum >/dev/null 2>&1 || missing+=(coreutils)
+command -v tar >/dev/null 2>&1 || missing+=(tar)
+
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    fail "missing ${missing[*]}" "install them (Debian: apt-get install --no-install-recommends ${missing[*]}) and run make again"
+fi
+echo "setup: installing ${missing[*]} (apt-get, log in build/logs/apt.log)"
+export DEBIAN_FRONTEND=noninteractive
+quietly build/logs/apt.log apt-get update \
+    || fail "apt-get update failed (see build/logs/apt.log)" "check the network and the apt sources, then run make again"
+quietly build/logs/apt.log apt-get install -y --no-install-recommends "${missing[@]}" \
+    || fail "apt-get install ${missing[*]} failed (see build/logs/apt.log)" "check the network and the apt sources, then run make again"
