@@ -1,0 +1,123 @@
+# VirtIO over PCI, in MicroPython (and CPython on the host).
+#
+#     import virtio
+#     for dev in virtio.probe():     # scan PCI, bind drivers, initialize
+#         print(dev)                 # 00:04.0 virtio-blk modern 256q features=...
+#     rng = virtio.find('rng')
+#     virtio.trace(True)             # print every transport register access
+#
+# Drivers are found by VirtIO device type in virtio.<kind> modules, each
+# exporting DRIVER (a VirtioDevice subclass). A device without a driver, or
+# whose driver fails, is listed as an UnboundDevice; probe never fails for it.
+
+from virtio import pci, trace as _trace
+from virtio import transport as _transport
+from virtio.errors import VirtioError
+
+# VirtIO device type -> driver module (spec 5: device types).
+DRIVERS = {1: 'net', 2: 'blk', 3: 'console', 4: 'rng'}
+TYPE_NAMES = {1: 'net', 2: 'blk', 3: 'console', 4: 'rng', 5: 'balloon', 8: 'scsi',
+              9: '9p', 16: 'gpu', 18: 'input', 19: 'vsock', 20: 'crypto', 26: 'fs'}
+
+_devices = []
+_probed = [False]
+
+
+class UnboundDevice:
+    """A VirtIO function no driver drives (none exists, it failed to import,
+    or initialization failed: `error` says which)."""
+
+    KIND = None
+    transport = None
+    features = 0
+
+    def __init__(self, fn, device_type, error):
+        self.pci = fn
+        self.device_type = device_type
+        self.error = error
+
+    def feature_names(self):
+        return ''
+
+    def __str__(self):
+        return '%s virtio-%s %04x:%04x unbound: %s' % (
+            self.pci.address, TYPE_NAMES.get(self.device_type, 'type%d' % self.device_type),
+            self.pci.vendor_id, self.pci.device_id, self.error)
+
+    def __repr__(self):
+        return '<%s>' % self
+
+
+def driver_class(device_type):
+    """The driver class for a VirtIO device type; raises ImportError or
+    VirtioError when there is none."""
+    name = DRIVERS.get(device_type)
+    if name is None:
+        raise VirtioError('no driver for device type %d' % device_type)
+    mod = __import__('virtio.' + name, None, None, (name,))
+    return mod.DRIVER
+
+
+def bind(hw, fn, transport=None):
+    """Drive one VirtIO PCI function: an initialized device, or an
+    UnboundDevice that says why not."""
+    dtype = _transport.device_type(fn)
+    try:
+        cls = driver_class(dtype)
+    except ImportError as e:
+        return UnboundDevice(fn, dtype, 'driver virtio.%s unavailable (%s)'
+                             % (DRIVERS.get(dtype), e))
+    except Exception as e:
+        return UnboundDevice(fn, dtype, str(e))
+    try:
+        t = _transport.open_transport(hw, fn, transport)
+        dev = cls(t)
+        dev.init()
+        return dev
+    except Exception as e:
+        return UnboundDevice(fn, dtype, '%s: %s' % (type(e).__name__, e))
+
+
+def probe(hw=None, transport=None):
+    """Scan PCI, assign BARs if no firmware did, bind a driver to every
+    VirtIO function and initialize it. transport: None (modern when the
+    device offers it), 'legacy' or 'modern'. Returns the devices, bound or
+    not, in PCI order; virtio.find() then looks them up."""
+    if hw is None:
+        import x86
+        hw = x86
+    fns = pci.scan(hw)
+    if pci.unassigned(fns):
+        pci.assign_resources(hw, fns)
+    out = []
+    for fn in fns:
+        if _transport.is_virtio(fn):
+            out.append(bind(hw, fn, transport))
+    _devices[:] = out
+    _probed[0] = True
+    return out
+
+
+def devices():
+    """The devices found by the last probe()."""
+    return list(_devices)
+
+
+def find(kind, index=0):
+    """The index-th initialized device of this kind ('blk', 'net',
+    'console', 'rng'), probing first if nothing was probed yet."""
+    if not _probed[0]:
+        probe()
+    n = 0
+    for d in _devices:
+        if d.KIND == kind:
+            if n == index:
+                return d
+            n += 1
+    raise VirtioError('no %s device #%d (probe found %d): %s'
+                      % (kind, index, n, ', '.join([str(d) for d in _devices]) or 'nothing'))
+
+
+def trace(on=True, write=None):
+    """Print every transport register access (or pass each line to write)."""
+    _trace.enable(on, write)

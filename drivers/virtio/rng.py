@@ -1,0 +1,62 @@
+# virtio-rng, the entropy device (spec 5.4): one requestq; the driver offers
+# device-writable buffers and the device fills them with random bytes.
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+from virtio.device import VirtioDevice
+from virtio.errors import VirtioTimeout
+
+VIRTIO_ID_ENTROPY = const(4)
+REQUESTQ = const(0)
+BUFFER_SIZE = const(64)
+DEFAULT_TIMEOUT_MS = const(1000)
+
+
+class RngDevice(VirtioDevice):
+    KIND = 'rng'
+    DEVICE_TYPE = VIRTIO_ID_ENTROPY
+    NAME = 'virtio-rng'
+    SUPPORTED_FEATURES = 0      # the entropy device defines no feature bits
+    FEATURE_NAMES = {}
+
+    def setup(self):
+        self.requestq = self.setup_queue(REQUESTQ)
+        self.buffer = self.hw.dma_alloc(BUFFER_SIZE, 16)
+        self._chunk = [(self.buffer, BUFFER_SIZE)]
+        self._busy = False      # our one buffer is with the device
+
+    def read(self, n, timeout_ms=DEFAULT_TIMEOUT_MS):
+        """n random bytes from the device. The device may return fewer bytes
+        than asked per request: ask again until n are gathered or timeout_ms
+        passes without any (VirtioTimeout)."""
+        out = bytearray()
+        hw = self.hw
+        vq = self.requestq
+        start = hw.ticks_ms()
+        while len(out) < n:
+            if not self._busy:
+                vq.add((), self._chunk, self.buffer)
+                self._busy = True
+                vq.kick()
+            try:
+                _token, got = vq.wait(timeout_ms)
+            except VirtioTimeout:
+                # The buffer stays with the device: the next read waits for it.
+                raise VirtioTimeout('%s %s: no entropy within %d ms (%d of %d bytes)'
+                                    % (self.pci.address, self.NAME, timeout_ms, len(out), n))
+            self._busy = False
+            take = min(got, n - len(out))
+            if take:
+                out.extend(hw.read(self.buffer, take))
+                start = hw.ticks_ms()
+            elif hw.ticks_diff(hw.ticks_ms(), start) > timeout_ms:
+                raise VirtioTimeout('%s %s: device returned no entropy for %d ms'
+                                    % (self.pci.address, self.NAME, timeout_ms))
+        return bytes(out)
+
+
+DRIVER = RngDevice

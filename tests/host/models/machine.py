@@ -1,0 +1,344 @@
+"""The host bench machine: guest RAM as a bytearray, a PCI bus of device
+models behind configuration mechanism #1, and port/MMIO dispatch to BARs.
+`Machine` implements docs/hardware-interface.md exactly, so the drivers in
+drivers/virtio run on it unchanged."""
+
+import struct
+import time
+
+from tests.host.models.pci import HostBridge, PciBridge, PciBusModel
+
+CONFIG_ADDRESS = 0xCF8
+CONFIG_DATA = 0xCFC
+TICKS_PERIOD = 1 << 30          # MicroPython's ticks wrap here
+FOUR_GIB = 1 << 32
+
+
+class BusFault(Exception):
+    """The driver touched an address or port nothing decodes (a wild access),
+    or memory a 32-bit CPU cannot reach."""
+
+
+class Machine:
+    """A PC-like machine for the host bench.
+
+    devices: items placed on bus 0 from slot 3 on (00:00.0 is the host
+    bridge), each a device model, (slot, device) or (slot, function, device).
+    A PciBridge carries its own devices on its secondary bus (slots from 0).
+    No firmware runs: BARs and bridge bus numbers start unassigned.
+
+    strict: a wild port or memory access raises BusFault (it is also logged
+    in `faults`); otherwise reads see all ones and writes are dropped."""
+
+    def __init__(self, devices=(), ram_size=8 << 20, dma_base=1 << 20,
+                 strict=True, first_slot=3, host_bridge=True):
+        self.ram = bytearray(ram_size)
+        self.ram_size = ram_size
+        self.dma_base = dma_base
+        self._dma_next = dma_base
+        self.strict = strict
+        self.faults = []
+        self.config_address = 0
+        self.root = PciBusModel(0)
+        self._decode = None
+        self.barriers = 0
+        if host_bridge:
+            self.attach(self.root, HostBridge(), 0, 0)
+        for item in devices:
+            self.add(item, bus=self.root, first_slot=first_slot)
+
+    # -- topology -----------------------------------------------------------------
+    def add(self, item, bus=None, first_slot=0):
+        """Place a device model (or (slot, dev) / (slot, fn, dev))."""
+        if bus is None:
+            bus = self.root
+        slot, function = None, 0
+        if isinstance(item, tuple):
+            if len(item) == 2:
+                slot, dev = item
+            else:
+                slot, function, dev = item
+        else:
+            dev = item
+        if slot is None:
+            slot = bus.first_free_slot(first_slot)
+        self.attach(bus, dev, slot, function)
+        return dev
+
+    def attach(self, bus, dev, slot, function):
+        bus.place(dev, slot, function)
+        dev.machine = self
+        if isinstance(dev, PciBridge):
+            for item in dev.pending:
+                self.add(item, bus=dev.secondary, first_slot=0)
+            dev.pending = []
+        self.decode_changed()
+
+    def all_functions(self):
+        out = []
+        self._collect(self.root, out)
+        return out
+
+    def _collect(self, bus, out):
+        for key in sorted(bus.functions):
+            dev = bus.functions[key]
+            out.append(dev)
+            if isinstance(dev, PciBridge):
+                self._collect(dev.secondary, out)
+
+    # -- configuration mechanism #1 -----------------------------------------------
+    def _config_target(self):
+        a = self.config_address
+        if not a & 0x80000000:
+            return None, 0
+        bus = (a >> 16) & 0xFF
+        slot = (a >> 11) & 0x1F
+        fn = (a >> 8) & 0x7
+        target = self._find_bus(self.root, bus)
+        if target is None:
+            return None, 0
+        return target.lookup(slot, fn), a & 0xFC
+
+    def _find_bus(self, bus, number):
+        if number == bus.number:
+            return bus
+        # Type 1 routing: a bridge claims numbers in [secondary, subordinate].
+        for dev in bus.functions.values():
+            if isinstance(dev, PciBridge):
+                sec, sub = dev.secondary_number, dev.subordinate_number
+                if sec != 0 and sec <= number <= sub:
+                    return self._find_bus(dev.secondary, number)
+        return None
+
+    def _config_io(self, port, size, value=None):
+        dev, reg = self._config_target()
+        off = reg + (port - CONFIG_DATA)
+        if value is None:
+            if dev is None:
+                return (1 << (8 * size)) - 1
+            return dev.config_read(off, size)
+        if dev is not None:
+            dev.config_write(off, size, value)
+        return None
+
+    # -- decoding of BARs through bridges -----------------------------------------------
+    def decode_changed(self):
+        self._decode = None
+
+    def _ranges(self):
+        if self._decode is None:
+            io, mem = [], []
+            self._walk_decode(self.root, None, io, mem)
+            self._decode = (io, mem)
+        return self._decode
+
+    def _walk_decode(self, bus, windows, io, mem):
+        for dev in bus.functions.values():
+            for kind, base, size, bar in dev.decoded_ranges():
+                if windows is not None and not _inside(windows, kind, base, size):
+                    continue
+                (io if kind == 'io' else mem).append((base, base + size, dev, bar))
+            if isinstance(dev, PciBridge):
+                w = []
+                if dev.io_enabled():
+                    w += [x for x in dev.windows() if x[0] == 'io']
+                if dev.memory_enabled():
+                    w += [x for x in dev.windows() if x[0] == 'mem']
+                if windows is not None:
+                    w = [x for x in w if _inside(windows, x[0], x[1], x[2] - x[1] + 1)]
+                self._walk_decode(dev.secondary, w, io, mem)
+
+    def _claim(self, ranges, addr, size):
+        for start, end, dev, bar in ranges:
+            if start <= addr and addr + size <= end:
+                return bar, addr - start
+        return None, 0
+
+    def _fault(self, what):
+        self.faults.append(what)
+        if self.strict:
+            raise BusFault(what)
+
+    # -- port I/O ---------------------------------------------------------------------
+    def _in(self, port, size):
+        port &= 0xFFFF
+        if port == CONFIG_ADDRESS and size == 4:
+            return self.config_address
+        if CONFIG_DATA <= port and port + size <= CONFIG_DATA + 4:
+            return self._config_io(port, size)
+        bar, off = self._claim(self._ranges()[0], port, size)
+        if bar is None:
+            self._fault('in%d from unmapped port 0x%x' % (size * 8, port))
+            return (1 << (8 * size)) - 1
+        return bar.handler.read(off, size) & ((1 << (8 * size)) - 1)
+
+    def _out(self, port, size, value):
+        port &= 0xFFFF
+        value &= (1 << (8 * size)) - 1
+        if port == CONFIG_ADDRESS and size == 4:
+            self.config_address = value
+            return
+        if CONFIG_DATA <= port and port + size <= CONFIG_DATA + 4:
+            self._config_io(port, size, value)
+            return
+        bar, off = self._claim(self._ranges()[0], port, size)
+        if bar is None:
+            self._fault('out%d 0x%x to unmapped port 0x%x' % (size * 8, value, port))
+            return
+        bar.handler.write(off, size, value)
+
+    def inb(self, port):
+        return self._in(port, 1)
+
+    def inw(self, port):
+        return self._in(port, 2)
+
+    def inl(self, port):
+        return self._in(port, 4)
+
+    def outb(self, port, value):
+        self._out(port, 1, value)
+
+    def outw(self, port, value):
+        self._out(port, 2, value)
+
+    def outl(self, port, value):
+        self._out(port, 4, value)
+
+    # -- physical memory --------------------------------------------------------------
+    def _mread(self, addr, size):
+        if 0 <= addr and addr + size <= self.ram_size:
+            return int.from_bytes(self.ram[addr:addr + size], 'little')
+        return self._mmio_read(addr, size)
+
+    def _mwrite(self, addr, size, value):
+        value &= (1 << (8 * size)) - 1
+        if 0 <= addr and addr + size <= self.ram_size:
+            self.ram[addr:addr + size] = value.to_bytes(size, 'little')
+            return
+        self._mmio_write(addr, size, value)
+
+    def _mmio_read(self, addr, size):
+        if addr < 0 or addr + size > FOUR_GIB:
+            self._fault('read%d at 0x%x: beyond a 32-bit CPU' % (size * 8, addr))
+            return (1 << (8 * size)) - 1
+        bar, off = self._claim(self._ranges()[1], addr, size)
+        if bar is None:
+            self._fault('read%d from unmapped address 0x%x' % (size * 8, addr))
+            return (1 << (8 * size)) - 1
+        if size == 8:
+            lo = bar.handler.read(off, 4)
+            return lo | (bar.handler.read(off + 4, 4) << 32)
+        return bar.handler.read(off, size)
+
+    def _mmio_write(self, addr, size, value):
+        if addr < 0 or addr + size > FOUR_GIB:
+            self._fault('write%d 0x%x at 0x%x: beyond a 32-bit CPU' % (size * 8, value, addr))
+            return
+        bar, off = self._claim(self._ranges()[1], addr, size)
+        if bar is None:
+            self._fault('write%d 0x%x to unmapped address 0x%x' % (size * 8, value, addr))
+            return
+        if size == 8:
+            bar.handler.write(off, 4, value & 0xFFFFFFFF)
+            bar.handler.write(off + 4, 4, value >> 32)
+            return
+        bar.handler.write(off, size, value)
+
+    def read8(self, addr):
+        return self._mread(addr, 1)
+
+    def read16(self, addr):
+        return self._mread(addr, 2)
+
+    def read32(self, addr):
+        return self._mread(addr, 4)
+
+    def read64(self, addr):
+        return self._mread(addr, 8)
+
+    def write8(self, addr, v):
+        self._mwrite(addr, 1, v)
+
+    def write16(self, addr, v):
+        self._mwrite(addr, 2, v)
+
+    def write32(self, addr, v):
+        self._mwrite(addr, 4, v)
+
+    def write64(self, addr, v):
+        self._mwrite(addr, 8, v)
+
+    def read(self, addr, n):
+        if 0 <= addr and addr + n <= self.ram_size:
+            return bytes(self.ram[addr:addr + n])
+        return bytes(self._mmio_read(addr + i, 1) for i in range(n))
+
+    def write(self, addr, data):
+        n = len(data)
+        if 0 <= addr and addr + n <= self.ram_size:
+            self.ram[addr:addr + n] = data
+            return
+        for i in range(n):
+            self._mmio_write(addr + i, 1, data[i])
+
+    # -- DMA memory ----------------------------------------------------------------------
+    def dma_alloc(self, size, align=4096):
+        if align <= 0 or align & (align - 1):
+            raise ValueError('align must be a power of two')
+        base = (self._dma_next + align - 1) & ~(align - 1)
+        if base + size > self.ram_size:
+            raise MemoryError('DMA area exhausted: %d bytes wanted, %d left'
+                              % (size, self.ram_size - self._dma_next))
+        self._dma_next = base + size
+        self.ram[base:base + size] = bytes(size)
+        return base
+
+    def bytearray_at(self, addr, n):
+        if not (0 <= addr and addr + n <= self.ram_size):
+            self._fault('bytearray_at(0x%x, %d) outside RAM' % (addr, n))
+            raise BusFault('bytearray_at(0x%x, %d) outside RAM' % (addr, n))
+        return memoryview(self.ram)[addr:addr + n]
+
+    # -- device-side access to guest memory (used by the models) -----------------------
+    def dma_read(self, addr, n):
+        if not (0 <= addr and addr + n <= self.ram_size):
+            raise BusFault('device DMA read of %d bytes at 0x%x outside RAM' % (n, addr))
+        return bytes(self.ram[addr:addr + n])
+
+    def dma_write(self, addr, data):
+        n = len(data)
+        if not (0 <= addr and addr + n <= self.ram_size):
+            raise BusFault('device DMA write of %d bytes at 0x%x outside RAM' % (n, addr))
+        self.ram[addr:addr + n] = data
+
+    # -- ordering and time --------------------------------------------------------------------
+    def barrier(self):
+        self.barriers += 1
+
+    def idle(self):
+        """Let devices with deferred work make progress (called whenever the
+        driver looks at the clock, i.e. while it waits)."""
+        for dev in self.all_functions():
+            tick = getattr(dev, 'tick', None)
+            if tick is not None:
+                tick()
+
+    def ticks_ms(self):
+        self.idle()
+        return int(time.monotonic() * 1000) % TICKS_PERIOD
+
+    def ticks_us(self):
+        self.idle()
+        return int(time.monotonic() * 1000000) % TICKS_PERIOD
+
+    def ticks_diff(self, new, old):
+        half = TICKS_PERIOD // 2
+        return ((new - old + half) % TICKS_PERIOD) - half
+
+
+def _inside(windows, kind, base, size):
+    for wkind, wbase, wlimit in windows:
+        if wkind == kind and wbase <= base and base + size - 1 <= wlimit:
+            return True
+    return False
