@@ -29,6 +29,7 @@ def devices(disk, udp_host_port):
             '-netdev', 'user,id=net0,hostfwd=udp:127.0.0.1:%d-:%d' % (udp_host_port, UDP_GUEST_PORT),
             '-device', 'virtio-net-pci,netdev=net0,romfile=',
             '-device', 'virtio-serial-pci',
+            '-chardev', 'null,id=vcon0', '-device', 'virtconsole,chardev=vcon0',
             '-device', 'virtio-rng-pci']
 
 

@@ -16,6 +16,7 @@ Environment:
 """
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -126,6 +127,11 @@ def main():
     image = ours_guest.find_image() if 'ours' in sides else None
     if 'ours' in sides and image is None:
         log('bench: our image (build/**/firmware.elf) is missing: build it with make')
+    image_used = None
+    if image is not None:
+        # A private copy: a rebuild during the run must not change what is measured.
+        image_used = os.path.join(OUT, 'firmware-under-test.elf')
+        shutil.copyfile(image, image_used)
 
     runs = {'ours': [], 'linux': [], 'host': []}
     for rep in range(reps):
@@ -139,7 +145,7 @@ def main():
             if image is None:
                 res = ours_guest.na_all(selected, 'image missing')
             else:
-                res = guarded('ours', ours_guest.run, image, disk, OUT, selected)
+                res = guarded('ours', ours_guest.run, image_used, disk, OUT, selected)
                 log('  ours: %.1f s' % res['_seconds'])
             runs['ours'].append(res)
     for side in ('linux', 'ours'):

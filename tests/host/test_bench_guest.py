@@ -123,7 +123,10 @@ FAKE_GUEST = textwrap.dedent('''\
     sys.modules['virtio'] = types.SimpleNamespace(find=find)
     sys.modules['x86'] = types.SimpleNamespace(poweroff=poweroff)
     sys.stdout = io.TextIOWrapper(out, write_through=True)
-    out.write(b'00:02.0 virtio-blk modern (fake)\\r\\nMicroPython fake\\r\\n>>> ')
+    out.write(b'virtio: 4 devices\\r\\n'
+              + b''.join(b'  00:0%d.0 virtio-%s modern (fake)\\r\\n' % (i + 2, k)
+                         for i, k in enumerate([b'blk', b'net', b'console', b'rng']))
+              + b'MicroPython fake\\r\\n>>> ')
     out.flush()
     g = {'__name__': '__main__'}
     raw, code = False, b''
@@ -206,6 +209,18 @@ def test_ours_runner_refuses_misplaced_reads_and_writes(fake_qemu, tmp_path, mon
     # The guest believed its write; the host's look at the image after power-off does not.
     assert res['seq_write']['value'] is None
     assert 'image check after power-off' in res['seq_write']['error']
+
+
+def test_boot_counts_only_with_all_four_devices_reported():
+    report = ('virtio: 3 devices\r\n  00:02.0 virtio-blk modern 1q\r\n'
+              '  00:03.0 virtio-net modern 3q\r\n  00:05.0 virtio-rng legacy 1q\r\n>>> ')
+    b = ours_guest.boot_figure(report, 0.2)
+    assert b['value'] is None and b['error'] == 'no driver for console' and b['na']
+    b = ours_guest.boot_figure(report.replace('>>> ', '  00:04.0 virtio-console modern 4q\r\n'
+                                                      '>>> '), 0.2)
+    assert b['value'] == 0.2 and b['detail']['devices'] == ['blk', 'console', 'net', 'rng']
+    b = ours_guest.boot_figure("virtio: drivers not available (no module named 'virtio')", 0.1)
+    assert b['error'] == 'drivers missing'
 
 
 def test_qemu_stream_times_out_instead_of_hanging(tmp_path, monkeypatch):
