@@ -145,9 +145,10 @@ def chart(rows, path, title='ours vs Linux guest, same QEMU (TCG)'):
         ax.barh(y, a - 1, left=1, color=colour, height=0.6)
         ax.errorbar([a], [y], xerr=[[a - r['advantage_min']], [r['advantage_max'] - a]],
                     fmt='none', ecolor='black', capsize=3, lw=1)
-        ax.text(max(a, r['advantage_max']) * 1.05 if a >= 1 else min(a, r['advantage_min']) / 1.05,
+        ax.text(max(a, r['advantage_max']) * 1.1 if a >= 1 else min(a, r['advantage_min']) / 1.1,
                 y, '%.2fx' % a, va='center', ha='left' if a >= 1 else 'right', fontsize=8)
     ax.set_xscale('log')
+    ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.axvline(1, color='black', lw=1)
     ax.set_yticks(ys)
     ax.set_yticklabels(names, fontsize=9)
@@ -163,6 +164,7 @@ def chart(rows, path, title='ours vs Linux guest, same QEMU (TCG)'):
             if f is not None:
                 ax2.barh(y + (w / 2 if k == 0 else -w / 2), 100 * f, height=w, color=colour)
     ax2.set_yticks(ys)
+    ax2.set_ylim(-0.6, len(rows) - 0.4)
     ax2.set_yticklabels([])
     ax2.set_xscale('log')
     ax2.set_xlabel('% of the host reading the image from page cache (log)')

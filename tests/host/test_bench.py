@@ -269,3 +269,17 @@ def test_linux_script_runs_the_helper_with_the_workload_parameters():
     assert 'bhelper write /dev/vda 1048576 0 %d' % W.WRITE_BYTES in s
     assert 'ping -c %d ' % W.PING_COUNT in s
     assert s.rstrip().endswith('bhelper udpecho 7')
+
+
+def test_reference_build_stops_with_one_clear_line_when_packages_cannot_be_fetched(
+        tmp_path, monkeypatch):
+    fake = tmp_path / 'bin'
+    fake.mkdir()
+    for tool in ('apt-cache', 'apt-get'):
+        (fake / tool).write_text('#!/bin/sh\necho "E: Could not resolve deb.example" >&2\nexit 100\n')
+        (fake / tool).chmod(0o755)
+    monkeypatch.setenv('PATH', '%s:%s' % (fake, os.environ['PATH']))
+    with pytest.raises(linuxref.ReferenceUnavailable) as e:
+        linuxref.build(str(tmp_path / 'ref'), log=lambda m: None)
+    msg = str(e.value)
+    assert '\n' not in msg and ('apt' in msg) and ('Could not resolve' in msg or 'knows no' in msg)
