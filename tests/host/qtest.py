@@ -226,6 +226,7 @@ class QtestMachine:
             raise self._gone('while sending %r (%s)' % (line[:60], e))
 
     def _readline(self, waiting_for):
+        """One line from QEMU; waiting_for describes the command(s) it would answer."""
         scanned = 0                     # a bulk reply arrives in many pieces: scan each once
         while True:
             end = self._rx.find(b'\n', scanned)
@@ -238,21 +239,27 @@ class QtestMachine:
                 data = self._sock.recv(1 << 20)
             except socket.timeout:
                 if self._proc.poll() is not None:
-                    raise self._gone('waiting for the reply to %r' % waiting_for[:60])
-                raise QtestTimeout('qtest: no reply to %r within %.1f s (QEMU pid %d)\n%s'
-                                   % (waiting_for[:60], self.timeout, self.pid,
+                    raise self._gone('waiting for the reply to %s' % waiting_for)
+                raise QtestTimeout('qtest: no reply to %s within %.1f s (QEMU pid %d)\n%s'
+                                   % (waiting_for, self.timeout, self.pid,
                                       self._describe()))
             except OSError as e:
-                raise self._gone('waiting for the reply to %r (%s)' % (waiting_for[:60], e))
+                raise self._gone('waiting for the reply to %s (%s)' % (waiting_for, e))
             if not data:
-                raise self._gone('waiting for the reply to %r' % waiting_for[:60])
+                raise self._gone('waiting for the reply to %s' % waiting_for)
             self._rx += data
 
-    def _reply(self):
-        """Read the reply to the oldest pending command; returns its value ('' if none)."""
+    def _reply(self, then=None):
+        """Read the reply to the oldest pending command; returns its value ('' if none).
+
+        then: the command the caller is after, when it is not the oldest (for errors).
+        """
         command = self._pending[0]
+        waiting_for = repr(command[:60])
+        if then is not None and then != command:
+            waiting_for += ' (sent before %r)' % then[:60]
         while True:
-            line = self._readline(command)
+            line = self._readline(waiting_for)
             if line.startswith('IRQ '):
                 self._irq_event(line)
                 continue
@@ -270,7 +277,7 @@ class QtestMachine:
         """Send a command and wait for its reply (and every earlier one)."""
         self._send(line)
         while len(self._pending) > 1:
-            self._reply()
+            self._reply(line)
         return self._reply()
 
     def _post(self, line):
