@@ -219,6 +219,10 @@ def test_boot_counts_only_with_all_four_devices_reported():
     b = ours_guest.boot_figure(report.replace('>>> ', '  00:04.0 virtio-console modern 4q\r\n'
                                                       '>>> '), 0.2)
     assert b['value'] == 0.2 and b['detail']['devices'] == ['blk', 'console', 'net', 'rng']
+    b = ours_guest.boot_figure(report.replace('>>> ', '  00:04.0 virtio-console 1af4:1003 '
+                                                      'unbound: driver virtio.console unavailable'
+                                                      '\r\n>>> '), 0.2)
+    assert b['value'] is None and b['error'] == 'no driver for console'
     b = ours_guest.boot_figure("virtio: drivers not available (no module named 'virtio')", 0.1)
     assert b['error'] == 'drivers missing'
 
