@@ -46,16 +46,19 @@ class BarModel:
 
 
 class RamBacked:
-    """A BAR handler that is plain storage (e.g. an MSI-X table)."""
+    """A BAR handler that is plain storage (e.g. an MSI-X table), sparse so
+    a huge BAR costs nothing."""
 
     def __init__(self, size):
-        self.data = bytearray(size)
+        self.size = size
+        self.data = {}
 
     def read(self, off, size):
-        return int.from_bytes(self.data[off:off + size], 'little')
+        return sum(self.data.get(off + i, 0) << (8 * i) for i in range(size))
 
     def write(self, off, size, value):
-        self.data[off:off + size] = value.to_bytes(size, 'little')
+        for i in range(size):
+            self.data[off + i] = (value >> (8 * i)) & 0xFF
 
 
 class PciDevice:
@@ -242,7 +245,7 @@ class PlainDevice(PciDevice):
                  bars=(), revision=0):
         PciDevice.__init__(self, vendor_id, device_id, class_code, revision=revision)
         for index, size, kind, pref in bars:
-            self.add_bar(index, size, kind, pref, RamBacked(size) if kind != 'io' else RamBacked(size))
+            self.add_bar(index, size, kind, pref, RamBacked(size))
 
 
 class PciBridge(PciDevice):

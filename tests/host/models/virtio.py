@@ -137,7 +137,7 @@ class VirtioPciModel(PciDevice):
                  packed=False, ring_reset=True, misbehave=None,
                  completion='immediate', order='fifo', auto_complete=False,
                  modern_bar=4, modern_bar64=True, notify_multiplier=4,
-                 msix_vectors=None, seed=1):
+                 msix_vectors=None, pci_cfg_cap=True, seed=1):
         if device_type is None:
             device_type = self.DEVICE_TYPE
         assert mode in ('legacy', 'transitional', 'modern'), mode
@@ -169,6 +169,7 @@ class VirtioPciModel(PciDevice):
         self.order = order
         self.auto_complete = auto_complete
         self.notify_multiplier = notify_multiplier
+        self._want_pci_cfg = pci_cfg_cap
         self.rng = random.Random(seed)
         self.errors = []             # spec violations the device saw
         self.status_writes = []      # every value written to device_status
@@ -208,6 +209,8 @@ class VirtioPciModel(PciDevice):
         self._vcap(0x60, VIRTIO_PCI_CAP_DEVICE_CFG, bar, DEVICE_OFF, REGION_SIZE)
         self._vcap(0x70, VIRTIO_PCI_CAP_NOTIFY_CFG, bar, NOTIFY_OFF, REGION_SIZE,
                    struct.pack('<I', self.notify_multiplier))
+        if not self._want_pci_cfg:
+            return
         self.pci_cfg_cap = self._vcap(0x84, VIRTIO_PCI_CAP_PCI_CFG, 0, 0, 0, bytes(4))
         c = self.pci_cfg_cap
         self.wmask[c + 4] = 0xFF                      # cap.bar
