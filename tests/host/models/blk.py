@@ -25,10 +25,14 @@ VIRTIO_BLK_F_BLK_SIZE = 6
 VIRTIO_BLK_F_FLUSH = 9
 VIRTIO_BLK_F_TOPOLOGY = 10
 VIRTIO_BLK_F_CONFIG_WCE = 11
-# What QEMU 7.2 offers (blk feature word 0x6e54 minus DISCARD/WRITE_ZEROES).
+VIRTIO_BLK_F_DISCARD = 13
+VIRTIO_BLK_F_WRITE_ZEROES = 14
+# What QEMU 7.2 offers (device bits 0x6e54). DISCARD and WRITE_ZEROES are
+# offered but not served yet: such requests get VIRTIO_BLK_S_UNSUPP.
 DEFAULT_FEATURES = ((1 << VIRTIO_BLK_F_SEG_MAX) | (1 << VIRTIO_BLK_F_GEOMETRY)
                     | (1 << VIRTIO_BLK_F_BLK_SIZE) | (1 << VIRTIO_BLK_F_FLUSH)
-                    | (1 << VIRTIO_BLK_F_TOPOLOGY) | (1 << VIRTIO_BLK_F_CONFIG_WCE))
+                    | (1 << VIRTIO_BLK_F_TOPOLOGY) | (1 << VIRTIO_BLK_F_CONFIG_WCE)
+                    | (1 << VIRTIO_BLK_F_DISCARD) | (1 << VIRTIO_BLK_F_WRITE_ZEROES))
 
 
 def blk_config(capacity, seg_max=254, blk_size=SECTOR_SIZE):
