@@ -45,5 +45,7 @@ def checksum(buf, start, end, acc=0):
 
 def adjust(hc, old_word, new_word):
     """A checksum after one 16-bit word of the data changed from old_word to new_word,
-    without summing the data again: RFC 1624 equation 3, HC' = ~(~HC + ~m + m')."""
-    return ~fold((~hc & 0xFFFF) + (~old_word & 0xFFFF) + new_word) & 0xFFFF
+    without summing the data again: RFC 1624 equation 3, HC' = ~(~HC + ~m + m').
+    Where that gives 0x0000 the result is 0xFFFF: both check for data that sums to -0,
+    only 0xFFFF does for all-zero data (which the arithmetic can't tell apart)."""
+    return (~fold((~hc & 0xFFFF) + (~old_word & 0xFFFF) + new_word) & 0xFFFF) or 0xFFFF

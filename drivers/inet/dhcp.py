@@ -50,6 +50,7 @@ _ADDRESS_LIST = (OPT_ROUTER, OPT_DNS)
 RETRY_FIRST_MS = 4000
 RETRY_MAX_MS = 64000
 TIMEOUT_MS = 15000
+NAK_PAUSE_MS = 2000
 
 ETIMEDOUT = 110
 
@@ -180,9 +181,21 @@ def obtain(stack, timeout_ms=TIMEOUT_MS):
                                         timeout_ms, "ACK")
             if t == DHCPACK:
                 return Lease(yiaddr, opts)
-            # DHCPNAK: back to INIT with a new transaction (section 3.1, step 5)
+            # DHCPNAK: back to INIT with a new transaction (section 3.1, step 5), after a
+            # pause so that a server which keeps refusing is not flooded.
+            _pause(stack, NAK_PAUSE_MS)
     finally:
         sock.close()
+
+
+def _pause(stack, ms):
+    """Wait ms, handling traffic meanwhile."""
+    clock = stack.clock
+    t0 = clock.ticks_ms()
+    left = ms
+    while left > 0:
+        stack.poll(left)
+        left = ms - clock.ticks_diff(clock.ticks_ms(), t0)
 
 
 def _transact(stack, sock, msg, xid, types, start, timeout_ms, waiting_for):

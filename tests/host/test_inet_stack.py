@@ -80,9 +80,12 @@ def test_dhcp_restarts_after_a_nak():
     clock, link, gw = make_net()
     gw.dhcp_nak_next = True
     s = inet.Stack(link, clock)
+    t0 = clock.ticks_ms()
     s.dhcp()
     assert s.ip == GUEST_IP
     assert gw.dhcp_log == [1, 3, 1, 3]
+    # It paused before starting over, rather than hammering a server that refuses.
+    assert clock.ticks_diff(clock.ticks_ms(), t0) >= 2000
 
 
 def test_dhcp_times_out_with_a_clear_error():
