@@ -125,8 +125,10 @@ class VirtioPciModel(PciDevice):
     disable-modern=on), 'transitional' (QEMU's default) or 'modern'
     (disable-legacy=on). features: device-specific bits offered (the shared
     ring bits are added from indirect/event_idx/packed). config: the device
-    configuration bytes. completion: 'immediate' (on notify) or 'deferred'
-    (queued until complete() or, with auto_complete, the next machine tick).
+    configuration bytes. completion: 'immediate' (served on notify),
+    'deferred' (taken from the ring on notify, returned by complete() or,
+    with auto_complete, at the next machine tick) or 'lazy' (the ring is not
+    even looked at before complete()/tick: a device running behind).
     order: 'fifo', 'lifo' or 'random' for deferred completion."""
 
     DEVICE_TYPE = 0
@@ -580,6 +582,8 @@ class VirtioPciModel(PciDevice):
         if q.ring is None:
             self.errors.append('queue %d notified before it was set up' % index)
             return
+        if self.completion == 'lazy':
+            return              # looks at the ring only in complete()
         self.process(q)
 
     def process(self, q):
@@ -590,7 +594,7 @@ class VirtioPciModel(PciDevice):
                     break
                 if self.misbehave == 'never_complete':
                     continue
-                if self.completion == 'deferred':
+                if self.completion != 'immediate':
                     q.pending.append(req)
                 else:
                     self._complete(q, req)
@@ -604,6 +608,8 @@ class VirtioPciModel(PciDevice):
         for q in self.queues:
             if queue is not None and q.index != queue:
                 continue
+            if self.completion == 'lazy' and q.ring is not None and self.status & DRIVER_OK:
+                self.process(q)
             picks = self._pick(q, order if order is not None else self.order, count)
             for req in picks:
                 q.pending.remove(req)
@@ -627,7 +633,8 @@ class VirtioPciModel(PciDevice):
         return reqs
 
     def tick(self):
-        if self.auto_complete and any(q.pending for q in self.queues):
+        if self.auto_complete and (self.completion == 'lazy'
+                                   or any(q.pending for q in self.queues)):
             self.complete()
 
     def _complete(self, q, req):
