@@ -170,14 +170,18 @@ def test_dump_shows_slots_and_event_structures():
     m, model, vq = setup(completion='deferred')
     vq.add([buf(m, b'h')], [buf(m, size=2), buf(m, size=1)], 'a')
     vq.add([], [buf(m, size=1)], 'b')
+    before = []
+    vq.dump(before.append)
+    assert before[3].endswith(' 64        0     INDIRECT|AVAIL')
+    assert before[4].startswith('     [0] ') and before[6].startswith('     [2] ')
     vq.kick()
     model.complete(count=1)
     lines = []
     vq.dump(lines.append)
     assert lines[0] == ('00:03.0 virtio-generic queue 0: packed ring, size 8, 2 in flight, '
                         '6 free slots')
-    assert any('INDIRECT|AVAIL|USED' in l for l in lines)
-    assert any(l.endswith('WRITE|AVAIL') for l in lines)
+    assert lines[3].endswith(' 1         0     WRITE|AVAIL|USED')     # used: 1 byte written
+    assert lines[4].endswith(' 1         1     WRITE|AVAIL')
     assert '  driver event: flags DISABLE off 0 wrap 0' in lines
     assert '  device event: flags DESC off 2 wrap 1' in lines
 
