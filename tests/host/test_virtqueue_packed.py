@@ -172,7 +172,7 @@ def test_dump_shows_slots_and_event_structures():
     vq.add([], [buf(m, size=1)], 'b')
     before = []
     vq.dump(before.append)
-    assert before[3].endswith(' 64        0     INDIRECT|AVAIL')
+    assert before[3].endswith(' 48        0     INDIRECT|AVAIL')
     assert before[4].startswith('     [0] ') and before[6].startswith('     [2] ')
     vq.kick()
     model.complete(count=1)
