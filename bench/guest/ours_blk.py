@@ -44,31 +44,117 @@ def base(sector, salt):
     return (sector * 131 + salt) & 0xff
 
 
-def check(buf, nbytes, sector):
-    """Failed checks in buf[:nbytes] read from `sector` (see bench/pattern.py)."""
+# The pattern checks, in plain Python; on MicroPython the viper versions below replace them
+# (a 4 KiB request takes ~120 us to check in bytecode, ~2 us in viper).
+def stamps_bad(buf, nbytes, sector, magic):
+    """Sectors in buf[:nbytes] whose stamp is not (sector number, magic)."""
     bad = 0
     unpack = struct.unpack_from
     s = sector
     for o in range(0, nbytes, SECTOR):
-        n, magic = unpack('<II', buf, o)
-        if n != (s & 0xffffffff) or magic != READ_MAGIC:
+        n, m = unpack('<II', buf, o)
+        if n != s or m != magic:
             bad += 1
         s += 1
-    b = base(sector, READ_SALT) + 8
-    if bytes(buf[8:SECTOR]) != WHEEL[b:b + SECTOR - 8]:
-        bad += 1
     return bad
+
+
+def body_bad(buf, wheel, b):
+    """1 if bytes 8-511 of buf are not wheel[b + 8:b + 512]."""
+    return 0 if bytes(buf[8:SECTOR]) == wheel[b + 8:b + SECTOR] else 1
+
+
+def put_stamps(buf, nbytes, sector, magic):
+    pack = struct.pack_into
+    s = sector
+    for o in range(0, nbytes, SECTOR):
+        pack('<II', buf, o, s, magic)
+        s += 1
+
+
+VIPER = """
+@micropython.viper
+def stamps_bad(buf, nbytes: int, sector: int, magic: int) -> int:
+    p = ptr32(buf)
+    n = nbytes >> 2
+    i = 0
+    bad = 0
+    s = sector
+    while i < n:
+        if p[i] != s or p[i + 1] != magic:
+            bad += 1
+        s += 1
+        i += 128
+    return bad
+
+
+@micropython.viper
+def body_bad(buf, wheel, b: int) -> int:
+    p = ptr8(buf)
+    w = ptr8(wheel)
+    i = 8
+    while i < 512:
+        if p[i] != w[b + i]:
+            return 1
+        i += 1
+    return 0
+
+
+@micropython.viper
+def put_stamps(buf, nbytes: int, sector: int, magic: int):
+    p = ptr32(buf)
+    n = nbytes >> 2
+    i = 0
+    s = sector
+    while i < n:
+        p[i] = s
+        p[i + 1] = magic
+        s += 1
+        i += 128
+"""
+
+try:
+    import sys
+    if sys.implementation.name == 'micropython':
+        import micropython
+        exec(VIPER)
+except (ImportError, SyntaxError, ValueError):  # an image without the native emitter
+    pass
+
+
+def check(buf, nbytes, sector):
+    """Failed checks in buf[:nbytes] read from `sector`: every stamp, the first sector whole."""
+    return (stamps_bad(buf, nbytes, sector, READ_MAGIC)
+            + body_bad(buf, WHEEL, base(sector, READ_SALT)))
+
+
+_template = []
+
+
+def write_template():
+    """Bodies of the WRIT pattern for 256 sectors; base() repeats every 256 sectors."""
+    if not _template:
+        t = bytearray(256 * SECTOR)
+        for s in range(256):
+            b = base(s, WRITE_SALT)
+            t[s * SECTOR + 8:(s + 1) * SECTOR] = WHEEL[b + 8:b + SECTOR]
+        _template.append(memoryview(t))
+    return _template[0]
 
 
 def fill(buf, nbytes, sector):
     """Put the WRIT pattern for `sector` onward into buf[:nbytes]."""
-    pack = struct.pack_into
+    tpl = write_template()
+    mv = memoryview(buf)
+    o = 0
     s = sector
-    for o in range(0, nbytes, SECTOR):
-        pack('<II', buf, o, s & 0xffffffff, WRITE_MAGIC)
-        b = base(s, WRITE_SALT) + 8
-        buf[o + 8:o + SECTOR] = WHEEL[b:b + SECTOR - 8]
-        s += 1
+    while o < nbytes:
+        k = s & 255
+        n = min(nbytes - o, (256 - k) * SECTOR)
+        mv[o:o + n] = tpl[k * SECTOR:k * SECTOR + n]
+        o += n
+        s += n // SECTOR
+    put_stamps(buf, nbytes, sector, WRITE_MAGIC)
 
 
 def random_blocks(nblocks, count):

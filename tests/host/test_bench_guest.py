@@ -299,3 +299,49 @@ def test_udp_client_counts_losses_without_hanging():
 def test_payloads_differ_by_sequence_and_size():
     assert netclient.payload(1, 64) != netclient.payload(2, 64)
     assert len(netclient.payload(3, 1400)) == 1400 and len(netclient.payload(3, 4)) == 8
+
+
+IMAGE = os.path.join(os.path.dirname(BENCH), 'build', 'x86_virt', 'firmware.elf')
+
+GUEST_SELF_CHECK = '''
+class MemBlk:
+    def __init__(self, nsect):
+        self.data = bytearray(nsect * 512)
+        put_stamps(self.data, len(self.data), 0, READ_MAGIC)
+        for s in range(nsect):
+            b = base(s, READ_SALT)
+            self.data[s * 512 + 8:(s + 1) * 512] = WHEEL[b + 8:b + 512]
+        self.mv = memoryview(self.data)
+    def readinto(self, sector, buf):
+        buf[:] = self.mv[sector * 512:sector * 512 + len(buf)]
+    def write(self, sector, data):
+        self.mv[sector * 512:sector * 512 + len(data)] = data
+    def flush(self):
+        pass
+blk = MemBlk(256)
+read(blk, 'clean', 8192, 1, 'seq', 131072, 16, 5000)
+blk.data[16 * 512 + 100] ^= 1
+blk.data[19 * 512] ^= 1
+read(blk, 'corrupt', 8192, 1, 'seq', 131072, 16, 5000)
+write(blk, 'written', 16384, 16384, 32768)
+print('@@ after')
+print('RESULT stamps_bad=%d' % stamps_bad(blk.mv[16384:], 32768, 32, WRITE_MAGIC))
+'''
+
+
+@pytest.mark.qemu
+def test_guest_checks_run_in_the_image(tmp_path):
+    """The viper versions of the pattern checks, in the real image, catch what they must."""
+    if not os.path.exists(IMAGE):
+        pytest.skip('no image: make build')
+    with qemu.Qemu(qemu.MACHINE_FLAGS + ['-kernel', IMAGE], 60) as q:
+        q.expect(rb'>>> ', 30)
+        repl = ours_guest.RawRepl(q)
+        repl.enter()
+        out, err = repl.run(ours_guest.guest_source('ours_blk.py') + GUEST_SELF_CHECK, 60)
+        assert err == ''
+    p = W.parse_output(out)
+    assert p['clean']['result']['bad'] == 0 and p['clean']['result']['ops'] == 16
+    assert p['corrupt']['result']['bad'] == 2  # a body byte of a first sector, a stamp
+    assert p['written']['result']['ops'] == 2
+    assert p['after']['result']['stamps_bad'] == 0
