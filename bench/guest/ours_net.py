@@ -37,8 +37,10 @@ def ping(stack, name, count):
             print('64 bytes from %s: seq=%d ttl=255 time=%d.%03d ms'
                   % (GATEWAY, seq, rtt // 1000, rtt % 1000))
         start = clock.ticks_ms()
-        while clock.ticks_diff(clock.ticks_ms(), start) < PING_GAP_MS:
-            stack.poll(PING_GAP_MS - clock.ticks_diff(clock.ticks_ms(), start))
+        left = PING_GAP_MS
+        while left > 0:
+            stack.poll(left)  # answer ARP and the like while waiting
+            left = PING_GAP_MS - clock.ticks_diff(clock.ticks_ms(), start)
 
 
 def udp_server(stack, port, count):

@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.join(BENCH, 'guest'))
 
 import netclient  # noqa: E402
 import ours_blk  # noqa: E402
+import ours_net  # noqa: E402
 import ours_guest  # noqa: E402
 import pattern  # noqa: E402
 import qemu  # noqa: E402
@@ -88,6 +89,48 @@ def test_guest_without_a_driver_says_na():
     assert p['read_512_d1']['na'] == 'driver missing'
     p = run_guest(ours_blk.read, MemBlk(b''), 'read_512_d32', 512, 32, 'rand', 4096, 1, 10)
     assert p['read_512_d32']['na']
+
+
+class FakeStack:
+    """What ours_net uses of inet.Stack: ping() -> [rtt_us or None], poll(), clock."""
+
+    class clock:
+        import time as _time
+
+        @staticmethod
+        def ticks_ms():
+            return int(FakeStack.clock._time.monotonic() * 1000)
+
+        @staticmethod
+        def ticks_diff(a, b):
+            return a - b
+
+    def __init__(self, rtts):
+        self.rtts = list(rtts)
+        self.polls = 0
+
+    def ping(self, host, count):
+        assert host == '10.0.2.2' and count == 1
+        return [self.rtts.pop(0)]
+
+    def poll(self, timeout_ms=0):
+        self.polls += 1
+        return 0
+
+
+def test_guest_ping_prints_what_the_linux_parser_reads(monkeypatch):
+    monkeypatch.setattr(ours_net, 'PING_GAP_MS', 1)
+    st = FakeStack([950, None, 1203, 12])
+    p = run_guest(ours_net.ping, st, 'ping_rtt', 4)
+    assert p['ping_rtt']['ping_ms'] == [0.95, 1.203, 0.012]  # the lost one is left out
+    assert st.polls >= 4  # the stack is served between pings
+
+
+def test_guest_net_without_a_driver_says_na():
+    p = run_guest(ours_net.ping, None, 'ping_rtt', 3)
+    assert p['ping_rtt']['na'] == 'driver missing'
+    p = run_guest(ours_net.udp_server, None, 7, 10)
+    assert p['udp_server']['na'] == 'driver missing'
 
 
 # A fake guest: prints a boot report and a prompt, then speaks MicroPython's raw REPL,
