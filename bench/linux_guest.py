@@ -37,7 +37,7 @@ def script(selected):
     return '\n'.join(lines) + '\n'
 
 
-def run(info, master_disk, work_dir, selected, timeout=300, log=print):
+def run(info, master_disk, work_dir, selected, timeout=150, log=print):
     """Boot once, run the selected workloads; {name: {'value', 'error', ...}}."""
     disk = os.path.join(work_dir, 'linux-disk.img')
     shutil.copyfile(master_disk, disk)

@@ -98,7 +98,7 @@ def na_all(selected, why):
     return {w.name: {'value': None, 'error': why, 'na': True} for w in selected}
 
 
-def run(image, master_disk, work_dir, selected, timeout=400, log=print):
+def run(image, master_disk, work_dir, selected, timeout=240, log=print):
     """Boot once, run the selected workloads; {name: {'value', 'error', ...}}."""
     disk = os.path.join(work_dir, 'ours-disk.img')
     shutil.copyfile(master_disk, disk)
