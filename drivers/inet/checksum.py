@@ -30,6 +30,18 @@ def ones_sum(buf, start, end, acc=0):
     return acc
 
 
+try:
+    from inet._fastsum import words_sum as _words_sum
+except (ImportError, SyntaxError):     # CPython, or a MicroPython without native code
+    _words_sum = None
+
+if _words_sum is not None:
+    _portable_ones_sum = ones_sum
+
+    def ones_sum(buf, start, end, acc=0):
+        return acc + _words_sum(buf, start, end)
+
+
 def fold(acc):
     """Fold the carries back in (end-around carry) until the sum fits 16 bits."""
     while acc >> 16:

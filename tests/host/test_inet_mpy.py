@@ -28,5 +28,9 @@ def test_inet_modules_compile_with_mpy_cross(tmp_path, arch):
         if arch:
             cmd.insert(1, "-march=" + arch)
         r = subprocess.run(cmd, capture_output=True, text=True)
+        if os.path.basename(src) == "_fastsum.py" and not arch:
+            # viper code needs a native target; checksum.py falls back without it
+            assert r.returncode != 0 and "invalid arch" in r.stderr
+            continue
         assert r.returncode == 0, "%s: %s" % (src, r.stderr)
         assert out.read_bytes()[:2] == b"M\x06"         # mpy version 6
