@@ -216,7 +216,10 @@ class PackedVirtqueue(Virtqueue):
             return None
         hw.barrier()        # the descriptor is read after its flags
         bid = hw.read16(at + D_ID)
-        length = hw.read32(at + D_LEN) if flags & VIRTQ_DESC_F_WRITE else 0
+        # Spec 2.8.5 calls the length reserved without VIRTQ_DESC_F_WRITE, but
+        # QEMU 7.2 never sets that flag on used descriptors: like Linux, read
+        # the length always (it is checked against the writable bytes below).
+        length = hw.read32(at + D_LEN)
         if bid >= self.size or self._ndesc[bid] == 0:
             raise DeviceError('%s: used buffer id %d at slot %d is not a request in flight'
                               % (self.name, bid, self._next_used))

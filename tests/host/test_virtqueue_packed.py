@@ -57,6 +57,17 @@ def test_round_trip_and_descriptor_flags():
     assert vq.num_free == 8 and model.errors == []
 
 
+@pytest.mark.parametrize('write_flag', [False, True])
+def test_used_length_read_with_or_without_the_write_flag(write_flag):
+    # QEMU 7.2 leaves VIRTQ_DESC_F_WRITE off used descriptors (the model's
+    # default); the spec sets it when the device wrote. Both must work.
+    m, model, vq = setup(packed_write_flag=write_flag)
+    vq.add([buf(m, b'seven!!')], [buf(m, size=16)], 'w')
+    vq.kick()
+    assert bool(slot(m, vq, 0)[3] & VIRTQ_DESC_F_WRITE) == write_flag
+    assert vq.pop() == ('w', 7)
+
+
 def test_wrap_counters_over_many_laps():
     m, model, vq = setup(wanted=DIRECT, queue_size=5)     # not a power of 2: allowed
     for i in range(60):
@@ -180,7 +191,7 @@ def test_dump_shows_slots_and_event_structures():
     vq.dump(lines.append)
     assert lines[0] == ('00:03.0 virtio-generic queue 0: packed ring, size 8, 2 in flight, '
                         '6 free slots')
-    assert lines[3].endswith(' 1         0     WRITE|AVAIL|USED')     # used: 1 byte written
+    assert lines[3].endswith(' 1         0     AVAIL|USED')     # used: 1 byte written
     assert lines[4].endswith(' 1         1     WRITE|AVAIL')
     assert '  driver event: flags DISABLE off 0 wrap 0' in lines
     assert '  device event: flags DESC off 2 wrap 1' in lines

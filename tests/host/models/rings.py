@@ -196,7 +196,12 @@ class SplitRing:
 class PackedRing:
     """Device view of a packed virtqueue (spec 2.8)."""
 
-    def __init__(self, dma, size, desc, driver, device, event_idx, indirect):
+    def __init__(self, dma, size, desc, driver, device, event_idx, indirect,
+                 write_flag=False):
+        # write_flag: mark used descriptors VIRTQ_DESC_F_WRITE when the device
+        # wrote (spec 2.8.5). QEMU 7.2 never does (flags AVAIL|USED only), and
+        # the model follows QEMU unless asked.
+        self.write_flag = write_flag
         self.dma = dma
         self.size = size
         self.desc = desc
@@ -272,7 +277,7 @@ class PackedRing:
         slots. Returns True when the driver wants a used notification."""
         at, wrap = self.next_used, self.used_wrap
         flags = (VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED) if wrap else 0
-        if length:
+        if length and self.write_flag:
             flags |= VIRTQ_DESC_F_WRITE
         base = self.desc + 16 * at
         self.dma.write(base + 8, struct.pack('<IH', length, id))

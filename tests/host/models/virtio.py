@@ -139,7 +139,7 @@ class VirtioPciModel(PciDevice):
                  packed=False, ring_reset=True, misbehave=None,
                  completion='immediate', order='fifo', auto_complete=False,
                  modern_bar=4, modern_bar64=True, notify_multiplier=4,
-                 msix_vectors=None, pci_cfg_cap=True, seed=1):
+                 msix_vectors=None, pci_cfg_cap=True, packed_write_flag=False, seed=1):
         if device_type is None:
             device_type = self.DEVICE_TYPE
         assert mode in ('legacy', 'transitional', 'modern'), mode
@@ -172,6 +172,7 @@ class VirtioPciModel(PciDevice):
         self.auto_complete = auto_complete
         self.notify_multiplier = notify_multiplier
         self._want_pci_cfg = pci_cfg_cap
+        self.packed_write_flag = packed_write_flag
         self.rng = random.Random(seed)
         self.errors = []             # spec violations the device saw
         self.status_writes = []      # every value written to device_status
@@ -452,7 +453,10 @@ class VirtioPciModel(PciDevice):
                                   (q.device, 4, 'device area')):
             if addr % align:
                 self.errors.append('queue %d: %s 0x%x not %d-aligned' % (q.index, part, addr, align))
-        q.ring = PackedRing(*args) if packed else SplitRing(*args)
+        if packed:
+            q.ring = PackedRing(*args, write_flag=self.packed_write_flag)
+        else:
+            q.ring = SplitRing(*args)
         q.enabled = True
 
     def _modern_notify(self, off, size, value):
