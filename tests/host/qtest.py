@@ -14,9 +14,11 @@ is guest RAM from 1 MiB to the top of RAM, handed out by a bump allocator that z
 block explicitly (memset) rather than trusting fresh RAM.
 
 Speed: every command is one line and one reply. Writes (out*, write*, memset) are
-pipelined: sent at once, their "OK" collected later, on the next command that needs an
-answer, so a failure there is reported a little late but still names the command. Bulk
-transfers use b64read/b64write. Run this file (`python -m tests.host.qtest`) to measure.
+pipelined: their "OK" is collected later, on the next command that needs an answer, so a
+failure there is reported a little late but still names the command. Writes to RAM are
+even held back and sent together with the next command that is sent (any read, any port
+or MMIO write), which is the first moment a device could look at RAM. Bulk transfers
+use b64read/b64write. Run this file (`python -m tests.host.qtest`) to measure.
 
 QEMU aborts on a malformed command (it asserts), so every argument is checked here first;
 a QEMU that dies or stops answering raises QemuExited / QtestTimeout carrying its stderr.
@@ -117,6 +119,7 @@ class QtestMachine:
         self.dma_end = self.ram_size
         self._dma_next = DMA_BASE
         self._pending = []              # commands sent whose replies are not read yet
+        self._held = []                 # RAM writes not sent yet (see _in_ram)
         self._rx = bytearray()
         self._sock = None
         self.irq_levels = {}            # line -> 1/0, after intercept_irqs()
@@ -213,12 +216,18 @@ class QtestMachine:
 
     # -- the wire ---------------------------------------------------------------------
 
-    def _send(self, line):
+    def _send(self, line, hold=False):
+        """Queue a command; unless `hold`, send it with every command held before it."""
         if self._closed:
             raise QtestError('qtest: machine is closed (command %r)' % line[:60])
         self._pending.append(line)
+        self._held.append(line)
+        if hold:
+            return
+        data = '\n'.join(self._held).encode('ascii') + b'\n'
+        del self._held[:]
         try:
-            self._sock.sendall(line.encode('ascii') + b'\n')
+            self._sock.sendall(data)
         except socket.timeout:
             raise QtestTimeout('qtest: QEMU stopped reading commands (sending %r)\n%s'
                                % (line[:60], self._describe()))
@@ -280,14 +289,17 @@ class QtestMachine:
             self._reply(line)
         return self._reply()
 
-    def _post(self, line):
-        """Send a command whose reply is only "OK": collected later (pipelining)."""
-        self._send(line)
+    def _post(self, line, hold=False):
+        """A command whose reply is only "OK": collected later (pipelining). With `hold`
+        (RAM writes) it is not even sent until something else is."""
+        self._send(line, hold)
         if len(self._pending) >= MAX_PENDING:
             self.sync()
 
     def sync(self):
-        """Wait until QEMU has answered every command sent so far."""
+        """Send what is held and wait until QEMU has answered every command."""
+        if self._held:
+            self._send('endianness')
         while self._pending:
             self._reply()
 
@@ -361,9 +373,14 @@ class QtestMachine:
         value = self._call('read%s 0x%x' % (_MEM_SUFFIX[width], self._addr(addr, width)))
         return int(value, 16) & _MASK[width]
 
+    def _in_ram(self, addr, n):
+        """RAM writes can wait: a device sees RAM only after a register access (port or
+        MMIO, sent at once with everything held before it), and any read sends them."""
+        return addr + n <= self.ram_size
+
     def _write(self, width, addr, value):
         self._post('write%s 0x%x 0x%x' % (_MEM_SUFFIX[width], self._addr(addr, width),
-                                           value & _MASK[width]))
+                                           value & _MASK[width]), self._in_ram(addr, width))
 
     def read8(self, addr):
         return self._read(1, addr)
@@ -416,13 +433,15 @@ class QtestMachine:
         for offset in range(0, len(data), BULK_CHUNK):
             piece = data[offset:offset + BULK_CHUNK]
             self._post('b64write 0x%x %d %s' % (addr + offset, len(piece),
-                                                 base64.b64encode(piece).decode('ascii')))
+                                                 base64.b64encode(piece).decode('ascii')),
+                       self._in_ram(addr, len(data)))
 
     def memset(self, addr, n, value=0):
         """Fill n bytes at addr with a byte value (not part of the interface)."""
         if n < 0:
             raise ValueError('memset: negative length %d' % n)
-        self._post('memset 0x%x %d 0x%x' % (self._addr(addr, n), n, value & 0xff))
+        self._post('memset 0x%x %d 0x%x' % (self._addr(addr, n), n, value & 0xff),
+                   self._in_ram(addr, n))
 
     # -- DMA memory -------------------------------------------------------------------
 

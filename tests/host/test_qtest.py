@@ -3,6 +3,7 @@ left behind (no QEMU process, no temp files)."""
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -142,3 +143,20 @@ def test_qemu_that_stops_answering_times_out(qtest_factory):
     pid = hw.pid
     hw.close()                                  # SIGKILL works on a stopped process too
     assert not alive(pid)
+
+
+def test_port_writes_reach_the_device_without_a_later_read(qtest_factory, tmp_path):
+    """A device register write is sent at once (only RAM writes wait for the next
+    command): a notify followed by host-side waiting must not stall."""
+    log = tmp_path / 'debugcon.txt'
+    hw = qtest_factory(['-chardev', 'file,id=dbg,path=%s' % log,
+                        '-device', 'isa-debugcon,iobase=0xe9,chardev=dbg'])
+    a = hw.dma_alloc(4)
+    hw.write32(a, 0x12345678)                   # held: no device looks at RAM unasked
+    for ch in b'sent':
+        hw.outb(0xE9, ch)
+    deadline = time.monotonic() + 5
+    while log.read_bytes() != b'sent' and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert log.read_bytes() == b'sent'
+    assert hw.read32(a) == 0x12345678
