@@ -2,7 +2,10 @@
 left behind (no QEMU process, no temp files)."""
 
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -160,3 +163,28 @@ def test_port_writes_reach_the_device_without_a_later_read(qtest_factory, tmp_pa
         time.sleep(0.001)
     assert log.read_bytes() == b'sent'
     assert hw.read32(a) == 0x12345678
+
+
+def test_qemu_dies_with_a_killed_test_process():
+    """Even a SIGKILLed pytest (no teardown runs) leaves no QEMU behind."""
+    script = ('from tests.host.qtest import QtestMachine\n'
+              'import sys, time\n'
+              'hw = QtestMachine()\n'
+              'print(hw.pid, hw._dir, flush=True)\n'
+              'time.sleep(60)\n')
+    child = subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE,
+                             cwd=os.path.dirname(os.path.dirname(os.path.dirname(
+                                 os.path.abspath(__file__)))))
+    try:
+        pid, tmpdir = child.stdout.readline().split()
+        qemu_pid = int(pid)
+        assert alive(qemu_pid)
+    finally:
+        child.kill()
+        child.wait(10)
+        child.stdout.close()
+    shutil.rmtree(tmpdir)                       # nothing else could remove it
+    deadline = time.monotonic() + 5
+    while alive(qemu_pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not alive(qemu_pid)
