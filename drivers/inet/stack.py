@@ -3,15 +3,18 @@
 #
 # link:  .mac (6 bytes), .mtu (int, the largest IPv4 datagram, 1500 on Ethernet),
 #        .send(frame) (a bytes-like frame without FCS; it must be consumed, copied or sent,
-#        before send returns: the stack reuses its transmit buffer), .recv(timeout_ms=0)
-#        -> bytes or None (a new object for each frame: a UDP datagram's data stays a view
-#        of it while it waits in a socket queue).
+#        before send returns: the stack reuses its transmit buffer; it may raise OSError,
+#        e.g. when the device's queue is full), .recv(timeout_ms=0) -> bytes or None (a new
+#        object for each frame: a UDP datagram's data stays a view of it while it waits in
+#        a socket queue; a memoryview is copied to bytes first).
 # clock: .ticks_ms(), .ticks_diff(new, old), and .ticks_us() if it has one (ping RTT):
 #        the `hw` of docs/hardware-interface.md, or the `time` module.
 #
 # Every received frame is counted once in stats['rx_frames'] and then once more: as
 # rx_arp, rx_icmp or rx_udp when it was used, or in drops[reason] when it was not.
-# Malformed input never raises.
+# Malformed input never raises. Replies the stack sends on its own (ARP, ping, UDP echo)
+# that the link refuses with OSError are counted in stats['tx_errors'], like a lost frame;
+# what the caller sends (sendto, ping, dhcp) raises the link's OSError to the caller.
 
 import struct
 
@@ -80,7 +83,7 @@ class Stack:
         self._bcast = LIMITED_BROADCAST
         self.stats = {}
         for k in ("rx_frames", "rx_bytes", "tx_frames", "tx_bytes", "rx_arp", "rx_icmp",
-                  "rx_udp", "tx_arp", "tx_icmp", "tx_udp"):
+                  "rx_udp", "tx_arp", "tx_icmp", "tx_udp", "tx_errors"):
             self.stats[k] = 0
         self.drops = {}
         for k in DROP_REASONS:
@@ -121,6 +124,18 @@ class Stack:
         """Total frames dropped, all reasons."""
         return sum(self.drops.values())
 
+    def summary(self):
+        """One line of counters, e.g. 'rx 12 (arp 1 icmp 4 udp 6) tx 11 (arp 1 icmp 4 udp 6)
+        errors 0 dropped 1 (bad_checksum 1)'."""
+        st = self.stats
+        s = "rx %d (arp %d icmp %d udp %d) tx %d (arp %d icmp %d udp %d) errors %d dropped %d" % (
+            st["rx_frames"], st["rx_arp"], st["rx_icmp"], st["rx_udp"], st["tx_frames"],
+            st["tx_arp"], st["tx_icmp"], st["tx_udp"], st["tx_errors"], self.dropped())
+        why = ["%s %d" % (k, self.drops[k]) for k in DROP_REASONS if self.drops[k]]
+        if why:
+            s += " (%s)" % ", ".join(why)
+        return s
+
     # ---- receive path ----------------------------------------------------------------
 
     def poll(self, timeout_ms=0):
@@ -140,6 +155,8 @@ class Stack:
 
     def input(self, frame):
         """Handle one received Ethernet frame (bytes). Never raises for bad input."""
+        if type(frame) is memoryview:
+            frame = bytes(frame)        # a view of a device buffer could change under us
         st = self.stats
         n = len(frame)
         st["rx_frames"] += 1
@@ -181,7 +198,7 @@ class Stack:
         if not merged:
             self.arp.add(spa, sha)
         if op == arp.OP_REQUEST:
-            self._send_arp(arp.OP_REPLY, sha, spa, sha)
+            self._send_arp(arp.OP_REPLY, sha, spa, sha, True)
 
     def _ip_input(self, frame, n):
         reason, hlen, total = ipv4.check(frame, IP_OFF, n - IP_OFF, self.mtu)
@@ -249,22 +266,30 @@ class Stack:
 
     # ---- transmit path ---------------------------------------------------------------
 
-    def _transmit(self, n, dst_mac, ethertype):
-        """Send the frame built in the transmit buffer, n bytes, after its Ethernet header."""
+    def _transmit(self, n, dst_mac, ethertype, counter, reply=False):
+        """Send the frame built in the transmit buffer, n bytes, after its Ethernet header.
+        A reply the link refuses is counted in tx_errors instead of raising."""
         tx = self._tx
         ethernet.write_header(tx, dst_mac, self.mac, ethertype)
         if n < ethernet.MIN_FRAME:
             for i in range(n, ethernet.MIN_FRAME):
                 tx[i] = 0
             n = ethernet.MIN_FRAME
-        self.link.send(self._txv[:n])
-        self.stats["tx_frames"] += 1
-        self.stats["tx_bytes"] += n
+        try:
+            self.link.send(self._txv[:n])
+        except OSError:
+            if not reply:
+                raise
+            self.stats["tx_errors"] += 1
+            return
+        st = self.stats
+        st["tx_frames"] += 1
+        st["tx_bytes"] += n
+        st[counter] += 1
 
-    def _send_arp(self, op, dst_mac, tpa, tha):
+    def _send_arp(self, op, dst_mac, tpa, tha, reply=False):
         arp.write(self._tx, ETH, op, self.mac, self.ip, tha, tpa)
-        self.stats["tx_arp"] += 1
-        self._transmit(ETH + arp.PACKET_LEN, dst_mac, ethernet.ETHERTYPE_ARP)
+        self._transmit(ETH + arp.PACKET_LEN, dst_mac, ethernet.ETHERTYPE_ARP, "tx_arp", reply)
 
     def _ip_header(self, total, proto, src, dst):
         self._ident = (self._ident + 1) & 0xFFFF
@@ -285,10 +310,9 @@ class Stack:
         icmp.turn_into_reply(tx, L4_OFF)
         self._ip_header(ipv4.HEADER_LEN + n, ipv4.PROTO_ICMP, self.ip,
                         frame[IP_OFF + 12:IP_OFF + 16])
-        self.stats["tx_icmp"] += 1
-        self._transmit(L4_OFF + n, frame[6:12], ethernet.ETHERTYPE_IPV4)
+        self._transmit(L4_OFF + n, frame[6:12], ethernet.ETHERTYPE_IPV4, "tx_icmp", True)
 
-    def _udp_output(self, sport, dst, dport, data, dst_mac, src, csum=0):
+    def _udp_output(self, sport, dst, dport, data, dst_mac, src, csum=0, reply=False):
         n = len(data)
         length = udp.HEADER_LEN + n
         tx = self._tx
@@ -298,8 +322,7 @@ class Stack:
         if not csum:
             csum = udp.datagram_checksum(tx, IP_OFF, L4_OFF, length) or 0xFFFF
         struct.pack_into(">H", tx, L4_OFF + 6, csum)
-        self.stats["tx_udp"] += 1
-        self._transmit(L4_OFF + length, dst_mac, ethernet.ETHERTYPE_IPV4)
+        self._transmit(L4_OFF + length, dst_mac, ethernet.ETHERTYPE_IPV4, "tx_udp", reply)
 
     def udp_send(self, sport, host, dport, data):
         """Send a UDP datagram from port sport to (host, dport). See Socket.sendto."""
@@ -312,7 +335,7 @@ class Stack:
 
     def udp_reply(self, sport, entry):
         """Send a queued datagram's data back to its source (used by Socket.echo)."""
-        self._udp_output(sport, entry[1], entry[2], entry[0], entry[3], self.ip, entry[4])
+        self._udp_output(sport, entry[1], entry[2], entry[0], entry[3], self.ip, entry[4], True)
 
     def send_broadcast_udp(self, sport, dport, data):
         """A datagram to 255.255.255.255 from our address, or from 0.0.0.0 before we have
@@ -431,9 +454,8 @@ class Stack:
         self._ip_header(ipv4.HEADER_LEN + icmp.HEADER_LEN + size, ipv4.PROTO_ICMP, self.ip, dst)
         self._ping_rtt = None
         self._ping_waiting = True
-        self.stats["tx_icmp"] += 1
         self._ping_sent_us = self._now_us()
-        self._transmit(L4_OFF + icmp.HEADER_LEN + size, mac, ethernet.ETHERTYPE_IPV4)
+        self._transmit(L4_OFF + icmp.HEADER_LEN + size, mac, ethernet.ETHERTYPE_IPV4, "tx_icmp")
         start = clock.ticks_ms()
         while self._ping_rtt is None:
             left = timeout_ms - clock.ticks_diff(clock.ticks_ms(), start)

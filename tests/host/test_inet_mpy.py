@@ -34,3 +34,42 @@ def test_inet_modules_compile_with_mpy_cross(tmp_path, arch):
             continue
         assert r.returncode == 0, "%s: %s" % (src, r.stderr)
         assert out.read_bytes()[:2] == b"M\x06"         # mpy version 6
+
+
+# The stack gets its link and clock injected, and keeps to what MicroPython 1.23 has.
+FORBIDDEN = {"socket", "ipaddress", "select", "time", "x86", "typing", "dataclasses", "enum",
+             "abc", "collections", "functools", "itertools", "random"}
+
+
+def subset_violations(path):
+    import ast
+    rel = os.path.relpath(path, ROOT)
+    found = []
+    for node in ast.walk(ast.parse(open(path).read(), path)):
+        where = "%s:%d" % (rel, getattr(node, "lineno", 0))
+        if isinstance(node, ast.JoinedStr):
+            found.append(where + ": f-string")
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+            for name in names:
+                if (name or "").split(".")[0] in FORBIDDEN:
+                    found.append("%s: import %s" % (where, name))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if node.func.attr in ("from_bytes", "to_bytes") and node.keywords:
+                found.append(where + ": keyword argument to " + node.func.attr)
+            if node.func.attr == "hex" and node.args:
+                found.append(where + ": hex(sep)")
+    return found
+
+
+def test_inet_keeps_to_the_micropython_subset():
+    found = []
+    for src in MODULES:
+        found += subset_violations(src)
+    assert found == []
+
+
+def test_the_subset_check_can_fail(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import time\nx = f'{1}'\nint.from_bytes(b'', byteorder='big')\n")
+    assert len(subset_violations(str(bad))) == 3

@@ -406,3 +406,58 @@ def test_traffic_for_other_hosts_is_counted_not_answered():
     s.input(bytes(dpkt.ethernet.Ethernet(dst=GUEST_MAC, src=GW_MAC, type=0x86DD, data=b"v6" * 30)))
     assert s.drops["not_for_us"] == 2 and s.drops["unknown_ethertype"] == 1
     assert link.sent == [] and accounted(s)
+
+
+# ---- the link misbehaving, and what a user reads ----------------------------------------
+
+class RefusingLink(FakeLink):
+    """A link whose transmit queue is full: send raises OSError."""
+
+    def __init__(self, clock):
+        FakeLink.__init__(self, clock)
+        self.refuse = False
+
+    def send(self, frame):
+        if self.refuse:
+            raise OSError(105, "TX queue full")
+        FakeLink.send(self, frame)
+
+
+def test_a_reply_the_link_refuses_is_counted_not_raised():
+    clock = FakeClock()
+    link = RefusingLink(clock)
+    gw = Gateway(link)
+    s = inet.Stack(link, clock, "10.0.2.15", gateway="10.0.2.2")
+    s.resolve(GW_IP)
+    link.refuse = True
+    gw.ping_guest(seq=1)
+    gw.arp_request(GUEST_IP)
+    gw.udp_to_guest(b"echo me")
+    assert inet.udp_echo(s, 7, idle_ms=500) == 1        # the service keeps running
+    assert s.stats["tx_errors"] == 3
+    assert s.stats["tx_icmp"] == 0 and s.stats["tx_udp"] == 0
+    # What the caller sends raises the link's error to the caller.
+    with pytest.raises(OSError) as e:
+        s.socket().sendto(b"x", (GW_IP, 7))
+    assert e.value.errno == 105
+    link.refuse = False
+    assert s.ping(GW_IP, count=1) == [400]
+
+
+def test_a_memoryview_frame_is_copied_before_use():
+    clock, link, gw, s = configured()
+    u = s.socket(7)
+    gw.udp_to_guest(b"original")
+    frame = bytearray(link.recv(10))
+    s.input(memoryview(frame))
+    frame[42:50] = b"changed!"                  # the driver reuses its buffer
+    assert u.recv() == b"original"
+
+
+def test_summary_line():
+    clock, link, gw, s = configured()
+    s.ping(GW_IP, count=2)
+    gw.udp_to_guest(b"nobody listens", dport=9)
+    s.poll(10)
+    assert s.summary() == ("rx 4 (arp 1 icmp 2 udp 0) tx 3 (arp 1 icmp 2 udp 0) errors 0 "
+                           "dropped 1 (no_port 1)")
