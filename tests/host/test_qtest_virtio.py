@@ -40,14 +40,6 @@ IO_WINDOW = (0xC000, 0x10000)
 MEM_WINDOW = (0xE0000000, 0xFEC00000)
 DEFAULT_MAC = bytes([0x52, 0x54, 0x00, 0x12, 0x34, 0x56])
 
-# QEMU 7.2 writes a packed used descriptor's length without setting VIRTQ_DESC_F_WRITE
-# (hw/virtio/virtio.c, virtqueue_packed_fill_desc: flags are AVAIL|USED only); spec 2.8.5
-# calls the length reserved then, so virtio/packed.py reads every completion as 0 bytes.
-# Linux reads the length regardless. The models set F_WRITE, so they never showed it.
-PACKED_LEN = pytest.mark.xfail(reason='QEMU packed used descriptors carry the length '
-                                      'without VIRTQ_DESC_F_WRITE; packed.py pop() reads 0',
-                               strict=False)
-
 MODES = {                       # device property -> what QEMU builds
     'legacy-only': ',disable-modern=on',
     'modern-only': ',disable-legacy=on',
@@ -301,8 +293,7 @@ BLK_CASES = [
 
 
 @pytest.mark.parametrize('machine, props, transport, wanted, ring',
-                         [pytest.param(*c[1:], id=c[0], marks=[PACKED_LEN] if c[-1] == 'packed'
-                                       else []) for c in BLK_CASES])
+                         [c[1:] for c in BLK_CASES], ids=[c[0] for c in BLK_CASES])
 def test_blk_read_write_round_trip(qtest_factory, disk, machine, props, transport,
                                    wanted, ring):
     hw, fns = boot(qtest_factory, blk_args(disk, props), machine)
@@ -338,9 +329,8 @@ def test_blk_read_write_round_trip(qtest_factory, disk, machine, props, transpor
     assert dev.vq.in_flight == 0
 
 
-@pytest.mark.parametrize('transport, props', [
-    ('legacy', ''), ('modern', ''),
-    pytest.param('modern', ',packed=on', marks=PACKED_LEN)])
+@pytest.mark.parametrize('transport, props', [('legacy', ''), ('modern', ''),
+                                              ('modern', ',packed=on')])
 def test_blk_many_requests_in_flight_wrap_the_ring(qtest_factory, disk, transport, props):
     """Batches of 40 reads per notify, 7 batches: more than the ring's 256 entries in
     total, so ring positions (and the packed wrap counters) wrap."""
@@ -503,8 +493,10 @@ def test_intx_follows_interrupt_suppression_and_isr_read_clears_it(qtest_factory
     assert hw.irq_level(line) == 0
 
 
-@PACKED_LEN
 def test_packed_rng_round_trip(qtest_factory):
+    """QEMU 7.2 writes a packed used descriptor's length without VIRTQ_DESC_F_WRITE
+    (virtqueue_packed_fill_desc sets AVAIL|USED only); a driver reading the length only
+    under F_WRITE (spec 2.8.5) sees 0 bytes and the rng never returns entropy."""
     hw = qtest_factory(['-device', 'virtio-rng-pci,packed=on'])
     virtio.probe(hw)
     rng = virtio.find('rng')
