@@ -198,7 +198,11 @@ def test_probe_binds_rng_everywhere_including_behind_bridges(qtest_factory, mach
         data = rng.read(32)
         assert len(data) == 32 and data != bytes(32)
         assert str(rng).startswith('%s virtio-rng modern' % rng.pci.address)
-    assert any(r.pci.bus != 0 for r in rngs)
+    behind_bridge = [r for r in rngs if r.pci.device_id == TRANSITIONAL['rng'] and r.pci.bus]
+    assert len(behind_bridge) == 1
+    legacy = virtio.bind(hw, behind_bridge[0].pci, 'legacy')   # through the I/O window
+    assert legacy.transport.name == 'legacy'
+    assert len(legacy.read(32)) == 32
 
 
 # -- negotiation --------------------------------------------------------------------------
@@ -371,6 +375,18 @@ def test_blk_modern_bar_above_4gib_goes_through_the_pci_cfg_capability(qtest_fac
     status, _, _ = blk.request(VIRTIO_BLK_T_OUT, 4, out=b'\xEE' * SECTOR)
     assert status == VIRTIO_BLK_S_OK
     assert disk.read_bytes()[4 * SECTOR:5 * SECTOR] == b'\xEE' * SECTOR
+
+
+def test_legacy_config_moves_to_0x18_while_msix_is_enabled(qtest_factory, disk):
+    """With MSI-X on, the legacy header grows by two vector registers (4.1.4.8)."""
+    hw, fns = boot(qtest_factory, blk_args(disk))
+    fn, = virtio_functions(fns, 'blk')
+    cap = fn.find_capability(pci.CAP_ID_MSIX)
+    fn.write16(cap + 2, fn.read16(cap + 2) | pci.MSIX_CONTROL_ENABLE)
+    dev = bind_raw(hw, fn, 'legacy')
+    assert dev.transport.config_read64(BLK_CAPACITY) == DISK_SECTORS
+    status, length, data = Blk(dev).request(VIRTIO_BLK_T_IN, 7, in_len=SECTOR)
+    assert (status, length, data) == (VIRTIO_BLK_S_OK, SECTOR + 1, sector_pattern(7))
 
 
 # -- other devices ------------------------------------------------------------------------
