@@ -43,6 +43,8 @@ BULK_CHUNK = 65536                  # bytes per b64read/b64write: measured faste
 MAX_PENDING = 256                   # posted writes before we stop and collect their replies
 TICKS_PERIOD = 1 << 30              # as MicroPython's ticks: wrap at 2**30
 TICKS_HALF = TICKS_PERIOD >> 1
+MAX_MEMORY_MB = 2048                # all of it below the PCI hole on pc and q35
+LOW_RAM_END = 0xA0000               # 640 KiB: the VGA window and BIOS area follow
 STDERR_TAIL = 2000                  # characters of QEMU's stderr quoted in an error
 
 _MASK = {1: 0xff, 2: 0xffff, 4: 0xffffffff, 8: 0xffffffffffffffff}
@@ -106,12 +108,15 @@ class QtestMachine:
 
     args: extra QEMU arguments (-device/-drive/-netdev/-chardev ...).
     machine: 'pc' or 'q35'. qemu: the binary (qemu-system-x86_64 or qemu-system-i386).
-    memory_mb: guest RAM; the DMA area is [1 MiB, memory_mb MiB).
+    memory_mb: guest RAM, 2..2048; the DMA area is [1 MiB, memory_mb MiB).
     timeout: seconds to wait for QEMU's start and for any one reply.
     """
 
     def __init__(self, args=(), machine='pc', qemu=QEMU, memory_mb=64,
                  timeout=REPLY_TIMEOUT, start_timeout=START_TIMEOUT):
+        if not 2 <= memory_mb <= MAX_MEMORY_MB:
+            raise ValueError('memory_mb %d: 2..%d (above that q35 splits RAM around the '
+                             'PCI hole)' % (memory_mb, MAX_MEMORY_MB))
         self.machine = machine
         self.timeout = timeout
         self.ram_size = memory_mb << 20
@@ -376,7 +381,8 @@ class QtestMachine:
     def _in_ram(self, addr, n):
         """RAM writes can wait: a device sees RAM only after a register access (port or
         MMIO, sent at once with everything held before it), and any read sends them."""
-        return addr + n <= self.ram_size
+        end = addr + n
+        return end <= LOW_RAM_END or DMA_BASE <= addr and end <= self.ram_size
 
     def _write(self, width, addr, value):
         self._post('write%s 0x%x 0x%x' % (_MEM_SUFFIX[width], self._addr(addr, width),
@@ -413,12 +419,12 @@ class QtestMachine:
         self._addr(addr, n)
         if n == 0:
             return b''                  # QEMU asserts on an empty read
-        self.sync()
-        pieces = []
-        for offset in range(0, n, BULK_CHUNK):
+        chunks = range(0, n, BULK_CHUNK)
+        for offset in chunks:
             self._send('b64read 0x%x %d' % (addr + offset, min(BULK_CHUNK, n - offset)))
-        for offset in range(0, n, BULK_CHUNK):
-            pieces.append(base64.b64decode(self._reply()))
+        while len(self._pending) > len(chunks):
+            self._reply(self._pending[-len(chunks)])
+        pieces = [base64.b64decode(self._reply()) for _ in chunks]
         data = b''.join(pieces)
         if len(data) != n:
             raise QtestError('qtest: b64read of %d bytes at 0x%x returned %d bytes'

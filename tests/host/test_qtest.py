@@ -188,3 +188,8 @@ def test_qemu_dies_with_a_killed_test_process():
     while alive(qemu_pid) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not alive(qemu_pid)
+
+
+def test_memory_size_outside_what_stays_below_the_pci_hole_is_refused():
+    with pytest.raises(ValueError, match='memory_mb 4096'):
+        QtestMachine(memory_mb=4096)
