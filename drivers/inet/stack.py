@@ -33,6 +33,7 @@ EADDRINUSE = 98
 ENETUNREACH = 101
 EHOSTUNREACH = 113
 
+MIN_MTU = 68                # every IPv4 module must take 68 bytes (RFC 791 section 3.2)
 POLL_BUDGET = 32            # frames handled per poll() at most, so a flood can't starve callers
 PING_IDENT = 0x7570         # ICMP identifier of our echo requests ("up")
 
@@ -62,6 +63,8 @@ class Stack:
         self.clock = clock
         self.mac = bytes(link.mac)
         self.mtu = link.mtu
+        if not MIN_MTU <= self.mtu <= 65535:
+            raise ValueError("link MTU %r is outside %d..65535" % (self.mtu, MIN_MTU))
         self._ticks_us = getattr(clock, "ticks_us", None)
         self._tx = bytearray(ETH + self.mtu)
         self._txv = memoryview(self._tx)
@@ -354,6 +357,9 @@ class Stack:
         if self.ip is None:
             raise OSError(ENETUNREACH, "network unreachable: no address yet, "
                           "call configure() or dhcp() first")
+        if dst == self.ip:
+            raise OSError(EHOSTUNREACH, "%s is this host's own address: there is no "
+                          "loopback" % ip_ntoa(dst))
         if same_subnet(dst, self.ip, self.mask):
             return self.resolve(dst)
         if self.gateway is None:
@@ -453,9 +459,9 @@ class Stack:
         icmp.write_echo(tx, L4_OFF, icmp.TYPE_ECHO_REQUEST, PING_IDENT, self._ping_seq, size)
         self._ip_header(ipv4.HEADER_LEN + icmp.HEADER_LEN + size, ipv4.PROTO_ICMP, self.ip, dst)
         self._ping_rtt = None
-        self._ping_waiting = True
         self._ping_sent_us = self._now_us()
         self._transmit(L4_OFF + icmp.HEADER_LEN + size, mac, ethernet.ETHERTYPE_IPV4, "tx_icmp")
+        self._ping_waiting = True
         start = clock.ticks_ms()
         while self._ping_rtt is None:
             left = timeout_ms - clock.ticks_diff(clock.ticks_ms(), start)

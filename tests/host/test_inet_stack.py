@@ -461,3 +461,14 @@ def test_summary_line():
     s.poll(10)
     assert s.summary() == ("rx 4 (arp 1 icmp 2 udp 0) tx 3 (arp 1 icmp 2 udp 0) errors 0 "
                            "dropped 1 (no_port 1)")
+
+
+def test_own_address_and_bad_mtu_are_refused_clearly():
+    clock, link, gw, s = configured()
+    with pytest.raises(OSError) as e:
+        s.socket().sendto(b"x", ("10.0.2.15", 7))
+    assert "10.0.2.15 is this host's own address" in str(e.value)
+    assert link.sent == []
+    with pytest.raises(ValueError) as e:
+        inet.Stack(FakeLink(clock, mtu=0), clock)
+    assert str(e.value) == "link MTU 0 is outside 68..65535"
