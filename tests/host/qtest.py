@@ -41,6 +41,7 @@ START_TIMEOUT = 10.0                # seconds from exec to the first reply
 REPLY_TIMEOUT = 10.0                # seconds for any one reply (a blk request is synchronous)
 BULK_CHUNK = 65536                  # bytes per b64read/b64write: measured fastest
 MAX_PENDING = 256                   # posted writes before we stop and collect their replies
+RECV_SIZE = 65536                   # bytes per recv: a bigger buffer costs its allocation
 TICKS_PERIOD = 1 << 30              # as MicroPython's ticks: wrap at 2**30
 TICKS_HALF = TICKS_PERIOD >> 1
 MAX_MEMORY_MB = 2048                # all of it below the PCI hole on pc and q35
@@ -250,7 +251,7 @@ class QtestMachine:
                 return line
             scanned = len(self._rx)
             try:
-                data = self._sock.recv(1 << 20)
+                data = self._sock.recv(RECV_SIZE)
             except socket.timeout:
                 if self._proc.poll() is not None:
                     raise self._gone('waiting for the reply to %s' % waiting_for)
