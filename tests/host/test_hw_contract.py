@@ -59,6 +59,16 @@ def select(hw, reg, bus=0, device=0, function=0):
     hw.outl(CONFIG_ADDRESS, ENABLE | bus << 16 | device << 11 | function << 8 | reg)
 
 
+INTERFACE = ('inb', 'inw', 'inl', 'outb', 'outw', 'outl',
+             'read8', 'read16', 'read32', 'read64', 'write8', 'write16', 'write32', 'write64',
+             'read', 'write', 'dma_alloc', 'barrier', 'ticks_ms', 'ticks_us', 'ticks_diff')
+
+
+def test_every_name_of_the_interface_is_there(hw):
+    missing = [name for name in INTERFACE if not callable(getattr(hw, name, None))]
+    assert not missing, '%s lacks %s' % (hw.kind, ', '.join(missing))
+
+
 # -- port I/O -----------------------------------------------------------------------------
 
 def test_config_address_register_reads_back(hw):
