@@ -1,7 +1,5 @@
 # Ethernet II framing (RFC 894): destination MAC, source MAC, EtherType, payload.
-# The link hands us frames without preamble or FCS.
-
-import struct
+# The link hands us frames without preamble or FCS. Layout: dst 0..5, src 6..11, type 12..13.
 
 HEADER_LEN = 14
 MIN_FRAME = 60          # 64 bytes on the wire less the 4-byte FCS; shorter frames are padded
@@ -9,12 +7,6 @@ ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_ARP = 0x0806
 
 BROADCAST = b"\xff\xff\xff\xff\xff\xff"
-
-
-def write_header(buf, dst, src, ethertype):
-    buf[0:6] = dst
-    buf[6:12] = src
-    struct.pack_into(">H", buf, 12, ethertype)
 
 
 def ethertype(frame):

@@ -68,6 +68,7 @@ class Stack:
         self._ticks_us = getattr(clock, "ticks_us", None)
         self._tx = bytearray(ETH + self.mtu)
         self._txv = memoryview(self._tx)
+        self._tx[6:12] = self.mac         # every frame we send has our source MAC
         self._max_frame = ETH + self.mtu
         self._ident = 0
         self._ports = {}
@@ -273,7 +274,9 @@ class Stack:
         """Send the frame built in the transmit buffer, n bytes, after its Ethernet header.
         A reply the link refuses is counted in tx_errors instead of raising."""
         tx = self._tx
-        ethernet.write_header(tx, dst_mac, self.mac, ethertype)
+        tx[0:6] = dst_mac
+        tx[12] = ethertype >> 8
+        tx[13] = ethertype & 0xFF
         if n < ethernet.MIN_FRAME:
             for i in range(n, ethernet.MIN_FRAME):
                 tx[i] = 0

@@ -142,12 +142,17 @@ udp_small = frame_from(lambda: bs.sendto(b'x' * 16, ('10.0.2.15', 9)))
 udp_big = frame_from(lambda: bs.sendto(b'y' * 1472, ('10.0.2.15', 9)))
 sink = a.socket(9)
 cost = {}
-for name, f in (('ping_reply', ping_frame), ('udp_16', udp_small), ('udp_1472', udp_big)):
+for name, f, echo in (('ping_reply', ping_frame, False), ('udp_16', udp_small, False),
+                      ('udp_1472', udp_big, False), ('echo_16', udp_small, True),
+                      ('echo_1472', udp_big, True)):
     N = 200
     t0 = time.ticks_us()
     for k in range(N):
         a.input(f)
-        sink._queue.clear()
+        if echo:
+            sink.echo()
+        else:
+            sink._queue.clear()
         lb.q.clear()
     cost[name] = time.ticks_diff(time.ticks_us(), t0) // N
 out['cost_us'] = cost
