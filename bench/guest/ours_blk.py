@@ -29,6 +29,7 @@ READ_SALT = 0
 WRITE_SALT = 0x5a
 WHEEL = bytes([k & 0xff for k in range(256 + SECTOR)])
 OFFSETS = 4096            # random block numbers drawn once, outside the timing
+STALL_US = 5000000        # in-flight reads with no completion for this long: give up
 
 
 def dma_buffer(n):
@@ -198,16 +199,69 @@ def read_depth1(blk, name, bs, mode, region, max_ops, max_ms):
 
 
 def batch_api(blk):
-    """The driver's batch interface as (submit, collect), or None when it has none yet."""
+    """The driver's batch interface as an object with
+        submit(sector, buf, tag)   queue a read of len(buf) bytes (not yet sent)
+        poll()                     send what is queued, return the tags completed since
+    or None when the driver has none. issue #4 leaves the driver's names and shape to the
+    block driver; this is the one place that maps them (none exists yet)."""
     return None
 
 
-def read_deep(blk, name, bs, depth, mode, region, max_ops, max_ms):
-    api = batch_api(blk)
+def read_deep(blk, name, bs, depth, mode, region, max_ops, max_ms, api=None):
+    """Keep `depth` reads in flight: refill each slot as it completes, check its data.
+    Timed: the submit and poll calls only (the checks between them are not)."""
+    api = api or batch_api(blk)
     if api is None:
         na(name, 'no batch interface in the driver')
         return
-    na(name, 'batch interface not wired into the bench yet')
+    per = bs // SECTOR
+    nblocks = region // bs
+    blocks = random_blocks(nblocks, OFFSETS) if mode == 'rand' else None
+    bufs = [dma_buffer(bs) for _ in range(depth)]
+    where = [0] * depth
+    budget = max_ms * 1000
+    busy = ops = bad = issued = 0
+    submit = api.submit
+    poll = api.poll
+    t0 = ticks_us()
+    for tag in range(depth):
+        if issued >= max_ops:
+            break
+        b = blocks[issued % OFFSETS] if blocks else issued % nblocks
+        where[tag] = b * per
+        submit(where[tag], bufs[tag], tag)
+        issued += 1
+    inflight = issued
+    busy += ticks_diff(ticks_us(), t0)
+    last = ticks_us()
+    while inflight:
+        t0 = ticks_us()
+        done = poll()
+        busy += ticks_diff(ticks_us(), t0)
+        if not done:
+            if ticks_diff(ticks_us(), last) > STALL_US:
+                print('NOTE %s: %d reads never completed' % (name, inflight))
+                bad += inflight  # a device that stops answering gives no figure
+                break
+            continue
+        last = ticks_us()
+        refill = []
+        for tag in done:
+            inflight -= 1
+            bad += check(bufs[tag], bs, where[tag])
+            ops += 1
+            if busy < budget and issued < max_ops:
+                b = blocks[issued % OFFSETS] if blocks else issued % nblocks
+                where[tag] = b * per
+                refill.append(tag)
+                issued += 1
+        if refill:
+            t0 = ticks_us()
+            for tag in refill:
+                submit(where[tag], bufs[tag], tag)
+            busy += ticks_diff(ticks_us(), t0)
+            inflight += len(refill)
+    report(name, 'read', bs, depth, mode, ops, ops * bs, busy, bad)
 
 
 def read(blk, name, bs, depth, mode, region, max_ops, max_ms):

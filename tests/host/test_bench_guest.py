@@ -84,6 +84,59 @@ def test_guest_write_puts_down_the_write_pattern_and_flushes():
     assert pattern.bad_sectors(bytes(blk.data[16384 + 65536:]), 160) == []
 
 
+class MemBatch:
+    """The batch shape read_deep drives, over a MemBlk: completions come back in a shuffled
+    order, a few at a time; `stall` stops completing after that many."""
+
+    def __init__(self, blk, stall=None):
+        import random
+        self.blk, self.queued, self.sent, self.stall = blk, [], [], stall
+        self.rnd = random.Random(7)
+        self.max_inflight = 0
+        self.completed = 0
+
+    def submit(self, sector, buf, tag):
+        self.queued.append((sector, buf, tag))
+
+    def poll(self):
+        self.sent += self.queued
+        self.queued = []
+        self.max_inflight = max(self.max_inflight, len(self.sent))
+        if self.stall is not None and self.completed >= self.stall:
+            return []
+        self.rnd.shuffle(self.sent)
+        done, self.sent = self.sent[:3], self.sent[3:]
+        for sector, buf, tag in done:
+            self.blk.readinto(sector, buf)
+        self.completed += len(done)
+        return [tag for _, _, tag in done]
+
+
+def test_guest_deep_reads_keep_the_depth_and_check_out_of_order_completions():
+    batch = MemBatch(MemBlk(pattern.make_bytes(0, 512)))
+    p = run_guest(ours_blk.read_deep, None, 'read_4k_d32', 4096, 32, 'rand', 256 * 1024, 500,
+                  10000, batch)
+    r = p['read_4k_d32']['result']
+    assert (r['ops'], r['bad'], r['depth']) == (500, 0, 32)
+    assert batch.max_inflight == 32
+
+
+def test_guest_deep_reads_of_the_wrong_sectors_are_caught():
+    batch = MemBatch(MemBlk(pattern.make_bytes(0, 512), shift=2))
+    p = run_guest(ours_blk.read_deep, None, 'read_512_d32', 512, 32, 'rand', 256 * 1024, 100,
+                  10000, batch)
+    assert p['read_512_d32']['result']['bad'] == 200  # a stamp and a body per read
+
+
+def test_guest_deep_reads_give_up_on_a_stalled_device(monkeypatch):
+    monkeypatch.setattr(ours_blk, 'STALL_US', 20000)
+    batch = MemBatch(MemBlk(pattern.make_bytes(0, 512)), stall=10)
+    p = run_guest(ours_blk.read_deep, None, 'read_4k_d32', 4096, 32, 'rand', 256 * 1024, 500,
+                  10000, batch)
+    r = p['read_4k_d32']['result']
+    assert r['ops'] == 12 and r['bad'] == 32  # the 32 reads still in flight count as failed
+
+
 def test_guest_without_a_driver_says_na():
     p = run_guest(ours_blk.read, None, 'read_512_d1', 512, 1, 'rand', 4096, 1, 10)
     assert p['read_512_d1']['na'] == 'driver missing'
