@@ -107,9 +107,15 @@ class Stack:
 
     def dhcp(self, timeout_ms=dhcp.TIMEOUT_MS):
         """Lease an address (RFC 2131) and configure with it. -> the dhcp.Lease.
-        Raises OSError(ETIMEDOUT) when no server answers within timeout_ms."""
+        Raises OSError(ETIMEDOUT) when no server answers within timeout_ms; the previous
+        configuration, if any, is then kept."""
+        before = (self.ip, self.mask, self.gateway, self.dns, self._bcast)
         self.ip = None
-        lease = dhcp.obtain(self, timeout_ms)
+        try:
+            lease = dhcp.obtain(self, timeout_ms)
+        except:  # noqa: E722 - whatever went wrong, put the old configuration back
+            self.ip, self.mask, self.gateway, self.dns, self._bcast = before
+            raise
         self.configure(lease.ip, lease.mask, lease.router, lease.dns)
         self.lease = lease
         return lease

@@ -98,6 +98,11 @@ def test_dhcp_times_out_with_a_clear_error():
     assert "DHCP: no OFFER within 10000 ms (2 messages sent)" in str(e.value)
     assert s.ip is None
     s.socket(68).close()                        # released even on failure
+    # A configured stack whose DHCP fails keeps its configuration.
+    s.configure("10.0.2.99", "255.255.255.0", "10.0.2.2")
+    with pytest.raises(OSError):
+        s.dhcp(timeout_ms=1000)
+    assert str(s) == "inet 52:54:00:12:34:56 10.0.2.99/24 gw 10.0.2.2"
 
 
 def test_dhcp_ignores_malformed_and_foreign_replies():
