@@ -14,6 +14,7 @@ import virtio
 from virtio import features, pci
 from virtio import transport as tp
 from virtio.device import CORE_FEATURES, VirtioDevice
+from virtio.errors import DeviceError, VirtioTimeout
 from virtio.regs import CfgWindow
 
 from tests.host.qtest import QemuExited, qtest_factory  # noqa: F401 (fixture)
@@ -356,6 +357,32 @@ def test_blk_many_requests_in_flight_wrap_the_ring(qtest_factory, disk, transpor
             done += 1
         assert not tokens
     assert done == 280
+
+
+@pytest.mark.parametrize('transport', ['modern', 'legacy'])
+def test_a_looped_chain_is_reported_not_waited_for_forever(qtest_factory, disk, transport):
+    """QEMU refuses a descriptor chain that loops ("Looped descriptor"): a modern device
+    sets DEVICE_NEEDS_RESET, which wait() reports; a legacy one has no such bit and just
+    never answers, which wait() turns into a timeout. A reset brings either back."""
+    hw, fns = boot(qtest_factory, blk_args(disk))
+    fn, = virtio_functions(fns, 'blk')
+    dev = bind_raw(hw, fn, transport, NO_INDIRECT)
+    hdr = hw.dma_alloc(16)
+    status = hw.dma_alloc(1)
+    hw.write(hdr, struct.pack('<IIQ', VIRTIO_BLK_T_IN, 0, 1))
+    head = dev.vq.add([(hdr, 16)], [(status, 1)], 'looped')
+    hw.write(dev.vq.desc + 16 * head + 12, struct.pack('<HH', 1, head))  # NEXT -> itself
+    dev.vq.kick()
+    if transport == 'modern':
+        with pytest.raises(DeviceError, match='DEVICE_NEEDS_RESET'):
+            dev.vq.wait(5000)
+    else:
+        with pytest.raises(VirtioTimeout, match='no completion within 300 ms'):
+            dev.vq.wait(300)
+    assert 'Looped descriptor' in hw.stderr()
+    dev = bind_raw(hw, fn, transport)               # init starts with a reset
+    status, length, data = Blk(dev).request(VIRTIO_BLK_T_IN, 2, in_len=SECTOR)
+    assert (status, data) == (VIRTIO_BLK_S_OK, sector_pattern(2))
 
 
 def test_blk_modern_bar_above_4gib_goes_through_the_pci_cfg_capability(qtest_factory, disk):
