@@ -1,0 +1,547 @@
+# virtio-net, the network device (spec 5.1): one receiveq and one transmitq,
+# plus the controlq when the device has one.
+#
+#     net = virtio.find('net')
+#     net.mac, net.mtu, net.link_up
+#     net.send(frame)                  # an Ethernet frame without FCS
+#     frame = net.recv(timeout_ms=100) # bytes, or None
+#
+# Every packet travels behind a struct virtio_net_hdr (5.1.6): 10 bytes on
+# the legacy interface, 12 (with num_buffers) under VERSION_1 or MRG_RXBUF.
+# We negotiate no offloads, so a transmitted header is all zeros and a
+# received one only tells how many buffers a packet spans.
+#
+# The receiveq is kept full of preallocated buffers (5.1.6.3); each buffer
+# goes back to the device as soon as its packet is copied out. Transmit
+# buffers are preallocated too and reclaimed when the device has used them.
+# This object is the `link` drivers/inet expects: mac, mtu, send, recv.
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+from virtio import features
+from virtio.device import VirtioDevice
+from virtio.errors import DeviceError, VirtioError, VirtioTimeout
+
+VIRTIO_ID_NET = const(1)
+
+# Virtqueues (5.1.2).
+RECEIVEQ = const(0)
+TRANSMITQ = const(1)
+CONTROLQ = const(2)
+
+# Feature bits (5.1.3).
+VIRTIO_NET_F_CSUM = const(0)
+VIRTIO_NET_F_GUEST_CSUM = const(1)
+VIRTIO_NET_F_CTRL_GUEST_OFFLOADS = const(2)
+VIRTIO_NET_F_MTU = const(3)
+VIRTIO_NET_F_MAC = const(5)
+VIRTIO_NET_F_GSO = const(6)
+VIRTIO_NET_F_GUEST_TSO4 = const(7)
+VIRTIO_NET_F_GUEST_TSO6 = const(8)
+VIRTIO_NET_F_GUEST_ECN = const(9)
+VIRTIO_NET_F_GUEST_UFO = const(10)
+VIRTIO_NET_F_HOST_TSO4 = const(11)
+VIRTIO_NET_F_HOST_TSO6 = const(12)
+VIRTIO_NET_F_HOST_ECN = const(13)
+VIRTIO_NET_F_HOST_UFO = const(14)
+VIRTIO_NET_F_MRG_RXBUF = const(15)
+VIRTIO_NET_F_STATUS = const(16)
+VIRTIO_NET_F_CTRL_VQ = const(17)
+VIRTIO_NET_F_CTRL_RX = const(18)
+VIRTIO_NET_F_CTRL_VLAN = const(19)
+VIRTIO_NET_F_CTRL_RX_EXTRA = const(20)
+VIRTIO_NET_F_GUEST_ANNOUNCE = const(21)
+VIRTIO_NET_F_MQ = const(22)
+VIRTIO_NET_F_CTRL_MAC_ADDR = const(23)
+VIRTIO_NET_F_SPEED_DUPLEX = const(63)
+
+FEATURE_NAMES = {
+    VIRTIO_NET_F_CSUM: 'CSUM',
+    VIRTIO_NET_F_GUEST_CSUM: 'GUEST_CSUM',
+    VIRTIO_NET_F_CTRL_GUEST_OFFLOADS: 'CTRL_GUEST_OFFLOADS',
+    VIRTIO_NET_F_MTU: 'MTU',
+    VIRTIO_NET_F_MAC: 'MAC',
+    VIRTIO_NET_F_GSO: 'GSO',
+    VIRTIO_NET_F_GUEST_TSO4: 'GUEST_TSO4',
+    VIRTIO_NET_F_GUEST_TSO6: 'GUEST_TSO6',
+    VIRTIO_NET_F_GUEST_ECN: 'GUEST_ECN',
+    VIRTIO_NET_F_GUEST_UFO: 'GUEST_UFO',
+    VIRTIO_NET_F_HOST_TSO4: 'HOST_TSO4',
+    VIRTIO_NET_F_HOST_TSO6: 'HOST_TSO6',
+    VIRTIO_NET_F_HOST_ECN: 'HOST_ECN',
+    VIRTIO_NET_F_HOST_UFO: 'HOST_UFO',
+    VIRTIO_NET_F_MRG_RXBUF: 'MRG_RXBUF',
+    VIRTIO_NET_F_STATUS: 'STATUS',
+    VIRTIO_NET_F_CTRL_VQ: 'CTRL_VQ',
+    VIRTIO_NET_F_CTRL_RX: 'CTRL_RX',
+    VIRTIO_NET_F_CTRL_VLAN: 'CTRL_VLAN',
+    VIRTIO_NET_F_CTRL_RX_EXTRA: 'CTRL_RX_EXTRA',
+    VIRTIO_NET_F_GUEST_ANNOUNCE: 'GUEST_ANNOUNCE',
+    VIRTIO_NET_F_MQ: 'MQ',
+    VIRTIO_NET_F_CTRL_MAC_ADDR: 'CTRL_MAC_ADDR',
+    VIRTIO_NET_F_SPEED_DUPLEX: 'SPEED_DUPLEX',
+}
+
+# What this driver handles. No offloads: QEMU's user network offers none
+# and the stack computes every checksum. ANY_LAYOUT (a legacy transport
+# bit) lets the header share a descriptor with the packet.
+SUPPORTED_FEATURES = features.mask(
+    VIRTIO_NET_F_MTU, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS,
+    VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_MAC_ADDR,
+    features.ANY_LAYOUT)
+# Bits that require VIRTIO_NET_F_CTRL_VQ (5.1.3.1).
+NEEDS_CTRL_VQ = features.mask(VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_MAC_ADDR)
+
+# struct virtio_net_config (5.1.4).
+CONFIG_MAC = const(0)
+CONFIG_STATUS = const(6)
+CONFIG_MTU = const(10)
+VIRTIO_NET_S_LINK_UP = const(1)
+VIRTIO_NET_S_ANNOUNCE = const(2)
+MIN_MTU = const(68)
+MAX_MTU = const(65535)
+DEFAULT_MTU = const(1500)
+
+# struct virtio_net_hdr (5.1.6).
+HDR_LEN = const(12)             # VERSION_1 or MRG_RXBUF: with num_buffers
+HDR_LEN_LEGACY = const(10)      # legacy without MRG_RXBUF
+HDR_NUM_BUFFERS = const(10)
+
+# struct virtio_net_ctrl (5.1.6.5): class, command, data, ack.
+VIRTIO_NET_CTRL_RX = const(0)
+VIRTIO_NET_CTRL_RX_PROMISC = const(0)
+VIRTIO_NET_CTRL_RX_ALLMULTI = const(1)
+VIRTIO_NET_CTRL_MAC = const(1)
+VIRTIO_NET_CTRL_MAC_TABLE_SET = const(0)
+VIRTIO_NET_CTRL_MAC_ADDR_SET = const(1)
+VIRTIO_NET_OK = const(0)
+VIRTIO_NET_ERR = const(1)
+CTRL_NAMES = {(0, 0): 'RX_PROMISC', (0, 1): 'RX_ALLMULTI', (1, 0): 'MAC_TABLE_SET',
+              (1, 1): 'MAC_ADDR_SET'}
+CTRL_BUFFER = const(256)        # class, command and data of one command
+CTRL_MAX_MACS = const(20)       # per MAC_TABLE_SET: two tables must fit CTRL_BUFFER
+CTRL_TIMEOUT_MS = const(1000)
+
+ETH_HLEN = const(14)            # destination, source, EtherType
+VLAN_HLEN = const(4)            # room for an 802.1Q tag, so such frames are seen and counted
+ETH_ALEN = const(6)
+RX_BUFFERS = const(256)         # at most; never more than the receiveq holds
+TX_BUFFERS = const(64)
+MRG_BUFFER = const(2048)        # receive buffer size cap when packets may span buffers
+TX_TIMEOUT_MS = const(1000)
+POLL_BATCH = const(64)          # receive polls between two looks at the clock
+
+
+def mac_ntoa(mac):
+    return ':'.join(['%02x' % b for b in mac])
+
+
+def local_mac(seed):
+    """A locally administered unicast MAC (IEEE 802 "9.2": bit 1 of the
+    first octet set, bit 0 clear) made from an integer seed."""
+    out = [0x02]
+    for _ in range(5):
+        seed = (seed * 1103515245 + 12345) & 0x7FFFFFFF
+        out.append((seed >> 16) & 0xFF)
+    return bytes(out)
+
+
+class NetDevice(VirtioDevice):
+    KIND = 'net'
+    DEVICE_TYPE = VIRTIO_ID_NET
+    NAME = 'virtio-net'
+    SUPPORTED_FEATURES = SUPPORTED_FEATURES
+    FEATURE_NAMES = FEATURE_NAMES
+
+    def __init__(self, transport, wanted=None, rx_buffers=RX_BUFFERS, tx_buffers=TX_BUFFERS):
+        VirtioDevice.__init__(self, transport, wanted)
+        self.rx_buffers = rx_buffers
+        self.tx_buffers = tx_buffers
+        self.mac = None
+        self.mtu = DEFAULT_MTU
+        self.controlq = None
+        self.promiscuous = True     # devices start so (QEMU does); see _start()
+        self.reset_counters()
+
+    def reset_counters(self):
+        self.rx_packets = 0         # frames handed to recv()'s caller
+        self.rx_bytes = 0
+        self.rx_errors = 0          # completions the device got wrong (lengths, num_buffers)
+        self.rx_dropped = 0         # well-formed completions we discarded (runt, over the MTU)
+        self.tx_packets = 0
+        self.tx_bytes = 0
+        self.tx_errors = 0          # transmit completions the device got wrong
+
+    def counters(self):
+        return {'rx_packets': self.rx_packets, 'rx_bytes': self.rx_bytes,
+                'rx_errors': self.rx_errors, 'rx_dropped': self.rx_dropped,
+                'tx_packets': self.tx_packets, 'tx_bytes': self.tx_bytes,
+                'tx_errors': self.tx_errors}
+
+    def __str__(self):
+        s = VirtioDevice.__str__(self)
+        if self.mac is None:
+            return s
+        return '%s mac %s mtu %d link %s' % (s, mac_ntoa(self.mac), self.mtu,
+                                            'up' if self.link_up else 'down')
+
+    # -- negotiation and set-up (5.1.5) ----------------------------------------------
+    def _negotiate(self):
+        # A driver must not accept a feature whose prerequisite it did not
+        # accept (2.2): without a controlq, no control commands.
+        if not features.has(self.transport.device_features(), VIRTIO_NET_F_CTRL_VQ):
+            self.wanted &= ~NEEDS_CTRL_VQ
+        VirtioDevice._negotiate(self)
+
+    def setup(self):
+        v1 = self.has(features.VERSION_1)
+        self.mergeable = self.has(VIRTIO_NET_F_MRG_RXBUF)
+        self.hdr_len = HDR_LEN if v1 or self.mergeable else HDR_LEN_LEGACY
+        # Legacy framing (5.1.6.6 "Legacy Interface: Framing Requirements"):
+        # without ANY_LAYOUT the header has a descriptor of its own.
+        self.split_header = not (v1 or self.has(features.ANY_LAYOUT))
+        self._read_identity()
+        self.max_frame = ETH_HLEN + self.mtu
+        self.receiveq = self.setup_queue(RECEIVEQ)
+        self.transmitq = self.setup_queue(TRANSMITQ)
+        if self.has(VIRTIO_NET_F_CTRL_VQ):
+            self.controlq = self.setup_queue(CONTROLQ)
+            self._ctrl = self.hw.dma_alloc(CTRL_BUFFER + 1, 16)
+            self._ctrl_ack = self._ctrl + CTRL_BUFFER
+            self._ctrl_busy = False
+        self._setup_receive()
+        self._setup_transmit()
+
+    def _read_identity(self):
+        t = self.transport
+        if self.has(VIRTIO_NET_F_MAC):
+            self.mac = self.read_config(
+                lambda: bytes([t.config_read8(CONFIG_MAC + i) for i in range(ETH_ALEN)]))
+        else:
+            p = self.pci
+            self.mac = local_mac(self.hw.ticks_us() ^ (p.bus << 16) ^ (p.slot << 8)
+                                 ^ p.function)
+        if self.has(VIRTIO_NET_F_MTU):
+            self.mtu = self.check_config('mtu', t.config_read16(CONFIG_MTU), MIN_MTU, MAX_MTU)
+
+    def _setup_receive(self):
+        """Preallocate the receive buffers and make them all available
+        (5.1.6.3): header and frame back to back in one DMA block each."""
+        room = self.hdr_len + self.max_frame + VLAN_HLEN
+        if self.mergeable and room > MRG_BUFFER:
+            room = MRG_BUFFER       # a large packet spans several buffers
+        self.rx_size = room
+        per = 2 if self.split_header else 1
+        n = min(self.rx_buffers, self.receiveq.size // per)
+        block = self.hw.dma_alloc(n * room, 16)
+        self._rx_addr = []
+        self._rx_chain = []
+        for i in range(n):
+            a = block + i * room
+            self._rx_addr.append(a)
+            if self.split_header:
+                self._rx_chain.append(((a, self.hdr_len), (a + self.hdr_len, room - self.hdr_len)))
+            else:
+                self._rx_chain.append(((a, room),))
+            self.receiveq.add((), self._rx_chain[i], i)
+
+    def _setup_transmit(self):
+        """Preallocate the transmit buffers. A transmitted header is all
+        zeros (no offloads, num_buffers 0: 5.1.6.2), so it is written once."""
+        room = self.hdr_len + self.max_frame
+        per = 2 if self.split_header else 1
+        n = min(self.tx_buffers, self.transmitq.size // per)
+        block = self.hw.dma_alloc(n * room, 16)
+        self._tx_addr = [block + i * room for i in range(n)]
+        self._tx_free = list(range(n))
+
+    def init(self):
+        VirtioDevice.init(self)
+        try:
+            self._start()
+        except Exception:
+            self._fail()
+            raise
+        return self
+
+    def _start(self):
+        # Buffer notifications only after DRIVER_OK (3.1.1).
+        self.receiveq.kick()
+        # Devices start promiscuous; when the device filters on our address
+        # (its MAC, or one we set) let it drop what is not for us.
+        if self.has(VIRTIO_NET_F_CTRL_RX):
+            ours = self.has(VIRTIO_NET_F_MAC)
+            if not ours and self.has(VIRTIO_NET_F_CTRL_MAC_ADDR):
+                self.set_mac(self.mac)
+                ours = True
+            if ours:
+                self.set_promiscuous(False)
+
+    # -- link state (5.1.4) ----------------------------------------------------------
+    @property
+    def link_up(self):
+        """VIRTIO_NET_S_LINK_UP from the config status; without STATUS the
+        link is assumed up (5.1.4.2)."""
+        if not self.has(VIRTIO_NET_F_STATUS):
+            return True
+        return bool(self.transport.config_read16(CONFIG_STATUS) & VIRTIO_NET_S_LINK_UP)
+
+    # -- transmit (5.1.6.2) ----------------------------------------------------------
+    def send(self, frame):
+        """Queue one Ethernet frame (destination MAC first, no FCS) for
+        transmission. The frame is copied before send returns. Raises
+        ValueError beyond the MTU, VirtioTimeout when the device keeps every
+        transmit buffer for TX_TIMEOUT_MS."""
+        n = len(frame)
+        if n > self.max_frame:
+            raise ValueError('frame of %d bytes exceeds the %d-byte limit (MTU %d + %d-byte '
+                             'Ethernet header)' % (n, self.max_frame, self.mtu, ETH_HLEN))
+        if n < ETH_HLEN:
+            raise ValueError('frame of %d bytes is shorter than an Ethernet header' % n)
+        self.reclaim()
+        if not self._tx_free:
+            self._wait_transmit()
+        i = self._tx_free.pop()
+        a = self._tx_addr[i]
+        hl = self.hdr_len
+        self.hw.write(a + hl, frame)
+        if self.split_header:
+            self.transmitq.add(((a, hl), (a + hl, n)), (), i)
+        else:
+            self.transmitq.add(((a, hl + n),), (), i)
+        self.transmitq.kick()
+        self.tx_packets += 1
+        self.tx_bytes += n
+
+    def reclaim(self):
+        """Take back the transmit buffers the device has used. -> how many."""
+        n = 0
+        while True:
+            i = self._used_token(self.transmitq)
+            if i is None:
+                return n
+            self._tx_free.append(i)
+            n += 1
+
+    def _used_token(self, q, timeout_ms=0):
+        """The token of the next completion on the transmitq or controlq,
+        whose used length means nothing (5.1.6.1: legacy devices put the
+        buffer's length there): None if none (within timeout_ms)."""
+        try:
+            if timeout_ms:
+                return q.wait(timeout_ms)[0]
+            r = q.pop()
+        except DeviceError as e:
+            if e.token is None:
+                if q is self.transmitq:
+                    self.tx_errors += 1
+                raise           # a used id that is not ours: the ring is unusable
+            return e.token
+        return None if r is None else r[0]
+
+    def _wait_transmit(self):
+        try:
+            i = self._used_token(self.transmitq, TX_TIMEOUT_MS)
+        except VirtioTimeout:
+            raise VirtioTimeout('%s %s: all %d transmit buffers still with the device after '
+                                '%d ms' % (self.pci.address, self.NAME, len(self._tx_addr),
+                                           TX_TIMEOUT_MS))
+        self._tx_free.append(i)
+
+    # -- receive (5.1.6.4) -------------------------------------------------------------
+    def recv(self, timeout_ms=0):
+        """The next received frame as a new bytes object (Ethernet header
+        first, no FCS), or None when none arrives within timeout_ms."""
+        frame = self._receive()
+        if frame is not None or timeout_ms <= 0:
+            return frame
+        hw = self.hw
+        start = hw.ticks_ms()
+        n = 0
+        while True:
+            frame = self._receive()
+            if frame is not None:
+                return frame
+            n += 1
+            if n >= POLL_BATCH:
+                n = 0
+                self.check()
+                if hw.ticks_diff(hw.ticks_ms(), start) >= timeout_ms:
+                    return None
+
+    def _receive(self):
+        """One frame from the receiveq, or None. Completions the device got
+        wrong are counted and their buffers recycled; a used id that names
+        no buffer of ours leaves the ring unusable and raises DeviceError."""
+        q = self.receiveq
+        while True:
+            try:
+                r = q.pop()
+            except DeviceError as e:
+                self.rx_errors += 1
+                if e.token is None:
+                    raise
+                self._recycle(e.token)      # a used length beyond the buffer
+                continue
+            if r is None:
+                return None
+            i, length = r
+            if length < self.hdr_len:
+                self.rx_errors += 1
+                self._recycle(i)
+                continue
+            if self.mergeable:
+                nbuf = self.hw.read16(self._rx_addr[i] + HDR_NUM_BUFFERS)
+                if nbuf != 1:
+                    frame = self._receive_merged(i, length, nbuf)
+                    if frame is None:
+                        continue
+                    return frame
+            n = length - self.hdr_len
+            if n < ETH_HLEN or n > self.max_frame:
+                self.rx_dropped += 1
+                self._recycle(i)
+                continue
+            frame = self.hw.read(self._rx_addr[i] + self.hdr_len, n)
+            self._recycle(i)
+            self.rx_packets += 1
+            self.rx_bytes += n
+            return frame
+
+    def _receive_merged(self, first, length, nbuf):
+        """A packet spread over nbuf buffers (MRG_RXBUF, 5.1.6.4): the first
+        holds the header; the device publishes all of them together."""
+        hw = self.hw
+        parts = [hw.read(self._rx_addr[first] + self.hdr_len, length - self.hdr_len)]
+        self._recycle(first)
+        total = length - self.hdr_len
+        bad = nbuf == 0 or nbuf > len(self._rx_addr)
+        got = 1
+        while not bad and got < nbuf:
+            try:
+                r = self.receiveq.pop()
+            except DeviceError as e:
+                if e.token is None:
+                    self.rx_errors += 1
+                    raise
+                self._recycle(e.token)
+                bad = True
+                break
+            if r is None:
+                bad = True      # fewer buffers published than num_buffers says
+                break
+            i, n = r
+            if total + n <= self.max_frame:
+                parts.append(hw.read(self._rx_addr[i], n))
+            total += n
+            self._recycle(i)
+            got += 1
+        if bad:
+            self.rx_errors += 1
+            return None
+        if total < ETH_HLEN or total > self.max_frame:
+            self.rx_dropped += 1
+            return None
+        self.rx_packets += 1
+        self.rx_bytes += total
+        return b''.join(parts)
+
+    def _recycle(self, i):
+        """Give receive buffer i back to the device (5.1.6.3: keep the
+        receiveq full)."""
+        self.receiveq.add((), self._rx_chain[i], i)
+        self.receiveq.kick()
+
+    # -- the controlq (5.1.6.5) ---------------------------------------------------------
+    def set_promiscuous(self, on):
+        """VIRTIO_NET_CTRL_RX_PROMISC: receive every frame, or only those for
+        our address, broadcasts and the MAC filter table (needs CTRL_RX)."""
+        self._need(VIRTIO_NET_F_CTRL_RX, 'promiscuous mode')
+        self._command(VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_RX_PROMISC, (b'\x01' if on else b'\x00',))
+        self.promiscuous = bool(on)
+
+    def set_allmulti(self, on):
+        """VIRTIO_NET_CTRL_RX_ALLMULTI: receive every multicast frame (needs CTRL_RX)."""
+        self._need(VIRTIO_NET_F_CTRL_RX, 'all-multicast mode')
+        self._command(VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_RX_ALLMULTI, (b'\x01' if on else b'\x00',))
+
+    def set_mac_filter(self, unicast=(), multicast=()):
+        """VIRTIO_NET_CTRL_MAC_TABLE_SET: the extra addresses to receive for,
+        two tables of 6-byte MACs (needs CTRL_RX). Replaces the last table."""
+        self._need(VIRTIO_NET_F_CTRL_RX, 'a MAC filter')
+        if len(unicast) + len(multicast) > CTRL_MAX_MACS:
+            raise ValueError('%d MAC addresses: at most %d fit one command'
+                             % (len(unicast) + len(multicast), CTRL_MAX_MACS))
+        tables = []
+        for name, macs, group in (('unicast', unicast, 0), ('multicast', multicast, 1)):
+            t = bytearray(len(macs).to_bytes(4, 'little'))
+            for m in macs:
+                m = bytes(m)
+                if len(m) != ETH_ALEN or (m[0] & 1) != group:
+                    raise ValueError('%s table: %r is not a %s MAC address'
+                                     % (name, m, name))
+                t.extend(m)
+            tables.append(bytes(t))
+        self._command(VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_TABLE_SET, tables)
+
+    def set_mac(self, mac):
+        """VIRTIO_NET_CTRL_MAC_ADDR_SET: the address the device filters on
+        (needs CTRL_MAC_ADDR). Our frames use self.mac as their source."""
+        self._need(VIRTIO_NET_F_CTRL_MAC_ADDR, 'setting the MAC address')
+        mac = bytes(mac)
+        if len(mac) != ETH_ALEN or mac[0] & 1:
+            raise ValueError('%r is not a unicast MAC address' % (mac,))
+        self._command(VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_ADDR_SET, (mac,))
+        self.mac = mac
+
+    def _need(self, bit, what):
+        if not self.has(bit):
+            raise VirtioError('%s %s: %s needs feature %s, not negotiated (features %s)'
+                              % (self.pci.address, self.NAME, what, FEATURE_NAMES[bit],
+                                 self.feature_names() or '-'))
+
+    def _command(self, cls, cmd, parts, timeout_ms=CTRL_TIMEOUT_MS):
+        """Send one command and check its ack (5.1.6.5). `parts` are the
+        command-specific data pieces (one descriptor each under legacy
+        framing). Raises DeviceError if the device answers VIRTIO_NET_ERR."""
+        name = CTRL_NAMES.get((cls, cmd), '%d/%d' % (cls, cmd))
+        hw = self.hw
+        q = self.controlq
+        if self._ctrl_busy:
+            # The last command timed out: its buffer is ours again only once used.
+            if self._used_token(q) is None:
+                raise VirtioError('%s %s: the controlq still holds an unanswered command'
+                                  % (self.pci.address, self.NAME))
+            self._ctrl_busy = False
+        a = self._ctrl
+        hw.write(a, bytes([cls, cmd]))
+        readable = [(a, 2)]
+        at = a + 2
+        for p in parts:
+            hw.write(at, p)
+            readable.append((at, len(p)))
+            at += len(p)
+        if not self.split_header:
+            readable = [(a, at - a)]
+        hw.write8(self._ctrl_ack, 0xFF)     # a device that writes nothing is caught
+        q.add(readable, ((self._ctrl_ack, 1),), 'ctrl')
+        self._ctrl_busy = True
+        q.kick()
+        try:
+            self._used_token(q, timeout_ms)
+        except VirtioTimeout:
+            raise VirtioTimeout('%s %s: no answer to control command %s within %d ms'
+                                % (self.pci.address, self.NAME, name, timeout_ms))
+        self._ctrl_busy = False
+        ack = hw.read8(self._ctrl_ack)
+        if ack != VIRTIO_NET_OK:
+            raise DeviceError('%s %s: control command %s refused (ack %d%s)'
+                              % (self.pci.address, self.NAME, name, ack,
+                                 ', VIRTIO_NET_ERR' if ack == VIRTIO_NET_ERR else ''))
+
+
+DRIVER = NetDevice
