@@ -155,6 +155,9 @@ def chart(rows, path, title='ours vs Linux guest, same QEMU (TCG)'):
     lo = min([r['advantage_min'] for r in rows if r['advantage']] + [0.5])
     hi = max([r['advantage_max'] for r in rows if r['advantage']] + [2])
     ax.set_xlim(lo / 2, hi * 2)
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: '%gx' % v))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel('advantage: ours over Linux (log; > 1 = ours ahead, whiskers = min-max)')
     ax.set_title(title, fontsize=10)
     w = 0.38
@@ -169,6 +172,8 @@ def chart(rows, path, title='ours vs Linux guest, same QEMU (TCG)'):
     ax2.set_xscale('log')
     ax2.set_xlabel('% of the host reading the image from page cache (log)')
     ax2.axvline(100, color='black', lw=1)
+    ax2.xaxis.set_major_formatter(FuncFormatter(lambda v, _: '%g%%' % v))
+    ax2.xaxis.set_minor_formatter(NullFormatter())
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ('#2a7', '#47c')]
     ax2.legend(handles, ['ours', 'Linux'], fontsize=8, loc='lower right')
     ax2.set_title('share of the physical ceiling (reads)', fontsize=10)
