@@ -1,0 +1,693 @@
+# virtio-console (spec 5.3): ports carrying byte streams between the guest
+# and the host, each over a receiveq (host to guest) and a transmitq.
+#
+#     con = virtio.find('console')
+#     con.write(b'hello\n')                  # the console port (or port 0)
+#     line = con.readline(timeout_ms=5000)
+#     p = con.port('org.example.0')          # a named port (by name or by id)
+#     p.write(b'ping'); p.read(4, timeout_ms=1000)
+#
+# Without MULTIPORT there is one port, 0, on queues 0/1. With MULTIPORT
+# (5.3.6.1) the device announces its ports over the control queues: the
+# driver sends DEVICE_READY, the device sends DEVICE_ADD per port, the
+# driver sets the port up and answers PORT_READY, the device then says
+# CONSOLE_PORT, PORT_NAME and PORT_OPEN as they apply. Every port keeps
+# preallocated receive buffers posted; data the program has not read stays
+# in them, so a guest that does not read holds the host back instead of
+# losing bytes.
+#
+# The spec (5.3.5 step 3) has the driver create the queues of all
+# max_nr_ports ports at initialization, as Linux does; QEMU's default
+# virtio-serial has 31 ports, 64 queues of up to 128 entries. We set up
+# port 0's pair (without MULTIPORT) or the control pair before DRIVER_OK
+# and a port's pair when DEVICE_ADD announces it: QEMU accepts a queue set
+# up after DRIVER_OK, and ports that do not exist cost no DMA memory.
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+import struct
+
+from virtio.device import VirtioDevice
+from virtio.errors import DeviceError, NegotiationError, VirtioError, VirtioTimeout
+
+VIRTIO_ID_CONSOLE = const(3)
+
+# Feature bits (5.3.3).
+VIRTIO_CONSOLE_F_SIZE = const(0)
+VIRTIO_CONSOLE_F_MULTIPORT = const(1)
+VIRTIO_CONSOLE_F_EMERG_WRITE = const(2)
+
+# struct virtio_console_config (5.3.4). The spec's listing puts rows first;
+# Linux and QEMU put cols first, and so do we.
+CONFIG_COLS = const(0)
+CONFIG_ROWS = const(2)
+CONFIG_MAX_NR_PORTS = const(4)
+CONFIG_EMERG_WR = const(8)
+
+# Virtqueues (5.3.2): port 0, the control pair, then a pair per port.
+PORT0_RECEIVEQ = const(0)
+PORT0_TRANSMITQ = const(1)
+CONTROL_RECEIVEQ = const(2)
+CONTROL_TRANSMITQ = const(3)
+
+# struct virtio_console_control (5.3.6.2): le32 id, le16 event, le16 value.
+CONTROL_FORMAT = '<IHH'
+CONTROL_SIZE = const(8)
+VIRTIO_CONSOLE_BAD_ID = 0xFFFFFFFF      # the id of messages about no port
+# Control events (5.3.6.2); Linux calls DEVICE_ADD/REMOVE PORT_ADD/REMOVE.
+VIRTIO_CONSOLE_DEVICE_READY = const(0)
+VIRTIO_CONSOLE_DEVICE_ADD = const(1)
+VIRTIO_CONSOLE_DEVICE_REMOVE = const(2)
+VIRTIO_CONSOLE_PORT_READY = const(3)
+VIRTIO_CONSOLE_CONSOLE_PORT = const(4)
+VIRTIO_CONSOLE_RESIZE = const(5)
+VIRTIO_CONSOLE_PORT_OPEN = const(6)
+VIRTIO_CONSOLE_PORT_NAME = const(7)
+EVENT_NAMES = ('DEVICE_READY', 'DEVICE_ADD', 'DEVICE_REMOVE', 'PORT_READY',
+               'CONSOLE_PORT', 'RESIZE', 'PORT_OPEN', 'PORT_NAME')
+
+# Buffers, all preallocated DMA memory.
+RX_BUFFERS = const(8)           # per port, kept posted in its receiveq
+RX_BUFFER_SIZE = const(4096)    # what QEMU's socket chardev reads at a time
+TX_BUFFERS = const(4)           # per port: writes in flight at once
+TX_BUFFER_SIZE = const(4096)
+CONTROL_RX_BUFFERS = const(32)  # QEMU drops a control message it has no buffer for
+CONTROL_RX_SIZE = const(256)    # a header and a port name
+CONTROL_TX_BUFFERS = const(8)
+PORT_QUEUE_SIZE = const(32)     # modern only; legacy queue sizes are fixed
+
+DEFAULT_TIMEOUT_MS = const(1000)
+POLL_BATCH = const(64)          # polls between two looks at the clock
+
+
+def event_name(event):
+    if event < len(EVENT_NAMES):
+        return EVENT_NAMES[event]
+    return 'event %d' % event
+
+
+def receiveq(port_id):
+    """The receiveq index of a port (5.3.2)."""
+    return PORT0_RECEIVEQ if port_id == 0 else 2 + 2 * port_id
+
+
+def transmitq(port_id):
+    return PORT0_TRANSMITQ if port_id == 0 else 3 + 2 * port_id
+
+
+class _Deadline:
+    """timeout_ms from now, the clock read only every POLL_BATCH calls of
+    expired(); None waits forever, 0 not at all."""
+
+    def __init__(self, hw, timeout_ms):
+        self.hw = hw
+        self.timeout_ms = timeout_ms
+        self.start = hw.ticks_ms()
+        self.polls = 0
+
+    def expired(self):
+        if self.timeout_ms is None:
+            return False
+        if self.timeout_ms <= 0:
+            return True
+        self.polls += 1
+        if self.polls < POLL_BATCH:
+            return False
+        self.polls = 0
+        return self.hw.ticks_diff(self.hw.ticks_ms(), self.start) > self.timeout_ms
+
+
+class Port:
+    """One console port: a byte stream each way. Reads and writes move data
+    through the port's preallocated DMA buffers; the state the device told
+    us is in `name`, `is_console`, `host_connected`, `size`."""
+
+    def __init__(self, dev, port_id, rxq, txq, multiport):
+        self.dev = dev
+        self.hw = dev.hw
+        self.id = port_id
+        self.rxq = rxq
+        self.txq = txq
+        self.name = None            # from PORT_NAME
+        self.is_console = False     # from CONSOLE_PORT
+        self.size = None            # (cols, rows) from RESIZE
+        # Without MULTIPORT nobody says: the host side counts as open, and
+        # QEMU counts the guest side open from DRIVER_OK.
+        self.host_connected = not multiport
+        self.guest_open = not multiport
+        self.removed = False
+        hw = self.hw
+        self._rx = hw.dma_alloc(RX_BUFFERS * RX_BUFFER_SIZE, 16)
+        self._tx = hw.dma_alloc(TX_BUFFERS * TX_BUFFER_SIZE, 16)
+        self._tx_free = list(range(TX_BUFFERS))
+        self._ready = []            # [slot, offset, length] received, not yet read
+        for slot in range(RX_BUFFERS):
+            self._post(slot)        # kicked once the device may be notified
+
+    def __repr__(self):
+        return '<virtio-console port %d%s%s%s>' % (
+            self.id, ' %r' % self.name if self.name else '',
+            ' console' if self.is_console else '',
+            ' removed' if self.removed else (' host open' if self.host_connected
+                                             else ' host closed'))
+
+    # -- receiving (5.3.6 step 2) ------------------------------------------------
+    def _post(self, slot):
+        self.rxq.add((), [(self._rx + slot * RX_BUFFER_SIZE, RX_BUFFER_SIZE)], slot)
+
+    def _fill(self):
+        """Take completed receive buffers off the used ring; True if any."""
+        got = False
+        while True:
+            r = self.rxq.pop()
+            if r is None:
+                return got
+            slot, length = r
+            if length:
+                self._ready.append([slot, 0, length])
+                got = True
+            else:
+                self._post(slot)        # an empty buffer goes straight back
+
+    def _consume(self, k):
+        """The first k unread bytes are read: a buffer read to its end goes
+        back to the device (kicked by the caller)."""
+        ent = self._ready[0]
+        if ent[1] + k >= ent[2]:
+            self._ready.pop(0)
+            self._post(ent[0])
+        else:
+            ent[1] += k
+
+    def _take(self, out, want):
+        """Move up to `want` received bytes into bytearray `out`."""
+        hw = self.hw
+        ready = self._ready
+        while want > 0 and ready:
+            slot, off, length = ready[0]
+            k = min(want, length - off)
+            out.extend(hw.read(self._rx + slot * RX_BUFFER_SIZE + off, k))
+            want -= k
+            self._consume(k)
+
+    def reset(self):
+        """Forget the port's state (it was removed and is added again);
+        unread data goes, its buffers back to the device."""
+        while self._ready:
+            self._consume(self._ready[0][2])
+        self.removed = False
+        self.name = None
+        self.is_console = False
+        self.size = None
+        self.host_connected = False
+        self.guest_open = False
+
+    def _usable(self):
+        if self.removed:
+            raise VirtioError('%s port %d: the device removed this port'
+                              % (self.dev.label(), self.id))
+
+    def any(self):
+        """How many received bytes can be read without waiting."""
+        self._usable()
+        self.dev.poll()
+        self._fill()
+        n = 0
+        for slot, off, length in self._ready:
+            n += length - off
+        return n
+
+    def read(self, n, timeout_ms=DEFAULT_TIMEOUT_MS):
+        """Up to n bytes: waits until n bytes have arrived or timeout_ms has
+        passed, and returns what arrived (b'' if nothing). timeout_ms=0
+        takes what is there; None waits for all n."""
+        if n < 0:
+            raise ValueError('read: negative size %d' % n)
+        self._usable()
+        self._open_if_closed()
+        out = bytearray()
+        if n == 0:
+            return b''
+        deadline = _Deadline(self.hw, timeout_ms)
+        while True:
+            self._take(out, n - len(out))
+            if len(out) >= n:
+                break
+            if self._fill():
+                continue
+            self.dev.poll()
+            self._usable()
+            if deadline.expired():
+                break
+        self.rxq.kick()
+        return bytes(out)
+
+    def readline(self, timeout_ms=DEFAULT_TIMEOUT_MS, limit=65536):
+        """One line, up to and including b'\\n' (at most `limit` bytes);
+        what arrived if timeout_ms passes first."""
+        self._usable()
+        self._open_if_closed()
+        hw = self.hw
+        out = bytearray()
+        deadline = _Deadline(hw, timeout_ms)
+        while len(out) < limit:
+            if self._ready:
+                slot, off, length = self._ready[0]
+                k = min(length - off, limit - len(out))
+                chunk = hw.read(self._rx + slot * RX_BUFFER_SIZE + off, k)
+                i = chunk.find(b'\n')
+                if i >= 0:
+                    k = i + 1
+                    chunk = chunk[:k]
+                out.extend(chunk)
+                self._consume(k)
+                if i >= 0:
+                    break
+                continue
+            if self._fill():
+                continue
+            self.dev.poll()
+            self._usable()
+            if deadline.expired():
+                break
+        self.rxq.kick()
+        return bytes(out)
+
+    def readinto(self, buf):
+        """The stream protocol, non-blocking: bytes copied into buf, or None
+        when nothing has arrived."""
+        if self.removed:
+            return None
+        self._open_if_closed()
+        self._fill()
+        if not self._ready:
+            self.dev.poll()
+            self._fill()
+            if not self._ready:
+                return None
+        out = bytearray()
+        self._take(out, len(buf))
+        self.rxq.kick()
+        buf[:len(out)] = out
+        return len(out)
+
+    # -- transmitting (5.3.6 step 1) ----------------------------------------------
+    def _tx_collect(self):
+        while True:
+            try:
+                r = self.txq.pop()
+            except DeviceError as e:
+                # 5.3.6.2.1: on the legacy interface some devices put the
+                # buffer's length in a transmitq's used length; ignore it.
+                if e.token is None or not self.dev.transport.legacy_layout:
+                    raise
+                r = (e.token, 0)
+            if r is None:
+                return
+            self._tx_free.append(r[0])
+
+    def _tx_slot(self, timeout_ms, done, total):
+        """A free transmit buffer, waiting up to timeout_ms for the device
+        to finish with one."""
+        self._tx_collect()
+        if self._tx_free:
+            return self._tx_free.pop()
+        deadline = _Deadline(self.hw, timeout_ms)
+        while True:
+            self.dev.poll()
+            self._usable()
+            self._tx_collect()
+            if self._tx_free:
+                return self._tx_free.pop()
+            if deadline.expired():
+                raise VirtioTimeout('%s port %d: the host took no data for %d ms '
+                                    '(%d of %d bytes written)'
+                                    % (self.dev.label(), self.id, timeout_ms, done, total))
+
+    def write(self, data, timeout_ms=DEFAULT_TIMEOUT_MS):
+        """Send data (bytes-like or str); returns its length once all of it
+        is in transmit buffers. Waits while TX_BUFFERS writes are in flight,
+        VirtioTimeout if the host takes none for timeout_ms. With the host
+        side closed the device discards what is written."""
+        self._usable()
+        self._open_if_closed()
+        if isinstance(data, str):
+            data = data.encode()
+        mv = memoryview(data)
+        total = len(mv)
+        hw = self.hw
+        pos = 0
+        while pos < total:
+            slot = self._tx_slot(timeout_ms, pos, total)
+            k = min(TX_BUFFER_SIZE, total - pos)
+            addr = self._tx + slot * TX_BUFFER_SIZE
+            hw.write(addr, mv[pos:pos + k])
+            self.txq.add([(addr, k)], (), slot)
+            self.txq.kick()
+            pos += k
+        return total
+
+    def flush(self, timeout_ms=DEFAULT_TIMEOUT_MS):
+        """Wait until the device has taken every buffer written."""
+        deadline = _Deadline(self.hw, timeout_ms)
+        self._tx_collect()
+        while len(self._tx_free) < TX_BUFFERS:
+            self.dev.poll()
+            if deadline.expired():
+                raise VirtioTimeout('%s port %d: %d writes still in flight after %d ms'
+                                    % (self.dev.label(), self.id,
+                                       TX_BUFFERS - len(self._tx_free), timeout_ms))
+            self._tx_collect()
+
+    # -- open and close (5.3.6.2, PORT_OPEN) -------------------------------------
+    def _open_if_closed(self):
+        if not self.guest_open:
+            self.open()
+
+    def open(self):
+        """Tell the device the guest side of this port is open: QEMU passes
+        host data to a MULTIPORT port only then."""
+        self._usable()
+        if self.dev.multiport:
+            self.dev.send_control(self.id, VIRTIO_CONSOLE_PORT_OPEN, 1)
+            # A notify on the receiveq makes QEMU look at the chardev again.
+            self.dev.transport.notify(self.rxq.index)
+        self.guest_open = True
+
+    def close(self):
+        """Tell the device the guest side is closed (the host sees it)."""
+        if self.dev.multiport and self.guest_open and not self.removed:
+            self.dev.send_control(self.id, VIRTIO_CONSOLE_PORT_OPEN, 0)
+        self.guest_open = False
+
+    def wait_host(self, connected=True, timeout_ms=DEFAULT_TIMEOUT_MS):
+        """Wait until the host side is open (or closed); VirtioTimeout if not."""
+        deadline = _Deadline(self.hw, timeout_ms)
+        while True:
+            self.dev.poll()
+            self._usable()
+            if self.host_connected == connected:
+                return
+            if deadline.expired():
+                raise VirtioTimeout('%s port %d: the host side did not %s within %d ms'
+                                    % (self.dev.label(), self.id,
+                                       'open' if connected else 'close', timeout_ms))
+
+
+class ConsoleDevice(VirtioDevice):
+    KIND = 'console'
+    DEVICE_TYPE = VIRTIO_ID_CONSOLE
+    NAME = 'virtio-console'
+    SUPPORTED_FEATURES = ((1 << VIRTIO_CONSOLE_F_SIZE) | (1 << VIRTIO_CONSOLE_F_MULTIPORT)
+                          | (1 << VIRTIO_CONSOLE_F_EMERG_WRITE))
+    FEATURE_NAMES = {VIRTIO_CONSOLE_F_SIZE: 'SIZE', VIRTIO_CONSOLE_F_MULTIPORT: 'MULTIPORT',
+                     VIRTIO_CONSOLE_F_EMERG_WRITE: 'EMERG_WRITE'}
+
+    def label(self):
+        return '%s %s' % (self.pci.address, self.NAME)
+
+    # -- initialization (5.3.5) --------------------------------------------------------
+    def setup(self):
+        self.ports = {}             # port id -> Port
+        self.errors = []            # what the device did wrong, in words
+        self.multiport = self.has(VIRTIO_CONSOLE_F_MULTIPORT)
+        self.max_nr_ports = 1
+        self._control = []          # control messages received, not yet handled
+        self._handling = False
+        if not self.multiport:
+            self._add_port(0)
+            return
+        t = self.transport
+        limit = (t.num_queues() - 2) // 2
+        self.max_nr_ports = self.check_config(
+            'max_nr_ports', self.read_config(lambda: t.config_read32(CONFIG_MAX_NR_PORTS)),
+            1, max(limit, 1))
+        hw = self.hw
+        self.ctl_rxq = self.setup_queue(CONTROL_RECEIVEQ, indirect_max=0)
+        self.ctl_txq = self.setup_queue(CONTROL_TRANSMITQ, indirect_max=0)
+        n = min(CONTROL_RX_BUFFERS, self.ctl_rxq.size)
+        self._ctl_rx = hw.dma_alloc(n * CONTROL_RX_SIZE, 16)
+        for slot in range(n):
+            self._ctl_post(slot)
+        self._ctl_tx = hw.dma_alloc(CONTROL_TX_BUFFERS * CONTROL_SIZE, 16)
+        self._ctl_tx_free = list(range(min(CONTROL_TX_BUFFERS, self.ctl_txq.size)))
+        self._scratch = bytearray(CONTROL_SIZE)
+
+    def init(self):
+        """The generic initialization (3.1.1), then, with MULTIPORT,
+        DEVICE_READY and the port announcements it brings."""
+        VirtioDevice.init(self)
+        if not self.multiport:
+            self.ports[0].rxq.kick()
+            return self
+        try:
+            self.ctl_rxq.kick()
+            self.send_control(VIRTIO_CONSOLE_BAD_ID, VIRTIO_CONSOLE_DEVICE_READY, 1)
+            self.poll()
+        except Exception as e:
+            self._fail()
+            raise NegotiationError('%s: DEVICE_READY step: %s' % (self.label(), e),
+                                   'DEVICE_READY', e)
+        return self
+
+    def __str__(self):
+        s = VirtioDevice.__str__(self)
+        ports = getattr(self, 'ports', None)
+        if ports:
+            s += ' ports=' + ','.join([self._port_str(ports[i]) for i in sorted(ports)])
+        return s
+
+    @staticmethod
+    def _port_str(p):
+        s = str(p.id)
+        if p.is_console:
+            s += ':console'
+        if p.name:
+            s += ':' + p.name
+        return s
+
+    def _add_port(self, port_id):
+        t = self.transport
+        size = None if t.legacy_layout else min(PORT_QUEUE_SIZE,
+                                                t.queue_max_size(receiveq(port_id)))
+        rxq = self.setup_queue(receiveq(port_id), size, indirect_max=0)
+        if not t.legacy_layout:
+            size = min(PORT_QUEUE_SIZE, t.queue_max_size(transmitq(port_id)))
+        txq = self.setup_queue(transmitq(port_id), size, indirect_max=0)
+        port = Port(self, port_id, rxq, txq, self.multiport)
+        self.ports[port_id] = port
+        return port
+
+    # -- the control queues (5.3.6.2) ---------------------------------------------------
+    def _ctl_post(self, slot):
+        self.ctl_rxq.add((), [(self._ctl_rx + slot * CONTROL_RX_SIZE, CONTROL_RX_SIZE)], slot)
+
+    def _control_pump(self):
+        """Copy every control message the device sent into self._control
+        and give its buffer straight back, so the device always has some."""
+        q = self.ctl_rxq
+        hw = self.hw
+        got = False
+        while True:
+            try:
+                r = q.pop()
+            except DeviceError as e:
+                if e.token is None:
+                    raise
+                # QEMU reports a message's full length even when it had to
+                # cut it to our buffer.
+                self._error('a control message longer than its %d-byte buffer was cut'
+                            % CONTROL_RX_SIZE)
+                r = (e.token, CONTROL_RX_SIZE)
+            if r is None:
+                break
+            slot, length = r
+            self._control.append(hw.read(self._ctl_rx + slot * CONTROL_RX_SIZE, length))
+            self._ctl_post(slot)
+            got = True
+        if got:
+            q.kick()
+        return got
+
+    def send_control(self, port_id, event, value):
+        """Send one control message (driver to device) and take in what the
+        device answered at once."""
+        q = self.ctl_txq
+        deadline = _Deadline(self.hw, DEFAULT_TIMEOUT_MS)
+        while True:
+            for token, _length in q.collect():
+                self._ctl_tx_free.append(token)
+            if self._ctl_tx_free:
+                break
+            if deadline.expired():
+                raise VirtioTimeout('%s: the device took no control message for %d ms'
+                                    % (self.label(), DEFAULT_TIMEOUT_MS))
+        slot = self._ctl_tx_free.pop()
+        addr = self._ctl_tx + slot * CONTROL_SIZE
+        struct.pack_into(CONTROL_FORMAT, self._scratch, 0, port_id, event, value)
+        self.hw.write(addr, self._scratch)
+        q.add([(addr, CONTROL_SIZE)], (), slot)
+        q.kick()
+        self._control_pump()
+
+    def poll(self):
+        """Handle the control messages that arrived (port added, removed,
+        named, opened or closed by the host). Reads and writes call it."""
+        if not self.multiport or self._handling:
+            return
+        self._handling = True
+        try:
+            self._control_pump()
+            while self._control:
+                self._handle(self._control.pop(0))
+        finally:
+            self._handling = False
+
+    def _error(self, msg):
+        self.errors.append(msg)
+
+    def _handle(self, msg):
+        if len(msg) < CONTROL_SIZE:
+            self._error('control message of %d bytes, shorter than its %d-byte header'
+                        % (len(msg), CONTROL_SIZE))
+            return
+        port_id, event, value = struct.unpack_from(CONTROL_FORMAT, msg, 0)
+        if event == VIRTIO_CONSOLE_DEVICE_ADD:
+            self._device_add(port_id)
+            return
+        port = self.ports.get(port_id)
+        if port is None or port.removed:
+            self._error('%s for port %d, which the device has not added'
+                        % (event_name(event), port_id))
+            return
+        if event == VIRTIO_CONSOLE_DEVICE_REMOVE:
+            port.removed = True
+            port.host_connected = False
+            port.guest_open = False
+        elif event == VIRTIO_CONSOLE_CONSOLE_PORT:
+            # 5.3.6.2.2: a console port is opened at once.
+            port.is_console = True
+            self.send_control(port_id, VIRTIO_CONSOLE_PORT_OPEN, 1)
+            port.guest_open = True
+        elif event == VIRTIO_CONSOLE_RESIZE:
+            if len(msg) < CONTROL_SIZE + 4:
+                self._error('RESIZE for port %d without its cols and rows' % port_id)
+            else:
+                port.size = struct.unpack_from('<HH', msg, CONTROL_SIZE)
+        elif event == VIRTIO_CONSOLE_PORT_OPEN:
+            port.host_connected = value != 0
+        elif event == VIRTIO_CONSOLE_PORT_NAME:
+            # The spec says no NUL terminator; QEMU sends one.
+            name = bytes(msg[CONTROL_SIZE:])
+            end = name.find(b'\x00')
+            if end >= 0:
+                name = name[:end]
+            try:
+                port.name = name.decode('utf-8')
+            except UnicodeError:
+                self._error('PORT_NAME for port %d is not UTF-8: %r' % (port_id, name))
+        else:
+            self._error('unknown control event %d (value %d) for port %d'
+                        % (event, value, port_id))
+
+    def _device_add(self, port_id):
+        if port_id >= self.max_nr_ports:
+            self._error('DEVICE_ADD for port %d, beyond max_nr_ports %d'
+                        % (port_id, self.max_nr_ports))
+            return
+        port = self.ports.get(port_id)
+        if port is not None and not port.removed:
+            self._error('DEVICE_ADD for port %d, which exists' % port_id)
+            return
+        try:
+            if port is None:
+                port = self._add_port(port_id)
+            else:
+                port.reset()        # hot-plugged again: queues and buffers remain
+            port.rxq.kick()
+        except (VirtioError, MemoryError) as e:
+            self._error('port %d could not be set up: %s' % (port_id, e))
+            self.ports.pop(port_id, None)
+            self.send_control(port_id, VIRTIO_CONSOLE_PORT_READY, 0)
+            return
+        self.send_control(port_id, VIRTIO_CONSOLE_PORT_READY, 1)
+
+    # -- ports ----------------------------------------------------------------------------
+    def port(self, key, timeout_ms=DEFAULT_TIMEOUT_MS):
+        """A port by id (int) or by name (str), waiting up to timeout_ms for
+        the device to announce it."""
+        deadline = _Deadline(self.hw, timeout_ms)
+        while True:
+            self.poll()
+            for p in self.ports.values():
+                if p.removed:
+                    continue
+                if (p.id == key) if isinstance(key, int) else (p.name == key):
+                    return p
+            if deadline.expired():
+                raise VirtioError('%s: no port %r (ports: %s)'
+                                  % (self.label(), key,
+                                     ', '.join([self._port_str(self.ports[i])
+                                                for i in sorted(self.ports)
+                                                if not self.ports[i].removed]) or 'none'))
+
+    def port_list(self):
+        """The ports the device has announced, by id."""
+        self.poll()
+        return [self.ports[i] for i in sorted(self.ports) if not self.ports[i].removed]
+
+    def console(self):
+        """The port the console methods use: the first console port, else
+        port 0, else the first port."""
+        ports = self.port_list()
+        for p in ports:
+            if p.is_console:
+                return p
+        for p in ports:
+            if p.id == 0:
+                return p
+        if ports:
+            return ports[0]
+        raise VirtioError('%s: the device has no ports' % self.label())
+
+    def write(self, data, timeout_ms=DEFAULT_TIMEOUT_MS):
+        return self.console().write(data, timeout_ms)
+
+    def read(self, n, timeout_ms=DEFAULT_TIMEOUT_MS):
+        return self.console().read(n, timeout_ms)
+
+    def readline(self, timeout_ms=DEFAULT_TIMEOUT_MS):
+        return self.console().readline(timeout_ms)
+
+    def readinto(self, buf):
+        return self.console().readinto(buf)
+
+    def any(self):
+        return self.console().any()
+
+    # -- console size and emergency write (5.3.4, 5.3.5) ----------------------------------------
+    def size(self):
+        """(cols, rows) of port 0 when F_SIZE was negotiated, else None."""
+        if not self.has(VIRTIO_CONSOLE_F_SIZE):
+            return None
+        t = self.transport
+        return self.read_config(lambda: (t.config_read16(CONFIG_COLS),
+                                         t.config_read16(CONFIG_ROWS)))
+
+    def emerg_write(self, data):
+        """Write bytes through emerg_wr, one config write each: no queues
+        involved, so it works even with broken rings (5.3.5)."""
+        if not (self.offered >> VIRTIO_CONSOLE_F_EMERG_WRITE) & 1:
+            raise VirtioError('%s: the device does not offer EMERG_WRITE' % self.label())
+        if isinstance(data, str):
+            data = data.encode()
+        for b in data:
+            self.transport.config_write32(CONFIG_EMERG_WR, b)
+        return len(data)
+
+
+DRIVER = ConsoleDevice
