@@ -94,6 +94,14 @@ def call_line(w):
     raise ValueError('no guest call for %s' % w.name)
 
 
+def run_workload(repl, w):
+    """The workload's output; a guest exception becomes an ERROR line (a failure, not n/a)."""
+    out, err = repl.run(call_line(w))
+    if err:
+        out = '@@ %s\nERROR guest raised %s\n' % (w.name, err.strip().splitlines()[-1])
+    return out
+
+
 def na_all(selected, why):
     return {w.name: {'value': None, 'error': why, 'na': True} for w in selected}
 
@@ -117,18 +125,14 @@ def run(image, master_disk, work_dir, selected, timeout=240, log=print):
             raise RuntimeError('guest bench code failed: %s' % err.strip().splitlines()[-1])
         for w in selected:
             if w.kind in ('read', 'write'):
-                out, err = repl.run(call_line(w))
-                texts.append(out if not err else '@@ %s\nNA guest error: %s\n' % (
-                    w.name, err.strip().splitlines()[-1]))
+                texts.append(run_workload(repl, w))
         needs_net = [w for w in selected if w.kind in ('ping', 'udp')]
         if needs_net:
             out, err = repl.run(guest_source('ours_net.py') + '\nst = make_stack()\n')
             texts.append(out)
             for w in selected:
                 if w.kind == 'ping':
-                    out, err = repl.run(call_line(w))
-                    texts.append(out if not err else '@@ %s\nNA guest error: %s\n' % (
-                        w.name, err.strip().splitlines()[-1]))
+                    texts.append(run_workload(repl, w))
             if any(w.kind == 'udp' for w in selected):
                 total = W.UDP_RTT_COUNT + W.UDP_RATE_COUNT
                 repl.start('udp_server(st, %d, %d)' % (qemu.UDP_GUEST_PORT, total))
@@ -152,7 +156,9 @@ def run(image, master_disk, work_dir, selected, timeout=240, log=print):
         if w.name in results:
             continue
         entry = parsed.get(w.name)
-        if entry is not None and entry.get('na'):
+        if entry is not None and entry.get('error'):
+            results[w.name] = {'value': None, 'error': entry['error']}
+        elif entry is not None and entry.get('na'):
             results[w.name] = {'value': None, 'error': entry['na'], 'na': True}
         elif w.kind in ('read', 'write'):
             value, err = W.disk_figure(w, entry and entry['result'])

@@ -78,7 +78,8 @@ def parse_output(text):
     """{name: {'result', 'ping_ms', 'na', 'lines'}} from a guest's serial output.
 
     result: the RESULT line's fields or None; ping_ms: busybox-style reply times; na: the
-    reason a guest gave for not running the workload (NA line) or None.
+    reason a guest gave for not running the workload (NA line) or None; error: why the
+    workload failed in the guest (ERROR line) or None.
     """
     out = {}
     cur = None
@@ -87,7 +88,7 @@ def parse_output(text):
         m = _MARK.match(line)
         if m:
             cur = out.setdefault(m.group(1), {'result': None, 'ping_ms': [], 'lines': [],
-                                              'na': None})
+                                              'na': None, 'error': None})
             continue
         if cur is None:
             continue
@@ -98,6 +99,9 @@ def parse_output(text):
             continue
         if line.startswith('NA '):
             cur['na'] = line[3:].strip()
+            continue
+        if line.startswith('ERROR '):
+            cur['error'] = line[6:].strip()
             continue
         m = _PING.search(line)
         if m:

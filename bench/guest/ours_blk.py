@@ -117,7 +117,7 @@ def put_stamps(buf, nbytes: int, sector: int, magic: int):
 try:
     import sys
     if sys.implementation.name == 'micropython':
-        import micropython
+        import micropython  # noqa: F401  (the decorators in VIPER name it)
         exec(VIPER)
 except (ImportError, SyntaxError, ValueError):  # an image without the native emitter
     pass

@@ -199,6 +199,8 @@ FAKE_GUEST = textwrap.dedent('''\
         def __init__(self):
             self.f = open(drive, 'r+b')
         def readinto(self, sector, buf):
+            if os.environ.get('FAKE_EIO'):
+                raise OSError(5, 'EIO reading sectors %d-%d' % (sector, sector + len(buf) // 512 - 1))
             self.f.seek((sector + shift) * 512)
             self.f.readinto(buf)
         def write(self, sector, data):
@@ -305,6 +307,15 @@ def test_ours_runner_refuses_misplaced_reads_and_writes(fake_qemu, tmp_path, mon
     # The guest believed its write; the host's look at the image after power-off does not.
     assert res['seq_write']['value'] is None
     assert 'image check after power-off' in res['seq_write']['error']
+
+
+def test_a_driver_error_is_a_failure_not_na(fake_qemu, tmp_path, monkeypatch):
+    monkeypatch.setenv('FAKE_EIO', '1')
+    res = ours_guest.run('fake.elf', fake_qemu, str(tmp_path), small_workloads(), timeout=60)
+    err = res['read_4k_d1']['error']
+    assert res['read_4k_d1']['value'] is None and not res['read_4k_d1'].get('na')
+    assert err.startswith('guest raised OSError') and 'EIO reading sectors' in err
+    assert res['seq_write']['error'] is None  # the runner went on after the failure
 
 
 def test_boot_counts_only_with_all_four_devices_reported():
