@@ -165,6 +165,8 @@ class NetDevice(VirtioDevice):
         self.mtu = DEFAULT_MTU
         self.controlq = None
         self.promiscuous = True     # devices start so (QEMU does); see _start()
+        self.tx_timeout_ms = TX_TIMEOUT_MS
+        self.ctrl_timeout_ms = CTRL_TIMEOUT_MS
         self.reset_counters()
 
     def reset_counters(self):
@@ -223,7 +225,7 @@ class NetDevice(VirtioDevice):
                 lambda: bytes([t.config_read8(CONFIG_MAC + i) for i in range(ETH_ALEN)]))
         else:
             p = self.pci
-            self.mac = local_mac(self.hw.ticks_us() ^ (p.bus << 16) ^ (p.slot << 8)
+            self.mac = local_mac(self.hw.ticks_us() ^ (p.bus << 16) ^ (p.device << 8)
                                  ^ p.function)
         if self.has(VIRTIO_NET_F_MTU):
             self.mtu = self.check_config('mtu', t.config_read16(CONFIG_MTU), MIN_MTU, MAX_MTU)
@@ -295,7 +297,7 @@ class NetDevice(VirtioDevice):
         """Queue one Ethernet frame (destination MAC first, no FCS) for
         transmission. The frame is copied before send returns. Raises
         ValueError beyond the MTU, VirtioTimeout when the device keeps every
-        transmit buffer for TX_TIMEOUT_MS."""
+        transmit buffer for tx_timeout_ms."""
         n = len(frame)
         if n > self.max_frame:
             raise ValueError('frame of %d bytes exceeds the %d-byte limit (MTU %d + %d-byte '
@@ -345,11 +347,11 @@ class NetDevice(VirtioDevice):
 
     def _wait_transmit(self):
         try:
-            i = self._used_token(self.transmitq, TX_TIMEOUT_MS)
+            i = self._used_token(self.transmitq, self.tx_timeout_ms)
         except VirtioTimeout:
             raise VirtioTimeout('%s %s: all %d transmit buffers still with the device after '
                                 '%d ms' % (self.pci.address, self.NAME, len(self._tx_addr),
-                                           TX_TIMEOUT_MS))
+                                           self.tx_timeout_ms))
         self._tx_free.append(i)
 
     # -- receive (5.1.6.4) -------------------------------------------------------------
@@ -504,11 +506,12 @@ class NetDevice(VirtioDevice):
                               % (self.pci.address, self.NAME, what, FEATURE_NAMES[bit],
                                  self.feature_names() or '-'))
 
-    def _command(self, cls, cmd, parts, timeout_ms=CTRL_TIMEOUT_MS):
+    def _command(self, cls, cmd, parts):
         """Send one command and check its ack (5.1.6.5). `parts` are the
         command-specific data pieces (one descriptor each under legacy
         framing). Raises DeviceError if the device answers VIRTIO_NET_ERR."""
         name = CTRL_NAMES.get((cls, cmd), '%d/%d' % (cls, cmd))
+        timeout_ms = self.ctrl_timeout_ms
         hw = self.hw
         q = self.controlq
         if self._ctrl_busy:
