@@ -99,6 +99,24 @@ def transmitq(port_id):
     return PORT0_TRANSMITQ if port_id == 0 else 3 + 2 * port_id
 
 
+def transmitted(dev, q):
+    """The tokens of the transmit buffers the device has finished with.
+    On the legacy interface the used length of a transmitq or the control
+    transmitq is ignored (5.3.6 "Legacy Interface: Device Operation": some
+    devices put the buffer's length there)."""
+    done = []
+    while True:
+        try:
+            r = q.pop()
+        except DeviceError as e:
+            if e.token is None or not dev.transport.legacy_layout:
+                raise
+            r = (e.token, 0)
+        if r is None:
+            return done
+        done.append(r[0])
+
+
 class _Deadline:
     """timeout_ms from now, the clock read only every POLL_BATCH calls of
     expired(); None waits forever, 0 not at all."""
@@ -206,6 +224,14 @@ class Port:
         self.host_connected = False
         self.guest_open = False
 
+    def _start(self):
+        # Entry to read/write: news from the device first (was the port
+        # removed?), then open the guest side if nobody did.
+        self.dev.poll()
+        self._usable()
+        if not self.guest_open:
+            self.open()
+
     def _usable(self):
         if self.removed:
             raise VirtioError('%s port %d: the device removed this port'
@@ -227,8 +253,7 @@ class Port:
         takes what is there; None waits for all n."""
         if n < 0:
             raise ValueError('read: negative size %d' % n)
-        self._usable()
-        self._open_if_closed()
+        self._start()
         out = bytearray()
         if n == 0:
             return b''
@@ -237,6 +262,7 @@ class Port:
             self._take(out, n - len(out))
             if len(out) >= n:
                 break
+            self.rxq.kick()         # buffers read empty go back before we wait
             if self._fill():
                 continue
             self.dev.poll()
@@ -249,8 +275,7 @@ class Port:
     def readline(self, timeout_ms=DEFAULT_TIMEOUT_MS, limit=65536):
         """One line, up to and including b'\\n' (at most `limit` bytes);
         what arrived if timeout_ms passes first."""
-        self._usable()
-        self._open_if_closed()
+        self._start()
         hw = self.hw
         out = bytearray()
         deadline = _Deadline(hw, timeout_ms)
@@ -268,6 +293,7 @@ class Port:
                 if i >= 0:
                     break
                 continue
+            self.rxq.kick()
             if self._fill():
                 continue
             self.dev.poll()
@@ -282,7 +308,8 @@ class Port:
         when nothing has arrived."""
         if self.removed:
             return None
-        self._open_if_closed()
+        if not self.guest_open:
+            self.open()
         self._fill()
         if not self._ready:
             self.dev.poll()
@@ -297,18 +324,7 @@ class Port:
 
     # -- transmitting (5.3.6 step 1) ----------------------------------------------
     def _tx_collect(self):
-        while True:
-            try:
-                r = self.txq.pop()
-            except DeviceError as e:
-                # 5.3.6.2.1: on the legacy interface some devices put the
-                # buffer's length in a transmitq's used length; ignore it.
-                if e.token is None or not self.dev.transport.legacy_layout:
-                    raise
-                r = (e.token, 0)
-            if r is None:
-                return
-            self._tx_free.append(r[0])
+        self._tx_free.extend(transmitted(self.dev, self.txq))
 
     def _tx_slot(self, timeout_ms, done, total):
         """A free transmit buffer, waiting up to timeout_ms for the device
@@ -333,8 +349,7 @@ class Port:
         is in transmit buffers. Waits while TX_BUFFERS writes are in flight,
         VirtioTimeout if the host takes none for timeout_ms. With the host
         side closed the device discards what is written."""
-        self._usable()
-        self._open_if_closed()
+        self._start()
         if isinstance(data, str):
             data = data.encode()
         mv = memoryview(data)
@@ -364,10 +379,6 @@ class Port:
             self._tx_collect()
 
     # -- open and close (5.3.6.2, PORT_OPEN) -------------------------------------
-    def _open_if_closed(self):
-        if not self.guest_open:
-            self.open()
-
     def open(self):
         """Tell the device the guest side of this port is open: QEMU passes
         host data to a MULTIPORT port only then."""
@@ -519,8 +530,7 @@ class ConsoleDevice(VirtioDevice):
         q = self.ctl_txq
         deadline = _Deadline(self.hw, DEFAULT_TIMEOUT_MS)
         while True:
-            for token, _length in q.collect():
-                self._ctl_tx_free.append(token)
+            self._ctl_tx_free.extend(transmitted(self, q))
             if self._ctl_tx_free:
                 break
             if deadline.expired():

@@ -26,6 +26,10 @@ Misbehaviours (`misbehave=`, besides those of VirtioPciModel):
   'unknown_event'      an event 99 for the first port after PORT_READY
   'long_name'          the name message is reported at its full length even
                        when cut to the buffer (as QEMU does)
+  'tx_used_len'        used lengths of the transmitqs and the control transmitq
+                       carry the buffer length (some legacy devices did)
+A HostPort with `throttled` set holds what the guest writes, like QEMU when the
+chardev is full, until release() passes it on.
 """
 
 import struct
@@ -74,7 +78,8 @@ class HostPort:
         self.ready = False            # the driver said PORT_READY
         self.received = bytearray()   # what the guest wrote: the host read it
         self.pending = bytearray()    # what the host sent, not yet in guest buffers
-        self.rx = []                  # receive buffers the device holds
+        self.throttled = False        # the host takes no data (transmit buffers held)
+        self.held = []                # transmit buffers held while throttled
 
     def __repr__(self):
         return '<HostPort %s %r>' % (self.id, self.name)
@@ -102,10 +107,12 @@ class ConsoleDevice(VirtioPciModel):
                                       CONTROL_QUEUE_SIZE]
                       + [PORT_QUEUE_SIZE] * (2 * (max_ports - 1)))
         self.ports = []
+        self.rx = {}                  # receiveq index -> buffers the device holds
         self.ctl_rx = []              # control receive buffers the device holds
         self.control_log = []         # (id, event, value) the driver sent
         self.dropped = []             # (id, event, value) sent with no buffer posted
         self.emerg = bytearray()      # bytes written to emerg_wr
+        self.ready_status = None      # device status when DEVICE_READY came
         VirtioPciModel.__init__(self, mode=mode, features=features,
                                 config=struct.pack('<HHII', cols, rows, max_ports, 0), **kw)
         for p in ports:
@@ -139,8 +146,9 @@ class ConsoleDevice(VirtioPciModel):
     def _state_reset(self):
         VirtioPciModel._state_reset(self)
         self.ctl_rx = []
+        self.rx = {}
         for p in getattr(self, 'ports', ()):
-            p.rx = []
+            p.held = []
             p.ready = False
             p.guest_connected = False
 
@@ -186,18 +194,30 @@ class ConsoleDevice(VirtioPciModel):
         if is_rx:
             if req.readable:
                 self.errors.append('device-readable buffer in receiveq %d' % index)
-            if p is None:
-                self.errors.append('buffer in receiveq %d of a port that does not exist'
-                                   % index)
-                return
-            p.rx.append(req)
-            self._deliver(p)
+            # Buffers stay with the queue (QEMU leaves them in the ring), even
+            # for a port not plugged in yet.
+            self.rx.setdefault(index, []).append(req)
+            if p is not None:
+                self._deliver(p)
         else:
             if req.writable:
                 self.errors.append('device-writable buffer in transmitq %d' % index)
+            if p is not None and p.host_connected and p.throttled:
+                p.held.append(req)
+                return
             if p is not None and p.host_connected:
                 p.received += req.data()
             self._push(q, req, b'')      # QEMU: discarded when nobody listens
+
+    def release(self, port_id):
+        """The host reads again: held transmit buffers reach it."""
+        p = self.port(port_id)
+        p.throttled = False
+        q = self.queues[1 if p.id == 0 else 3 + 2 * p.id]
+        while p.held:
+            req = p.held.pop(0)
+            p.received += req.data()
+            self._push(q, req, b'')
 
     def _push(self, q, req, payload, full_length=False):
         req.payload = payload
@@ -208,6 +228,8 @@ class ConsoleDevice(VirtioPciModel):
         n = req.write(req.payload)
         if req.full_length and n < len(req.payload):
             req.written = len(req.payload)
+        if self.misbehave == 'tx_used_len' and not req.writable:
+            req.written = req.readable_size
 
     def _deliver(self, p):
         """Host data into the guest's receive buffers, as far as QEMU would."""
@@ -216,8 +238,9 @@ class ConsoleDevice(VirtioPciModel):
         if self.multiport() and not p.guest_connected:
             return
         q = self.queues[0 if p.id == 0 else 2 + 2 * p.id]
-        while p.pending and p.rx:
-            req = p.rx.pop(0)
+        held = self.rx.get(q.index)
+        while p.pending and held:
+            req = held.pop(0)
             n = min(len(p.pending), req.writable_size)
             chunk = bytes(p.pending[:n])
             del p.pending[:n]
@@ -243,6 +266,7 @@ class ConsoleDevice(VirtioPciModel):
         self.control_log.append((port_id, event, value))
         mis = self.misbehave
         if event == DEVICE_READY:
+            self.ready_status = self.status
             if not value:
                 self.errors.append('driver reported DEVICE_READY failure')
                 return
