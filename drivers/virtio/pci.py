@@ -289,18 +289,17 @@ def _size_bars(fn, count):
         probe = fn.read32(off)
         fn.write32(off, orig)
         if orig & BAR_SPACE_IO:
-            m = probe & 0xFFFFFFFC
+            # x86 I/O space is 16 bits: keep the port a small int (masks like
+            # 0xFFFFFFFC would make it a long int on 32-bit MicroPython).
+            m = probe & 0xFFFC
             if m:
-                if not m & 0xFFFF0000:
-                    m |= 0xFFFF0000   # a 16-bit decoder leaves the top unwritable
-                bars.append(Bar(i, True, False, False, orig & 0xFFFFFFFC,
-                                ((~m) & 0xFFFFFFFF) + 1))
+                bars.append(Bar(i, True, False, False, orig & 0xFFFC, ((~m) & 0xFFFF) + 1))
             i += 1
             continue
         is64 = (orig & BAR_MEM_TYPE_MASK) == BAR_MEM_TYPE_64 and i + 1 < count
         pref = bool(orig & BAR_MEM_PREFETCHABLE)
-        base = orig & 0xFFFFFFF0
-        m = probe & 0xFFFFFFF0
+        base = orig & ~0xF
+        m = probe & ~0xF
         if is64:
             hi = fn.read32(off + 4)
             fn.write32(off + 4, 0xFFFFFFFF)
