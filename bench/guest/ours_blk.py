@@ -202,9 +202,25 @@ def batch_api(blk):
     """The driver's batch interface as an object with
         submit(sector, buf, tag)   queue a read of len(buf) bytes (not yet sent)
         poll()                     send what is queued, return the tags completed since
-    or None when the driver has none. issue #4 leaves the driver's names and shape to the
-    block driver; this is the one place that maps them (none exists yet)."""
-    return None
+    or None when the driver has none. This is the one place that maps the driver's own
+    names: drivers/virtio/blk.py has submit(VIRTIO_BLK_T_IN, sector, buf, tag) and poll()."""
+    if not (hasattr(blk, 'submit') and hasattr(blk, 'poll')):
+        return None
+    return BlkBatch(blk)
+
+
+class BlkBatch:
+    def __init__(self, blk):
+        try:
+            from virtio.blk import VIRTIO_BLK_T_IN
+        except ImportError:
+            VIRTIO_BLK_T_IN = 0  # spec 5.2.6
+        self.blk = blk
+        self.op = VIRTIO_BLK_T_IN
+        self.poll = blk.poll
+
+    def submit(self, sector, buf, tag):
+        self.blk.submit(self.op, sector, buf, tag)
 
 
 def read_deep(blk, name, bs, depth, mode, region, max_ops, max_ms, api=None):
@@ -214,6 +230,8 @@ def read_deep(blk, name, bs, depth, mode, region, max_ops, max_ms, api=None):
     if api is None:
         na(name, 'no batch interface in the driver')
         return
+    if hasattr(blk, 'depth'):
+        blk.depth = max(blk.depth, depth)  # the driver's own cap on requests in flight
     per = bs // SECTOR
     nblocks = region // bs
     blocks = random_blocks(nblocks, OFFSETS) if mode == 'rand' else None

@@ -452,3 +452,23 @@ def test_guest_checks_run_in_the_image(tmp_path):
     assert p['corrupt']['result']['bad'] == 2  # a body byte of a first sector, a stamp
     assert p['written']['result']['ops'] == 2
     assert p['after']['result']['stamps_bad'] == 0
+
+
+def test_guest_workloads_drive_the_real_block_driver_on_the_model():
+    """The bench's adaptor against drivers/virtio/blk.py itself (host device model)."""
+    B = pytest.importorskip('virtio.blk')
+    import virtio
+    from tests.host.models import Machine
+    from tests.host.models.blk import BlkDevice
+    model = BlkDevice(disk=bytearray(pattern.make_bytes(0, 2048)))
+    dev, = virtio.probe(Machine([model]))
+    assert isinstance(dev, B.BlkDevice)
+    p = run_guest(ours_blk.read, dev, 'read_4k_d32', 4096, 32, 'rand', 1 << 20, 200, 10000)
+    r = p['read_4k_d32']['result']
+    assert (r['ops'], r['bad'], r['depth']) == (200, 0, 32)
+    p = run_guest(ours_blk.read, dev, 'read_512_d1', 512, 1, 'rand', 1 << 20, 50, 10000)
+    assert p['read_512_d1']['result']['bad'] == 0
+    p = run_guest(ours_blk.write, dev, 'seq_write', 65536, 65536, 131072)
+    assert p['seq_write']['result']['bytes'] == 131072
+    assert pattern.bad_sectors(bytes(model.disk[65536:196608]), 128,
+                               pattern.WRITE_MAGIC, pattern.WRITE_SALT) == []
