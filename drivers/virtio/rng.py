@@ -1,5 +1,14 @@
 # virtio-rng, the entropy device (spec 5.4): one requestq; the driver offers
 # device-writable buffers and the device fills them with random bytes.
+#
+#     rng = virtio.find('rng')
+#     rng.read(16)                   # 16 random bytes, or VirtioTimeout
+#
+# The device may return fewer bytes than the buffer holds (5.4.6.2), or none
+# for a while: QEMU's rate limit (virtio-rng-pci max-bytes=N,period=MS) holds
+# requests back until the next period. read() gathers until it has n bytes
+# and raises VirtioTimeout when timeout_ms passes with no byte, never hangs.
+# The frozen `random` module seeds itself from here.
 
 try:
     from micropython import const
@@ -24,7 +33,8 @@ class RngDevice(VirtioDevice):
     FEATURE_NAMES = {}
 
     def setup(self):
-        self.requestq = self.setup_queue(REQUESTQ)
+        # One buffer, one descriptor: no indirect tables needed.
+        self.requestq = self.setup_queue(REQUESTQ, indirect_max=0)
         self.buffer = self.hw.dma_alloc(BUFFER_SIZE, 16)
         self._chunk = [(self.buffer, BUFFER_SIZE)]
         self._busy = False      # our one buffer is with the device
@@ -33,6 +43,8 @@ class RngDevice(VirtioDevice):
         """n random bytes from the device. The device may return fewer bytes
         than asked per request: ask again until n are gathered or timeout_ms
         passes without any (VirtioTimeout)."""
+        if n < 0:
+            raise ValueError('read: negative size %d' % n)
         out = bytearray()
         hw = self.hw
         vq = self.requestq
