@@ -107,8 +107,8 @@ MAX_TRANSFER = const(1 << 20)           # bytes per request unless the device sa
 DEFAULT_DEPTH = const(64)               # requests in flight at most
 DEFAULT_TIMEOUT_MS = const(5000)
 POLL_BATCH = const(64)                  # ring polls between looks at the clock
-BOUNCE_SLOTS = const(32)
-BOUNCE_BYTES = const(256 * 1024)
+BOUNCE_SLOTS = const(64)             # bounced requests in flight at most
+BOUNCE_BYTES = const(512 * 1024)
 
 # errno values (MicroPython's uerrno numbering, as Linux).
 EIO = const(5)
@@ -120,9 +120,10 @@ _SYNC = object()        # the tag of read()/write()/...: one at a time, never a 
 
 
 class BlkError(OSError):
-    """A request the device completed with an error status: errno EIO
-    (VIRTIO_BLK_S_IOERR) or EOPNOTSUPP (VIRTIO_BLK_S_UNSUPP); `tag` is the
-    transfer's tag, `op`, `sector`, `count` the failed request."""
+    """An OSError of the block driver: EIO (the device answered
+    VIRTIO_BLK_S_IOERR), EOPNOTSUPP (VIRTIO_BLK_S_UNSUPP, or a feature the
+    device lacks), EROFS (a write to a read-only disk). For a failed request
+    `tag` is its transfer's tag and `op`, `sector`, `count` the request."""
 
     def __init__(self, errno, msg, tag=None, op=None, sector=0, count=0):
         super().__init__(errno, msg)
@@ -288,7 +289,7 @@ class BlkDevice(VirtioDevice):
     @writeback.setter
     def writeback(self, on):
         if not self.has(VIRTIO_BLK_F_CONFIG_WCE):
-            raise OSError(EOPNOTSUPP, '%s: the cache mode is fixed (no CONFIG_WCE)' % self._who)
+            raise BlkError(EOPNOTSUPP, '%s: the cache mode is fixed (no CONFIG_WCE)' % self._who)
         self.transport.config_write8(CFG_WRITEBACK, 1 if on else 0)
 
     # -- checks, before anything reaches the device ------------------------------------------
@@ -310,13 +311,13 @@ class BlkDevice(VirtioDevice):
 
     def _check_writable(self, what):
         if self.read_only:
-            raise OSError(EROFS, '%s: %s refused: the disk is read-only (VIRTIO_BLK_F_RO)'
-                          % (self._who, what))
+            raise BlkError(EROFS, '%s: %s refused: the disk is read-only (VIRTIO_BLK_F_RO)'
+                           % (self._who, what))
 
     def _need(self, bit, what):
         if not self.has(bit):
-            raise OSError(EOPNOTSUPP, '%s: %s: the device does not offer %s'
-                          % (self._who, what, FEATURE_NAMES[bit]))
+            raise BlkError(EOPNOTSUPP, '%s: %s: the device does not offer %s'
+                           % (self._who, what, FEATURE_NAMES[bit]))
 
     # -- the batch interface --------------------------------------------------------------------
     def submit(self, op, sector=0, buf=None, tag=None, count=0, unmap=False):
@@ -551,8 +552,8 @@ class BlkDevice(VirtioDevice):
         step = self.max_discard_sectors if discard else self.max_write_zeroes_sectors
         step -= step % (self.block_size // SECTOR_SIZE)
         if step <= 0:
-            raise OSError(EOPNOTSUPP, '%s: %s: the device allows fewer sectors than a block'
-                          % (self._who, what))
+            raise BlkError(EOPNOTSUPP, '%s: %s: the device allows fewer sectors than a block'
+                           % (self._who, what))
         self._begin(tag, (count + step - 1) // step)
         done = 0
         while done < count:

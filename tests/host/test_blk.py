@@ -406,7 +406,7 @@ def test_a_batch_goes_with_one_notification_and_completes_out_of_order(machine):
     m, model, blk = up(machine, sectors=2048, disk=bytearray(pattern(2048 * SECTOR, 9)),
                        completion='deferred', order='random', auto_complete=True)
     bufs = {}
-    for i in range(30):     # within the 32 bounce buffers of the plain machine
+    for i in range(60):     # within the 64 bounce buffers of the plain machine
         buf = dma_view(m, 2 * SECTOR) if machine is AddressingMachine else bytearray(2 * SECTOR)
         bufs[('r', i)] = (i * 37 % 1000, buf)
         blk.submit(B.VIRTIO_BLK_T_IN, i * 37 % 1000, buf, ('r', i))
