@@ -7,7 +7,7 @@ protocol. The model's disk is checked byte for byte."""
 import errno
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 import virtio
 from virtio import blk as B
@@ -366,6 +366,12 @@ def test_size_max_below_a_block_still_makes_whole_block_requests():
     assert model.errors == []
 
 
+def test_limits_that_cannot_carry_one_block_leave_the_device_unbound():
+    devs = virtio.probe(Machine([BlkDevice(blk_size=4096, seg_max=2, size_max=1024)]))
+    assert isinstance(devs[0], virtio.UnboundDevice)
+    assert 'seg_max 2 x size_max 1024 cannot carry one 4096-byte block' in devs[0].error
+
+
 def test_seg_max_one_and_a_smaller_max_transfer():
     m, model, blk = up(AddressingMachine, sectors=1024, seg_max=1)
     blk.max_transfer = 8192
@@ -508,6 +514,7 @@ def test_block_device_protocol_with_offsets_patches_partial_blocks():
        st.lists(st.tuples(st.sampled_from(['r', 'w', 'z', 'q']), st.integers(0, 63),
                           st.integers(1, 8), st.integers(0, 255)), min_size=1, max_size=12))
 def test_random_workload_matches_a_reference_disk(mode, bs, size_max, seg_max, zero_copy, ops):
+    assume(not size_max or seg_max * size_max >= bs)    # else unusable: tested below
     machine = AddressingMachine if zero_copy else Machine
     spb = bs // SECTOR
     m, model, blk = up(machine, mode=mode, sectors=64 * spb, blk_size=bs, size_max=size_max,
