@@ -1,4 +1,4 @@
-# The legacy interface (spec 4.1.4.8, "Legacy Interfaces: A Note on PCI
+# The legacy interface (spec 4.1.4, "Legacy Interfaces: A Note on PCI
 # Device Layout"): one register block in the I/O BAR0 of a transitional or
 # legacy-only device. 32 feature bits only, no FEATURES_OK step, queue
 # address given as a 4096-byte page number of a single-block ring.

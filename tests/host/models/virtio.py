@@ -267,7 +267,7 @@ class VirtioPciModel(PciDevice):
     def negotiated(self, bits):
         return (self.driver_features & bits) == bits
 
-    # -- PCI configuration access capability (4.1.4.8) -------------------------
+    # -- PCI configuration access capability (4.1.4) ---------------------------
     def config_read(self, offset, size):
         c = getattr(self, 'pci_cfg_cap', None)
         if c is not None and offset >= c + 16 and offset < c + 20:
@@ -470,7 +470,7 @@ class VirtioPciModel(PciDevice):
                                % (value, off, value * self.notify_multiplier))
         self.notify(value)
 
-    # -- legacy interface (4.1.4.8 "Legacy Interfaces: A Note on PCI Device Layout")
+    # -- legacy interface (4.1.4 "Legacy Interfaces: A Note on PCI Device Layout")
     def _legacy_config_base(self):
         return 0x18 if self._msix_enabled() else 0x14
 
