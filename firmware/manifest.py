@@ -1,5 +1,7 @@
-# What the image freezes (MicroPython's manifest format, run by
-# tools/makemanifest.py with this folder as the working directory).
+# The Python in the image (MicroPython's manifest format). tools/mkrom.py runs
+# it (through MicroPython's tools/manifestfile.py, with this folder as the
+# working directory), compiles each file with mpy-cross -march=x86 and packs
+# them into the image's compressed ROM, from which the guest imports.
 import os
 
 DRIVERS = "../drivers"

@@ -32,15 +32,17 @@ static inline void fpu_set_cw(uint16_t cw) {
 }
 
 // Run a block in extended precision, restoring the caller's control word.
+// All x87 asm here is volatile, so it stays in order between the two control
+// word changes; EXTENDED_END(r) also makes r be computed before the restore.
 #define EXTENDED_BEGIN uint16_t saved_cw_ = fpu_get_cw(); fpu_set_cw(saved_cw_ | CW_PRECISION_64)
-#define EXTENDED_END fpu_set_cw(saved_cw_)
+#define EXTENDED_END(r) __asm__ volatile ("fldcw %1" : "+t" (r) : "m" (saved_cw_))
 
 static inline int is_nan(ld x) {
     return x != x;
 }
 
 static inline ld ld_abs(ld x) {
-    __asm__ ("fabs" : "+t" (x));
+    __asm__ volatile ("fabs" : "+t" (x));
     return x;
 }
 
@@ -58,7 +60,7 @@ double copysign(double x, double y) {
 }
 
 double fabs(double x) {
-    __asm__ ("fabs" : "+t" (x));
+    __asm__ volatile ("fabs" : "+t" (x));
     return x;
 }
 
@@ -72,7 +74,7 @@ double nan(const char *tag) {
 static ld round_with(ld x, uint16_t mode) {
     uint16_t cw = fpu_get_cw();
     fpu_set_cw((cw & ~CW_ROUND_MASK) | mode | CW_PRECISION_64);
-    __asm__ ("frndint" : "+t" (x));
+    __asm__ volatile ("frndint" : "+t" (x));
     fpu_set_cw(cw);
     return x;
 }
@@ -112,20 +114,20 @@ double fmod(double x, double y) {
     // fprem computes a partial remainder with the sign of x (C's fmod);
     // C2 set means "not done yet, run again".
     ld r;
-    __asm__ (
+    __asm__ volatile (
         "1: fprem\n\t"
         "fnstsw %%ax\n\t"
         "testw $0x400, %%ax\n\t"
         "jnz 1b\n\t"
         "fstp %%st(1)"
-        : "=t" (r) : "0" ((ld)x), "u" ((ld)y) : "ax", "cc");
+        : "=t" (r) : "0" ((ld)x), "u" ((ld)y) : "ax", "cc", "st(1)");    // y is popped
     return r;
 }
 
 double ldexp(double x, int n) {
     ld r;
     ld scale = n;
-    __asm__ ("fscale" : "=t" (r) : "0" ((ld)x), "u" (scale));
+    __asm__ volatile ("fscale" : "=t" (r) : "0" ((ld)x), "u" (scale));
     return r;
 }
 
@@ -155,7 +157,7 @@ double frexp(double x, int *exp) {
 
 double sqrt(double x) {
     double r;
-    __asm__ ("fsqrt" : "=t" (r) : "0" (x));
+    __asm__ volatile ("fsqrt" : "=t" (r) : "0" (x));
     return r;
 }
 
@@ -163,13 +165,13 @@ double sqrt(double x) {
 
 static ld log2_e(void) {
     ld r;
-    __asm__ ("fldl2e" : "=t" (r));
+    __asm__ volatile ("fldl2e" : "=t" (r));
     return r;
 }
 
 static ld ln_2(void) {
     ld r;
-    __asm__ ("fldln2" : "=t" (r));
+    __asm__ volatile ("fldln2" : "=t" (r));
     return r;
 }
 
@@ -188,30 +190,30 @@ static ld exp2_ext(ld t) {
     ld n = round_with(t, CW_ROUND_NEAREST);
     ld f = t - n;
     ld r;
-    __asm__ ("f2xm1" : "=t" (r) : "0" (f));
+    __asm__ volatile ("f2xm1" : "=t" (r) : "0" (f));
     r += 1;
-    __asm__ ("fscale" : "=t" (r) : "0" (r), "u" (n));
+    __asm__ volatile ("fscale" : "=t" (r) : "0" (r), "u" (n));
     return r;
 }
 
 // y * log2(x) in one instruction; x < 0 gives nan, x == 0 gives -inf * sign(y).
 static ld y_log2_x(ld y, ld x) {
     ld r;
-    __asm__ ("fyl2x" : "=t" (r) : "0" (x), "u" (y) : "st(1)");
+    __asm__ volatile ("fyl2x" : "=t" (r) : "0" (x), "u" (y) : "st(1)");
     return r;
 }
 
 double exp(double x) {
     EXTENDED_BEGIN;
     ld r = exp2_ext((ld)x * log2_e());
-    EXTENDED_END;
+    EXTENDED_END(r);
     return r;
 }
 
 double exp2(double x) {
     EXTENDED_BEGIN;
     ld r = exp2_ext(x);
-    EXTENDED_END;
+    EXTENDED_END(r);
     return r;
 }
 
@@ -221,34 +223,34 @@ double expm1(double x) {
     ld r;
     if (ld_abs(t) < 1) {
         // f2xm1 keeps full precision for small arguments: no cancellation.
-        __asm__ ("f2xm1" : "=t" (r) : "0" (t));
+        __asm__ volatile ("f2xm1" : "=t" (r) : "0" (t));
     } else {
         r = exp2_ext(t) - 1;
     }
-    EXTENDED_END;
+    EXTENDED_END(r);
     return r;
 }
 
 double log(double x) {
     EXTENDED_BEGIN;
     ld r = y_log2_x(ln_2(), x);
-    EXTENDED_END;
+    EXTENDED_END(r);
     return r;
 }
 
 double log2(double x) {
     EXTENDED_BEGIN;
     ld r = y_log2_x(1, x);
-    EXTENDED_END;
+    EXTENDED_END(r);
     return r;
 }
 
 double log10(double x) {
     ld lg2;
-    __asm__ ("fldlg2" : "=t" (lg2));
+    __asm__ volatile ("fldlg2" : "=t" (lg2));
     EXTENDED_BEGIN;
     ld r = y_log2_x(lg2, x);
-    EXTENDED_END;
+    EXTENDED_END(r);
     return r;
 }
 
@@ -257,11 +259,11 @@ double log1p(double x) {
     ld r;
     if (ld_abs(x) < 0.29) {
         // fyl2xp1: y * log2(x + 1) without forming 1 + x (|x| < 1 - sqrt(2)/2).
-        __asm__ ("fyl2xp1" : "=t" (r) : "0" ((ld)x), "u" (ln_2()) : "st(1)");
+        __asm__ volatile ("fyl2xp1" : "=t" (r) : "0" ((ld)x), "u" (ln_2()) : "st(1)");
     } else {
         r = y_log2_x(ln_2(), 1 + (ld)x);
     }
-    EXTENDED_END;
+    EXTENDED_END(r);
     return r;
 }
 
@@ -320,7 +322,7 @@ double pow(double x, double y) {
     } else {
         r = exp2_ext(y_log2_x(y, x));
     }
-    EXTENDED_END;
+    EXTENDED_END(r);
     return r;
 }
 
@@ -332,8 +334,8 @@ static ld reduce_2pi(ld x) {
         return x;
     }
     ld two_pi;
-    __asm__ ("fldpi\n\tfadd %%st(0), %%st(0)" : "=t" (two_pi));
-    __asm__ (
+    __asm__ volatile ("fldpi\n\tfadd %%st(0), %%st(0)" : "=t" (two_pi));
+    __asm__ volatile (
         "1: fprem1\n\t"
         "fnstsw %%ax\n\t"
         "testw $0x400, %%ax\n\t"
@@ -348,8 +350,8 @@ double sin(double x) {
     }
     EXTENDED_BEGIN;
     ld r = reduce_2pi(x);
-    __asm__ ("fsin" : "+t" (r));
-    EXTENDED_END;
+    __asm__ volatile ("fsin" : "+t" (r));
+    EXTENDED_END(r);
     return r;
 }
 
@@ -359,8 +361,8 @@ double cos(double x) {
     }
     EXTENDED_BEGIN;
     ld r = reduce_2pi(x);
-    __asm__ ("fcos" : "+t" (r));
-    EXTENDED_END;
+    __asm__ volatile ("fcos" : "+t" (r));
+    EXTENDED_END(r);
     return r;
 }
 
@@ -372,35 +374,35 @@ double tan(double x) {
     ld r = reduce_2pi(x);
     ld one;
     // fptan pushes 1.0 above the result (for old cot code); drop it.
-    __asm__ ("fptan" : "=t" (one), "=u" (r) : "0" (r));
-    EXTENDED_END;
+    __asm__ volatile ("fptan" : "=t" (one), "=u" (r) : "0" (r));
+    EXTENDED_END(r);
     (void)one;
     return r;
 }
 
 static ld sqrt_ext(ld x) {
-    __asm__ ("fsqrt" : "+t" (x));
+    __asm__ volatile ("fsqrt" : "+t" (x));
     return x;
 }
 
 static ld atan2_ext(ld y, ld x) {
     ld r;
     // fpatan: atan(st(1) / st(0)) in the right quadrant, then pops.
-    __asm__ ("fpatan" : "=t" (r) : "0" (x), "u" (y) : "st(1)");
+    __asm__ volatile ("fpatan" : "=t" (r) : "0" (x), "u" (y) : "st(1)");
     return r;
 }
 
 double atan2(double y, double x) {
     EXTENDED_BEGIN;
     ld r = atan2_ext(y, x);
-    EXTENDED_END;
+    EXTENDED_END(r);
     return r;
 }
 
 double atan(double x) {
     EXTENDED_BEGIN;
     ld r = atan2_ext(x, 1);
-    EXTENDED_END;
+    EXTENDED_END(r);
     return r;
 }
 
@@ -411,7 +413,7 @@ double asin(double x) {
     EXTENDED_BEGIN;
     ld lx = x;
     ld r = atan2_ext(lx, sqrt_ext((1 - lx) * (1 + lx)));
-    EXTENDED_END;
+    EXTENDED_END(r);
     return r;
 }
 
@@ -422,7 +424,7 @@ double acos(double x) {
     EXTENDED_BEGIN;
     ld lx = x;
     ld r = atan2_ext(sqrt_ext((1 - lx) * (1 + lx)), lx);
-    EXTENDED_END;
+    EXTENDED_END(r);
     return r;
 }
 
@@ -501,4 +503,129 @@ double atanh(double x) {
         return copysign(__builtin_inf(), x);
     }
     return copysign(0.5 * log1p(2 * ax / (1 - ax)), x);
+}
+
+// ---- Error and gamma functions (the math module's "special functions") ----
+
+#define SQRT_PI_INV 0.56418958354775628694807945156077259L     // 1 / sqrt(pi)
+#define LN_SQRT_2PI 0.91893853320467274178032973640561764L     // log(sqrt(2 pi))
+#define PI_L        3.14159265358979323846264338327950288L
+
+// erf(x) = 2/sqrt(pi) exp(-x^2) sum_n (2x^2)^n x / (1*3*...*(2n+1)): all terms
+// positive, so no cancellation; good while exp(-x^2) does not vanish.
+static ld erf_series(ld x) {
+    ld x2 = 2 * x * x, term = x, sum = x;
+    for (int n = 1; n < 200 && term > sum * 1e-21L; n++) {
+        term *= x2 / (2 * n + 1);
+        sum += term;
+    }
+    return 2 * SQRT_PI_INV * sum * exp2_ext(-x * x * log2_e());
+}
+
+// erfc(x), x > 0 large: exp(-x^2)/sqrt(pi) / (x + (1/2)/(x + 1/(x + (3/2)/(x + ...)))),
+// the continued fraction evaluated from its tail.
+static ld erfc_fraction(ld x) {
+    ld f = x;
+    for (int k = 120; k >= 1; k--) {
+        f = x + (k * 0.5L) / f;
+    }
+    return SQRT_PI_INV * exp2_ext(-x * x * log2_e()) / f;
+}
+
+double erf(double x) {
+    if (isnan(x)) {
+        return x;
+    }
+    double ax = fabs(x);
+    if (ax >= 6) {
+        return copysign(1.0, x);
+    }
+    EXTENDED_BEGIN;
+    ld r = ax < 2.5 ? erf_series(ax) : 1 - erfc_fraction(ax);
+    EXTENDED_END(r);
+    return copysign(r, x);
+}
+
+double erfc(double x) {
+    if (isnan(x)) {
+        return x;
+    }
+    EXTENDED_BEGIN;
+    ld ax = fabs(x);
+    ld r = ax < 2.5 ? 1 - erf_series(ax) : (ax > 27 ? 0 : erfc_fraction(ax));
+    if (x < 0) {
+        r = 2 - r;
+    }
+    EXTENDED_END(r);
+    return r;
+}
+
+// Lanczos' approximation, g = 7, 9 terms (about 15 significant digits):
+// gamma(z + 1) = sqrt(2 pi) t^(z + 1/2) e^-t A(z), t = z + g + 1/2.
+static const double lanczos_p[9] = {
+    0.99999999999980993, 676.5203681218851, -1259.1392167224028,
+    771.32342877765313, -176.61502916214059, 12.507343278686905,
+    -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7,
+};
+#define LANCZOS_G 7
+
+// log(gamma(x)) for x >= 0.5, in extended precision.
+static ld lgamma_lanczos(ld x) {
+    ld z = x - 1;
+    ld a = lanczos_p[0];
+    for (int i = 1; i < 9; i++) {
+        a += lanczos_p[i] / (z + i);
+    }
+    ld t = z + LANCZOS_G + 0.5L;
+    return LN_SQRT_2PI + (z + 0.5L) * y_log2_x(1, t) / log2_e() - t + y_log2_x(1, a) / log2_e();
+}
+
+double tgamma(double x) {
+    if (isnan(x) || x == __builtin_inf()) {
+        return x;
+    }
+    if (x <= 0 && is_integer(x)) {
+        return __builtin_nan("");      // poles (and -inf)
+    }
+    if (x > 171.7) {
+        return __builtin_inf();
+    }
+    EXTENDED_BEGIN;
+    ld r;
+    if (is_integer(x) && x <= 30) {
+        r = 1;                          // (x - 1)!, exact as far as a double goes
+        for (int i = 2; i < (int)x; i++) {
+            r *= i;
+        }
+    } else if (x < 0.5) {
+        // Reflection: gamma(x) gamma(1 - x) = pi / sin(pi x).
+        ld s = sin(PI_L * x);
+        r = PI_L / (s * exp2_ext(lgamma_lanczos(1 - (ld)x) * log2_e()));
+    } else {
+        r = exp2_ext(lgamma_lanczos(x) * log2_e());
+    }
+    EXTENDED_END(r);
+    return r;
+}
+
+double lgamma(double x) {
+    if (isnan(x) || isinf(x)) {
+        return fabs(x);
+    }
+    if (x <= 0 && is_integer(x)) {
+        return __builtin_inf();         // poles
+    }
+    if (x == 1 || x == 2) {
+        return 0;
+    }
+    EXTENDED_BEGIN;
+    ld r;
+    if (x < 0.5) {
+        ld s = ld_abs(sin(PI_L * x));
+        r = y_log2_x(1, PI_L / s) / log2_e() - lgamma_lanczos(1 - (ld)x);
+    } else {
+        r = lgamma_lanczos(x);
+    }
+    EXTENDED_END(r);
+    return r;
 }

@@ -1,8 +1,9 @@
 // The x86_virt port: from multiboot to the MicroPython REPL.
 //
 // Memory: the region that holds the kernel (from the multiboot memory map)
-// is split after the kernel image into a DMA area (for devices; never moved
-// or freed) and the garbage-collected heap.
+// is split after the kernel image into the unpacked ROM (the Python modules,
+// rom.c), a DMA area (for devices; never moved or freed) and the
+// garbage-collected heap.
 #include <string.h>
 
 #include "py/builtin.h"
@@ -16,6 +17,7 @@
 #include "shared/readline/readline.h"
 #include "shared/runtime/gchelper.h"
 #include "shared/runtime/pyexec.h"
+#include "rom.h"
 #include "x86.h"
 
 #define MULTIBOOT_BOOTLOADER_MAGIC  0x2badb002
@@ -73,9 +75,12 @@ static void memory_init(uint32_t magic, const multiboot_info_t *mbi) {
         end = 0xfffff000u;      // 32-bit addresses only
     }
     uintptr_t start = (uintptr_t)__image_end;
-    if (end < start + 4 * DMA_AREA_MIN) {
+    uintptr_t rom_size = (rom_unpacked_size() + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
+    if (end < start + rom_size + 4 * DMA_AREA_MIN) {
         x86_fatal("not enough memory (give QEMU -m 16 or more)");
     }
+    rom_unpack((void *)start);
+    start += rom_size;
     uintptr_t avail = (uintptr_t)end - start;
     uintptr_t dma = (avail / 4) & ~(PAGE_SIZE - 1);
     dma = dma < DMA_AREA_MIN ? DMA_AREA_MIN : dma > DMA_AREA_MAX ? DMA_AREA_MAX : dma;
@@ -98,10 +103,22 @@ static void fpu_init(void) {
     __asm__ volatile ("fninit; fldcw %0" : : "m" (cw));
 }
 
+// The boot script (firmware/boot.py, in the ROM) reports the machine and runs
+// a user's script; importing it runs it. False if it raised.
 static bool run_boot_script(void) {
-    // The frozen boot script reports the machine and runs a user's script.
-    int ret = pyexec_frozen_module("boot.py", true);
-    return ret != 0;
+    nlr_buf_t nlr;
+    bool ok = true;
+    if (nlr_push(&nlr) == 0) {
+        mp_hal_set_interrupt_char(CHAR_CTRL_C);
+        mp_import_name(MP_QSTR_boot, mp_const_none, MP_OBJ_NEW_SMALL_INT(0));
+        nlr_pop();
+    } else {
+        mp_obj_print_exception(&mp_plat_print, MP_OBJ_FROM_PTR(nlr.ret_val));
+        ok = false;
+    }
+    mp_hal_set_interrupt_char(-1);
+    mp_handle_pending(false);
+    return ok;
 }
 
 void kmain(uint32_t magic, const multiboot_info_t *mbi) {
@@ -159,22 +176,12 @@ void x86_idle(void) {
     timer_wait_event(-1);
 }
 
-// No filesystem: only frozen modules can be imported.
-mp_import_stat_t mp_import_stat(const char *path) {
-    (void)path;
-    return MP_IMPORT_STAT_NO_EXIST;
-}
-
-mp_lexer_t *mp_lexer_new_from_file(qstr filename) {
-    (void)filename;
-    mp_raise_OSError(MP_ENOENT);
-}
-
+// The only files are the ROM's (rom.c), and they are read-only.
 mp_obj_t mp_builtin_open(size_t n_args, const mp_obj_t *args, mp_map_t *kwargs) {
     (void)n_args;
     (void)args;
     (void)kwargs;
-    mp_raise_msg(&mp_type_OSError, MP_ERROR_TEXT("no filesystem"));
+    mp_raise_msg(&mp_type_OSError, MP_ERROR_TEXT("no writable filesystem"));
 }
 MP_DEFINE_CONST_FUN_OBJ_KW(mp_builtin_open_obj, 1, mp_builtin_open);
 

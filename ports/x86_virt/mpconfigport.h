@@ -29,7 +29,6 @@
 #define MICROPY_USE_INTERNAL_PRINTF         (1)
 #define MICROPY_ERROR_REPORTING             (MICROPY_ERROR_REPORTING_NORMAL)
 #define MICROPY_ENABLE_SOURCE_LINE          (1)
-#define MICROPY_ROM_TEXT_COMPRESSION        (0)
 #define MICROPY_GCREGS_SETJMP               (0)
 #define MICROPY_NLR_X86                     (1)
 #define MICROPY_EPOCH_IS_1970               (1)
@@ -39,8 +38,10 @@
 #define MICROPY_PY_SYS_STDFILES             (1)
 #define MICROPY_PY_SYS_STDIO_BUFFER         (1)
 #define MICROPY_PY_SYS_EXIT                 (1)
-#define MICROPY_PY_MATH_SPECIAL_FUNCTIONS   (0)
+#define MICROPY_PY_MATH_SPECIAL_FUNCTIONS   (1)
 #define MICROPY_PY_BUILTINS_COMPLEX         (0)
+#define MICROPY_QSTR_BYTES_IN_HASH          (1)
+#define MICROPY_PY_ASYNC_AWAIT              (0)
 #define MICROPY_PY_CMATH                    (0)
 #define MICROPY_PY_BUILTINS_HELP            (1)
 #define MICROPY_PY_BUILTINS_HELP_TEXT       x86_virt_help_text
@@ -66,9 +67,11 @@
 #define MICROPY_PY_MACHINE                  (0)
 #define MICROPY_READER_VFS                  (0)
 
-// Frozen modules are the only importable ones (there is no filesystem).
+// Python modules are imported from the ROM (rom.c): .mpy files, loaded into
+// the heap on import, including native (x86) code.
 #define MICROPY_ENABLE_EXTERNAL_IMPORT      (1)
-#define MICROPY_MODULE_FROZEN               (1)
+#define MICROPY_MODULE_FROZEN               (0)
+#define MICROPY_HAS_FILE_READER             (1)
 
 // Board identity, printed in the banner and sys.implementation._machine.
 #define MICROPY_HW_BOARD_NAME               "x86_virt"

@@ -1,0 +1,13 @@
+// The ROM: a read-only file system of .mpy files, unpacked into RAM at boot.
+#ifndef X86_VIRT_ROM_H
+#define X86_VIRT_ROM_H
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+size_t rom_unpacked_size(void);
+void rom_unpack(void *dest);                // dest: rom_unpacked_size() bytes
+bool rom_file(const char *path, const uint8_t **data, size_t *len);
+bool rom_dir(const char *path);
+size_t rom_count(void);
+#endif
