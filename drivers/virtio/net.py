@@ -11,9 +11,11 @@
 # We negotiate no offloads, so a transmitted header is all zeros and a
 # received one only tells how many buffers a packet spans.
 #
-# The receiveq is kept full of preallocated buffers (5.1.6.3); each buffer
-# goes back to the device as soon as its packet is copied out. Transmit
-# buffers are preallocated too and reclaimed when the device has used them.
+# The receiveq is kept full of preallocated buffers (5.1.6.3): a buffer goes
+# back to the device once its packet is copied out, in batches, when recv
+# finds nothing to do or RX_REFILL_BATCH buffers wait. Transmit buffers are
+# preallocated too and reclaimed when recv is idle or none is free. So the
+# work of a round trip is only what it needs: pop + copy, copy + add + kick.
 # This object is the `link` drivers/inet expects: mac, mtu, send, recv.
 
 try:
@@ -130,6 +132,7 @@ ETH_HLEN = const(14)            # destination, source, EtherType
 VLAN_HLEN = const(4)            # room for an 802.1Q tag, so such frames are seen and counted
 ETH_ALEN = const(6)
 RX_BUFFERS = const(256)         # at most; never more than the receiveq holds
+RX_REFILL_BATCH = const(16)     # used receive buffers held back at most before a refill
 TX_BUFFERS = const(64)
 MRG_BUFFER = const(2048)        # receive buffer size cap when packets may span buffers
 TX_TIMEOUT_MS = const(1000)
@@ -242,6 +245,7 @@ class NetDevice(VirtioDevice):
         block = self.hw.dma_alloc(n * room, 16)
         self._rx_addr = []
         self._rx_chain = []
+        self._rx_used = []          # buffers copied out, not yet given back
         for i in range(n):
             a = block + i * room
             self._rx_addr.append(a)
@@ -304,8 +308,7 @@ class NetDevice(VirtioDevice):
                              'Ethernet header)' % (n, self.max_frame, self.mtu, ETH_HLEN))
         if n < ETH_HLEN:
             raise ValueError('frame of %d bytes is shorter than an Ethernet header' % n)
-        self.reclaim()
-        if not self._tx_free:
+        if not self._tx_free and not self.reclaim():
             self._wait_transmit()
         i = self._tx_free.pop()
         a = self._tx_addr[i]
@@ -359,8 +362,11 @@ class NetDevice(VirtioDevice):
         """The next received frame as a new bytes object (Ethernet header
         first, no FCS), or None when none arrives within timeout_ms."""
         frame = self._receive()
-        if frame is not None or timeout_ms <= 0:
+        if frame is not None:
             return frame
+        self.housekeeping()
+        if timeout_ms <= 0:
+            return None
         hw = self.hw
         start = hw.ticks_ms()
         n = 0
@@ -368,6 +374,7 @@ class NetDevice(VirtioDevice):
             frame = self._receive()
             if frame is not None:
                 return frame
+            self.housekeeping()
             n += 1
             if n >= POLL_BATCH:
                 n = 0
@@ -453,10 +460,32 @@ class NetDevice(VirtioDevice):
         return b''.join(parts)
 
     def _recycle(self, i):
-        """Give receive buffer i back to the device (5.1.6.3: keep the
-        receiveq full)."""
-        self.receiveq.add((), self._rx_chain[i], i)
-        self.receiveq.kick()
+        """Receive buffer i is free again: it goes back to the device with
+        the next refill."""
+        self._rx_used.append(i)
+        if len(self._rx_used) >= RX_REFILL_BATCH:
+            self.refill()
+
+    def refill(self):
+        """Make every free receive buffer available to the device again
+        (5.1.6.3: keep the receiveq full), with one notification."""
+        used = self._rx_used
+        if not used:
+            return
+        self._rx_used = []
+        q = self.receiveq
+        chain = self._rx_chain
+        for i in used:
+            q.add((), chain[i], i)
+        q.kick()
+
+    def housekeeping(self):
+        """What recv does when no frame waits: refill the receiveq, and
+        reclaim transmit buffers once half of them are with the device."""
+        if self._rx_used:
+            self.refill()
+        if len(self._tx_free) * 2 < len(self._tx_addr):
+            self.reclaim()
 
     # -- the controlq (5.1.6.5) ---------------------------------------------------------
     def set_promiscuous(self, on):

@@ -17,7 +17,7 @@ violations go to `errors` (and set DEVICE_NEEDS_RESET, as QEMU would).
 Net misbehaviours (`misbehave=`, besides the generic ones of virtio.py):
   'rx_short'        a receive completion shorter than the header
   'rx_oversized'    a receive used length beyond the buffer
-  'bad_num_buffers' num_buffers says 3 for a packet in one buffer
+  'bad_num_buffers' num_buffers counts two buffers more than the packet uses
   'rx_bad_id'       a receive completion names a descriptor not in flight
   'tx_used_len'     transmit completions carry the buffer length (old legacy devices)
   'ctrl_err'        every control command is answered VIRTIO_NET_ERR
@@ -211,7 +211,7 @@ class NetDevice(VirtioPciModel):
             return True
         nbuf = len(reqs)
         if self.misbehave == 'bad_num_buffers':
-            nbuf = 3
+            nbuf += 2
         hdr = bytes(10)
         if hl == 12:
             hdr += struct.pack('<H', nbuf)
