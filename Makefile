@@ -75,7 +75,7 @@ $(IMAGE): $(PORT_INPUTS) $(BUILD)/x86_virt/inputs.list $(MPY_STAMP) $(VENV_STAMP
 # ---- Run -------------------------------------------------------------------
 # Default devices: virtio-blk on a scratch disk, virtio-net on user
 # networking, a virtio console (its host end: the socket below), virtio-rng.
-VCON_SOCKET := $(BUILD)/virtconsole.sock
+VCON_SOCKET ?= $(BUILD)/virtconsole.sock
 DEVICES ?= \
 	-drive file=$(DISK),format=raw,if=none,id=disk0 -device virtio-blk-pci,drive=disk0 \
 	-netdev user,id=net0 -device virtio-net-pci,netdev=net0 \
@@ -83,11 +83,12 @@ DEVICES ?= \
 	-chardev socket,id=vcon0,path=$(VCON_SOCKET),server=on,wait=off \
 	-device virtconsole,chardev=vcon0 \
 	-device virtio-rng-pci
+comma := ,
 QEMU_ARGS = -accel $(ACCEL) -machine $(MACHINE) -m $(MEM) -nodefaults -no-reboot \
 	-display none -serial mon:stdio -kernel $(IMAGE) \
 	-device isa-debug-exit,iobase=0xf4,iosize=0x04 \
 	$(DEVICES) \
-	$(if $(SCRIPT),-fw_cfg name=opt/script,file=$(SCRIPT) -fw_cfg name=opt/script-name,string=$(notdir $(SCRIPT))) \
+	$(if $(SCRIPT),-fw_cfg name=opt/script$(comma)file=$(SCRIPT) -fw_cfg name=opt/script-name$(comma)string=$(notdir $(SCRIPT))) \
 	$(QEMU_EXTRA)
 
 $(DISK):
@@ -99,7 +100,7 @@ run: build $(DISK)
 	@echo "(Ctrl-A X quits QEMU; x86.poweroff() from Python)"
 	@$(QEMU) $(QEMU_ARGS); status=$$?; \
 	if [ $$status -ne 0 ]; then \
-		if [ $$((status & 1)) = 1 ]; then why="guest exit code $$((status >> 1))"; else why="QEMU failed"; fi; \
+		if [ $$status -gt 1 ] && [ $$((status & 1)) = 1 ]; then why="guest exit code $$((status >> 1))"; else why="QEMU failed"; fi; \
 		echo "run: QEMU exited with status $$status ($$why)"; \
 	fi; exit $$status
 

@@ -128,6 +128,9 @@ void kmain(uint32_t magic, const multiboot_info_t *mbi) {
     memory_init(magic, mbi);
     timer_init();
     cpu_sti();
+    mp_printf(&mp_plat_print, "x86_virt: heap %u KiB, DMA %u KiB, ROM %u modules, TSC %u MHz\n",
+        (unsigned)((heap_area_end - heap_area_start) >> 10), (unsigned)((dma_area_end - dma_area_start) >> 10),
+        (unsigned)rom_count(), (unsigned)(timer_tsc_khz() / 1000));
 
     mp_stack_set_top(stack_top);
     mp_stack_set_limit(STACK_SIZE - 4096);

@@ -10,8 +10,9 @@
 #define PIT_CH0         0x40
 #define PIT_CMD         0x43
 #define PIT_CMD_CH0_LOHI_RATE   0x34    // channel 0, lobyte/hibyte, mode 2
+#define PIT_CMD_CH0_LOHI_ONESHOT 0x30   // channel 0, lobyte/hibyte, mode 0
 #define PIT_CMD_CH0_LATCH       0x00
-#define PIT_TICK_HZ     1000            // the wake-up tick used while sleeping
+#define WAKE_MAX_US     50000           // one PIT count (16 bits) lasts 54.9 ms
 #define CALIBRATE_PIT_TICKS (PIT_HZ / 50)   // 20 ms
 
 #define CMOS_INDEX      0x70
@@ -84,7 +85,17 @@ static void read_rtc(void) {
     epoch_us_at_boot = timeutils_seconds_since_epoch(year, month, mday, hour, min, sec) * 1000000ULL;
 }
 
-static void pit_tick_irq(void) {
+// Mode 0 ("interrupt on terminal count") fires once and then stays quiet,
+// so an idle machine has no timer ticking at all (QEMU idles at ~0% CPU).
+static void pit_oneshot_us(uint32_t us) {
+    uint32_t count = (uint64_t)us * PIT_HZ / 1000000;
+    count = count < 1 ? 1 : count > 0xffff ? 0xffff : count;
+    outb(PIT_CMD, PIT_CMD_CH0_LOHI_ONESHOT);
+    outb(PIT_CH0, count & 0xff);
+    outb(PIT_CH0, count >> 8);
+}
+
+static void pit_wake_irq(void) {
     // Nothing to do: the interrupt itself ends the CPU's hlt.
 }
 
@@ -92,8 +103,8 @@ void timer_init(void) {
     tsc_at_boot = rdtsc();
     calibrate_tsc();
     read_rtc();
-    pit_set_ch0(PIT_HZ / PIT_TICK_HZ);
-    irq_set_handler(IRQ_PIT, pit_tick_irq);
+    pit_oneshot_us(1);      // stop the free-running count used to calibrate
+    irq_set_handler(IRQ_PIT, pit_wake_irq);
 }
 
 uint32_t timer_tsc_khz(void) {
@@ -110,15 +121,22 @@ uint64_t timer_epoch_us(void) {
     return epoch_us_at_boot + timer_us64();
 }
 
-// Sleep with hlt until the next interrupt; with a timeout, the PIT tick
-// (IRQ 0, 1 kHz, unmasked only meanwhile) bounds the wait to 1 ms.
-void timer_wait_event(int32_t timeout_ms) {
-    if (timeout_ms >= 0) {
-        irq_unmask(IRQ_PIT);
-    }
+// Sleep with hlt until the next interrupt, or, with a timeout, at most that
+// long (a PIT one-shot on IRQ 0, unmasked only meanwhile). Interrupts are
+// off from arming to the sti;hlt pair, so the wake-up cannot be missed.
+static void wait_us(uint32_t us) {
+    cpu_cli();
+    pit_oneshot_us(us < WAKE_MAX_US ? us : WAKE_MAX_US);
+    irq_unmask(IRQ_PIT);
     cpu_sti_hlt();
-    if (timeout_ms >= 0) {
-        irq_mask(IRQ_PIT);
+    irq_mask(IRQ_PIT);
+}
+
+void timer_wait_event(int32_t timeout_ms) {
+    if (timeout_ms < 0) {
+        cpu_sti_hlt();
+    } else {
+        wait_us(timeout_ms * 1000);
     }
 }
 
@@ -129,9 +147,9 @@ void timer_wait_us(uint32_t us) {
         if (now >= deadline) {
             break;
         }
-        if (deadline - now >= 1000000 / PIT_TICK_HZ) {
+        if (deadline - now >= 1000) {
             mp_handle_pending(true);        // Ctrl-C ends a long sleep
-            timer_wait_event(1);
+            wait_us(deadline - now - 500);  // wake a little early, then spin
         }
     }
 }

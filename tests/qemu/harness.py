@@ -79,10 +79,11 @@ class GuestError(Exception):
 
 
 def decode_status(status):
-    """QEMU's exit status -> the guest's poweroff code (None: QEMU itself failed or was killed)."""
+    """QEMU's exit status -> the guest's poweroff code (None: QEMU itself failed
+    or was killed; 1 is QEMU's own error status, which the guest never causes)."""
     if status == 0:
         return 0
-    if status is not None and status > 0 and status & 1:
+    if status is not None and status > 1 and status & 1:
         return status >> 1
     return None
 

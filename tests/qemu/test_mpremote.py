@@ -1,0 +1,39 @@
+"""mpremote, unchanged, against the image on a pty (QEMU -serial pty): raw REPL,
+raw-paste mode and soft reset as a real board would do them."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.qemu
+
+MPREMOTE = os.path.join(os.path.dirname(sys.executable), 'mpremote')
+
+
+def mpremote(pty, *args, timeout=60):
+    p = subprocess.run([MPREMOTE, 'connect', pty] + list(args), stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+@pytest.fixture
+def pty_guest(boot):
+    if not os.path.exists(MPREMOTE):
+        pytest.fail('mpremote not in the venv: run `make setup`', pytrace=False)
+    return boot(serial='pty')
+
+
+def test_mpremote_exec_and_eval(pty_guest):
+    assert mpremote(pty_guest.pty, 'exec', 'import sys; print(sys.platform, 6 * 7)') == \
+        'x86_virt 42\n'
+    assert mpremote(pty_guest.pty, 'eval', '2 ** 40') == '1099511627776\n'
+
+
+def test_mpremote_run_a_host_file(pty_guest, tmp_path):
+    script = tmp_path / 'probe.py'
+    script.write_text('import x86\n'
+                      'x86.outl(0xCF8, 0x80000000)\n'
+                      'print("host bridge %08x" % x86.inl(0xCFC))\n')
+    assert mpremote(pty_guest.pty, 'run', str(script)) == 'host bridge 12378086\n'
