@@ -11,6 +11,7 @@ QEMU ?= qemu-system-i386
 ACCEL ?= tcg
 MACHINE ?= pc
 MEM ?= 128
+SERIAL ?= mon:stdio
 SCRIPT ?=
 DISK ?= build/scratch.img
 DISK_SIZE ?= 64M
@@ -40,7 +41,7 @@ help:
 	@echo "make setup    install what is missing (apt packages, .venv, MicroPython source)"
 	@echo "make bench    run bench/run.py"
 	@echo "make clean    remove build products (keeps the downloaded source)"
-	@echo "options: QEMU= ACCEL=tcg|kvm MACHINE=pc|q35 MEM=<MiB> SCRIPT=file.py DISK= QEMU_EXTRA= PYTEST_ARGS="
+	@echo "options: QEMU= ACCEL=tcg|kvm MACHINE=pc|q35 MEM=<MiB> SCRIPT=file.py SERIAL=pty DISK= DEVICES= QEMU_EXTRA= PYTEST_ARGS="
 
 # ---- Set-up ----------------------------------------------------------------
 setup: host-tools $(VENV_STAMP) $(MPY_STAMP)
@@ -85,7 +86,7 @@ DEVICES ?= \
 	-device virtio-rng-pci
 comma := ,
 QEMU_ARGS = -accel $(ACCEL) -machine $(MACHINE) -m $(MEM) -nodefaults -no-reboot \
-	-display none -serial mon:stdio -kernel $(IMAGE) \
+	-display none -serial $(SERIAL) -kernel $(IMAGE) \
 	-device isa-debug-exit,iobase=0xf4,iosize=0x04 \
 	$(DEVICES) \
 	$(if $(SCRIPT),-fw_cfg name=opt/script$(comma)file=$(SCRIPT) -fw_cfg name=opt/script-name$(comma)string=$(notdir $(SCRIPT))) \
