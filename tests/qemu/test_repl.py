@@ -99,3 +99,9 @@ def test_heap_is_sized_from_the_memory_map(boot, mem):
 
 def test_help_names_the_port_module(guest):
     assert 'x86.poweroff()' in guest.exec('help()')
+
+
+def test_qemu_system_x86_64_boots_the_same_image(boot):
+    g = boot(qemu='qemu-system-x86_64', machine='q35')
+    assert g.eval('__import__("sys").platform') == 'x86_virt'
+    assert g.exec_until_exit('import x86; x86.poweroff(9)') == 19
