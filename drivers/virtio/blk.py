@@ -10,15 +10,24 @@
 #     blk.capacity, blk.block_size, blk.read_only
 #     data = blk.read(0, 8)               # 8 sectors from sector 0
 #     blk.write(8, data); blk.flush()
-#     blk.submit(VIRTIO_BLK_T_IN, 0, buf, tag=1); blk.poll()   # many at once
+#     blk.submit_read(0, buf, 'a'); blk.submit_read(8, buf2, 'b'); blk.poll()
 #
-# Every transfer goes through one path: it is checked whole, split into
-# requests no bigger than seg_max/size_max allow, each request takes a
-# preallocated slot (header and status byte in DMA memory) and a chain on
-# the ring; requests are sent with one notification per batch and their
-# status bytes checked on completion. Data moves without a copy when the
-# hardware interface can tell the buffer's physical address (hw.addressof,
-# the target); otherwise through bounce buffers in DMA memory.
+# Every transfer goes one way: checked whole, split into requests no bigger
+# than seg_max/size_max allow, each request in a slot of its own, sent with
+# one notification per batch, its status byte checked on completion.
+#
+# A slot is prebuilt once (spec 2.7.5, 2.7.4 for indirect tables): a chain of
+# descriptors header -> data segments -> status byte, with the header and the
+# status byte in DMA memory of their own. A request only rewrites the header,
+# the data descriptors and one avail ring entry; nothing is allocated. So the
+# driver drives the split ring itself (packed rings are not negotiated). The
+# same code runs under CPython; on MicroPython virtio.blk_fast replaces the
+# ring functions with viper versions (the spec-shaped plain ones stay the
+# reference and are what the host tests run).
+#
+# Data moves without a copy when the hardware interface can tell a buffer's
+# physical address (hw.addressof: the target, where all RAM is reachable by
+# DMA); otherwise through bounce buffers in DMA memory (qtest, models).
 
 try:
     from micropython import const
@@ -26,11 +35,18 @@ except ImportError:
     def const(x):
         return x
 
+try:
+    from array import array
+except ImportError:
+    array = None
+
 import struct
 
 from virtio import features
-from virtio.device import VirtioDevice
-from virtio.errors import DeviceError, VirtioError, VirtioTimeout, VirtqueueFull
+from virtio.device import CORE_FEATURES, VirtioDevice
+from virtio.errors import DeviceError, VirtioError, VirtioTimeout
+from virtio.virtqueue import (VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
+                              VIRTQ_USED_F_NO_NOTIFY, need_event)
 
 VIRTIO_ID_BLOCK = const(2)
 REQUESTQ = const(0)
@@ -101,22 +117,69 @@ VIRTIO_BLK_ID_BYTES = const(20)
 VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP = const(1)
 SLOT_BYTES = const(32)                  # per slot: header, then one discard/zeroes segment
 
+# struct virtq_desc (2.7.5) and the split ring (2.7.6, 2.7.8): offsets.
+DESC_BYTES = const(16)
+D_ADDR = const(0)
+D_LEN = const(8)
+D_FLAGS = const(12)
+D_NEXT = const(14)
+AVAIL_IDX = const(2)
+AVAIL_RING = const(4)
+USED_IDX = const(2)
+USED_RING = const(4)
+USED_ELEM_BYTES = const(8)
+
 MAX_CAPACITY = (1 << 55) - 1            # sectors: the byte size must fit in 64 bits
+FAST_CAPACITY = const(1 << 30)          # below it, sectors are small ints (blk_fast)
 MAX_BLOCK_SIZE = const(65536)
 MAX_TRANSFER = const(1 << 20)           # bytes per request unless the device says less
-DEFAULT_DEPTH = const(64)               # requests in flight at most
+DEFAULT_DEPTH = const(128)              # requests in flight at most
 DEFAULT_TIMEOUT_MS = const(5000)
 POLL_BATCH = const(64)                  # ring polls between looks at the clock
-BOUNCE_SLOTS = const(64)             # bounced requests in flight at most
+BOUNCE_SLOTS = const(64)                # bounced requests in flight at most
 BOUNCE_BYTES = const(512 * 1024)
 
-# errno values (MicroPython's uerrno numbering, as Linux).
+# The driver's shared state, words of an array('I') (one place the viper
+# versions of the ring functions can reach quickly).
+ST_CHAINS = const(0)        # where slot chains live: the indirect tables, or the ring's table
+ST_AVAIL = const(1)
+ST_USED = const(2)
+ST_MASK = const(3)          # queue size - 1
+ST_AVAIL_IDX = const(4)     # our shadow of avail->idx
+ST_KICKED = const(5)        # avail idx when the device was last told
+ST_LAST_USED = const(6)     # used idx we have consumed up to
+ST_HDRS = const(7)
+ST_STATUS = const(8)
+ST_BLOCK = const(9)         # descriptors per slot: header, segments, status
+ST_INDIRECT = const(10)     # 1: a slot's chain is its own indirect table
+ST_NSLOTS = const(11)
+ST_NFREE = const(12)        # free slots: _free[0:ST_NFREE]
+ST_DEPTH = const(13)
+ST_SYNC = const(14)         # 1 while a read()/write()/... transfer is outstanding
+ST_EVENT_IDX = const(15)
+ST_FAST_CAP = const(16)     # capacity when below FAST_CAPACITY, else 0 (no fast path)
+ST_BLOCK_MASK = const(17)   # block_size - 1
+ST_PER_REQUEST = const(18)  # data bytes per request at most
+ST_SIZE_MAX = const(19)     # bytes per data descriptor at most, 0: no limit
+ST_READ_ONLY = const(20)
+ST_ZERO_COPY = const(21)    # 1: hw.addressof, buffers go to the device as they are
+ST_CHECK_LEN = const(22)    # 1: check used lengths (modern; legacy devices may lie, 5.2.6.4)
+ST_WORDS = const(23)
+
+# Slot flags.
+F_BUSY = const(1)
+F_SIMPLE = const(2)         # a one-request transfer, no bounce: its tag is in _s_tag
+F_SYNC = const(4)           # the transfer of a read()/write()/...
+
+# errno values (MicroPython's errno numbering, as Linux).
 EIO = const(5)
 EINVAL = const(22)
 EROFS = const(30)
 EOPNOTSUPP = const(95)
+ERRNO_NAMES = {EIO: 'EIO', EINVAL: 'EINVAL', EROFS: 'EROFS', EOPNOTSUPP: 'EOPNOTSUPP'}
 
 _SYNC = object()        # the tag of read()/write()/...: one at a time, never a user's
+_ABANDONED = object()   # the tag of a transfer whose submit failed half-way: silent
 
 
 class BlkError(OSError):
@@ -137,13 +200,15 @@ class BlkError(OSError):
         return '[Errno %d] %s: %s' % (self.args[0], ERRNO_NAMES.get(self.args[0], '?'), self.msg)
 
 
-ERRNO_NAMES = {EIO: 'EIO', EINVAL: 'EINVAL', EROFS: 'EROFS', EOPNOTSUPP: 'EOPNOTSUPP'}
-
-
 def sectors_text(sector, count):
     if count <= 1:
         return 'sector %d' % sector
     return 'sectors %d-%d' % (sector, sector + count - 1)
+
+
+def words(n, fill=0):
+    """n unsigned 32-bit words."""
+    return array('I', [fill] * n)
 
 
 class BlkDevice(VirtioDevice):
@@ -157,11 +222,15 @@ class BlkDevice(VirtioDevice):
     FEATURE_NAMES = FEATURE_NAMES
 
     def __init__(self, transport, wanted=None):
-        VirtioDevice.__init__(self, transport, wanted)
-        self.depth = DEFAULT_DEPTH          # requests in flight at most (the caller may lower it)
+        if wanted is None:
+            wanted = self.SUPPORTED_FEATURES | CORE_FEATURES
+        # Prebuilt chains are a split-ring technique: no RING_PACKED.
+        VirtioDevice.__init__(self, transport, wanted & ~features.mask(features.RING_PACKED))
         self.timeout_ms = DEFAULT_TIMEOUT_MS
         self.max_transfer = MAX_TRANSFER    # bytes per request, before the device's limits
         self.requestq = None
+        self.notifications = 0
+        self._depth = DEFAULT_DEPTH
 
     def __str__(self):
         s = VirtioDevice.__str__(self)
@@ -174,36 +243,11 @@ class BlkDevice(VirtioDevice):
     def setup(self):
         self._who = '%s %s' % (self.pci.address, self.NAME)
         self.read_config(self._read_config)
-        vq = self.setup_queue(REQUESTQ)
-        self.requestq = vq
-        hw = self.hw
-        n = vq.size
-        # A slot per ring entry: a request's header and its status byte
-        # live in DMA memory for its whole life, allocated once.
-        self._hdrs = hw.dma_alloc(SLOT_BYTES * n, 16)
-        self._statuses = hw.dma_alloc(n, 4)
-        self._id_buf = hw.dma_alloc(VIRTIO_BLK_ID_BYTES, 4)
-        self._free = list(range(n - 1, -1, -1))
-        self._s_tag = [None] * n
-        self._s_op = [0] * n
-        self._s_sector = [0] * n
-        self._s_count = [0] * n
-        self._s_buf = [None] * n        # held until completion: the device may write it
-        self._s_off = [0] * n
-        self._s_bounce = [-1] * n
-        self._transfers = {}            # tag -> [requests outstanding, first error]
-        self._finished = []             # tags done, for poll()
-        self._failed = []               # errors of failed transfers, for poll()
-        self._sync_error = None
-        self._bounce = 0
-        self._bounce_free = []
-        self._scratch = bytearray(HEADER_BYTES)
-        addressof = getattr(hw, 'addressof', None)
-        self._addressof = addressof
-        # Requests use a few descriptors (header, segments, status): keep a
-        # request within the ring even without indirect descriptors.
-        self.seg_max = max(1, min(self.seg_max, n - 2))
-        self._per_request = self._request_limit()
+        # The ring's own descriptor bookkeeping stays unused: our slots own
+        # every descriptor (so no indirect area of its own either).
+        self.requestq = self.setup_queue(REQUESTQ, None, 0)
+        self.seg_max = max(1, min(self.seg_max, self.requestq.size - 2))
+        self._setup_slots()
 
     def _read_config(self):
         t = self.transport
@@ -259,23 +303,122 @@ class BlkDevice(VirtioDevice):
         if has(VIRTIO_BLK_F_CONFIG_WCE):
             self.check_config('writeback', t.config_read8(CFG_WRITEBACK), 0, 1)
 
-    def _request_limit(self):
-        """Bytes one read or write request may carry: seg_max segments of at
-        most size_max bytes each, within max_transfer, in whole blocks."""
-        limit = self.max_transfer
-        if self.size_max:
-            limit = min(limit, self.seg_max * self.size_max)
-        limit -= limit % self.block_size
-        if limit < self.block_size:
+    def _limits(self):
+        """(bytes per data descriptor, bytes per request): seg_max segments
+        of at most size_max bytes each, within max_transfer, whole blocks."""
+        seg = self.size_max - self.size_max % SECTOR_SIZE
+        per = self.max_transfer
+        if seg:
+            per = min(per, self.seg_max * seg)
+        per -= per % self.block_size
+        if per < self.block_size:
             raise DeviceError('%s: seg_max %d x size_max %d cannot carry one %d-byte block'
                               % (self._who, self.seg_max, self.size_max, self.block_size))
-        return limit
+        return seg, per
+
+    def _setup_slots(self):
+        """Build every slot's chain once: header -> data segments -> status."""
+        hw = self.hw
+        vq = self.requestq
+        n = vq.size
+        seg, per = self._limits()
+        nseg = (per + seg - 1) // seg if seg else 1
+        block = nseg + 2
+        indirect = self.has(features.INDIRECT_DESC)
+        nslots = n if indirect else n // block
+        st = self._st = words(ST_WORDS)
+        st[ST_AVAIL] = vq.avail
+        st[ST_USED] = vq.used
+        st[ST_MASK] = n - 1
+        st[ST_BLOCK] = block
+        st[ST_INDIRECT] = 1 if indirect else 0
+        st[ST_NSLOTS] = nslots
+        st[ST_NFREE] = nslots
+        st[ST_EVENT_IDX] = 1 if self.has(features.EVENT_IDX) else 0
+        st[ST_SIZE_MAX] = seg
+        st[ST_PER_REQUEST] = per
+        st[ST_READ_ONLY] = 1 if self.read_only else 0
+        st[ST_CHECK_LEN] = 0 if self.transport.legacy_layout else 1
+        st[ST_HDRS] = hw.dma_alloc(SLOT_BYTES * nslots, 16)
+        st[ST_STATUS] = hw.dma_alloc(nslots, 4)
+        self._set_capacity()
+        self.depth = self._depth
+        if indirect:
+            st[ST_CHAINS] = hw.dma_alloc(nslots * block * DESC_BYTES, 16)
+        else:
+            st[ST_CHAINS] = vq.desc
+        for k in range(nslots):
+            chain = st[ST_CHAINS] + k * block * DESC_BYTES
+            first = 0 if indirect else k * block
+            self._write_desc(chain, st[ST_HDRS] + k * SLOT_BYTES, HEADER_BYTES,
+                             VIRTQ_DESC_F_NEXT, first + 1)
+            for j in range(1, block - 1):
+                self._write_desc(chain + j * DESC_BYTES, 0, 0, VIRTQ_DESC_F_NEXT, first + j + 1)
+            self._write_desc(chain + (block - 1) * DESC_BYTES, st[ST_STATUS] + k, 1,
+                             VIRTQ_DESC_F_WRITE, 0)
+            if indirect:
+                self._write_desc(vq.desc + k * DESC_BYTES, chain, block * DESC_BYTES,
+                                 VIRTQ_DESC_F_INDIRECT, 0)
+        # A stack of free slots, and what each busy one carries.
+        self._free = array('H', range(nslots - 1, -1, -1))
+        self._s_flags = bytearray(nslots)
+        self._s_len = words(nslots)         # data bytes
+        self._s_tag = [None] * nslots
+        self._s_buf = [None] * nslots       # held until completion: the device may write it
+        self._s_xfer = [None] * nslots      # [requests outstanding, first error, tag]
+        self._s_off = [0] * nslots          # where the bounced data goes in the buffer
+        self._s_bounce = [-1] * nslots
+        self._finished = []                 # tags done, for poll()
+        self._failed = []                   # errors of failed transfers, for poll()
+        self._sync_err = None
+        self._tag_seq = 0
+        self._bounce = 0
+        self._bounce_free = []
+        self._id_buf = hw.dma_alloc(VIRTIO_BLK_ID_BYTES, 4)
+        self._addressof = getattr(hw, 'addressof', None)
+        st[ST_ZERO_COPY] = 1 if self._addressof is not None else 0
+
+    def _write_desc(self, at, addr, length, flags, nxt):
+        self.hw.write(at, struct.pack('<QIHH', addr, length, flags, nxt))
+
+    def _set_capacity(self):
+        st = self._st
+        st[ST_FAST_CAP] = self.capacity if self.capacity < FAST_CAPACITY else 0
+        st[ST_BLOCK_MASK] = self.block_size - 1
 
     def refresh(self):
         """Read the configuration again (after a configuration change
         notification, e.g. QEMU's block_resize: the capacity may change)."""
         self.read_config(self._read_config)
-        self._per_request = self._request_limit()
+        seg, per = self._limits()
+        st = self._st
+        if seg != st[ST_SIZE_MAX] or (seg and per > (st[ST_BLOCK] - 2) * seg):
+            raise DeviceError('%s: segment limits changed (size_max %d): reset the device'
+                              % (self._who, self.size_max))
+        st[ST_PER_REQUEST] = per
+        self._set_capacity()
+
+    @property
+    def depth(self):
+        """Requests in flight at most (1 .. the number of slots)."""
+        return self._st[ST_DEPTH]
+
+    @depth.setter
+    def depth(self, n):
+        st = self._st
+        if n < 1:
+            raise ValueError('%s: depth %d: at least 1' % (self._who, n))
+        self._depth = n
+        st[ST_DEPTH] = min(n, st[ST_NSLOTS])
+
+    @property
+    def slots(self):
+        return self._st[ST_NSLOTS]
+
+    @property
+    def in_flight(self):
+        """Requests the device holds now."""
+        return self._st[ST_NSLOTS] - self._st[ST_NFREE]
 
     # -- write cache (5.2.5, CONFIG_WCE) ---------------------------------------------------
     @property
@@ -295,7 +438,7 @@ class BlkDevice(VirtioDevice):
     # -- checks, before anything reaches the device ------------------------------------------
     def _check_range(self, what, sector, nbytes):
         """Raise ValueError unless [sector, sector + nbytes) is whole blocks
-        inside the disk."""
+        inside the disk; returns the sector count."""
         bs = self.block_size
         if nbytes <= 0 or nbytes % bs:
             raise ValueError('%s: %s of %d bytes: the length must be a positive multiple of '
@@ -325,34 +468,54 @@ class BlkDevice(VirtioDevice):
         (into the writable `buf`), VIRTIO_BLK_T_OUT (from `buf`),
         VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_DISCARD or VIRTIO_BLK_T_WRITE_ZEROES
         (`count` sectors; `unmap` lets write zeroes deallocate). It is
-        checked whole first, then split into as
-        many requests as the device's limits need; when the ring or the
-        depth is full, completions are reaped (kept for poll()) to make
-        room. `tag` (any value but None, unique among transfers in flight)
-        comes back from poll(); by default a new int. Returns the tag."""
+        checked whole first, then split into as many requests as the
+        device's limits need; when the slots or the depth run out,
+        completions are reaped (kept for poll()) to make room. `tag` comes
+        back from poll() when the transfer is done (default: a new int;
+        tags are the caller's: reusing one in flight is allowed but
+        ambiguous). Returns the tag."""
         if tag is None:
-            tag = self._new_tag()
-        elif tag in self._transfers:
-            if tag is not _SYNC:
-                raise ValueError('%s: tag %r is already in flight' % (self._who, tag))
-            self._finish_sync()     # left behind by a call that timed out
-        if op == VIRTIO_BLK_T_IN or op == VIRTIO_BLK_T_OUT:
-            self._submit_data(op, sector, buf, tag)
-        elif op == VIRTIO_BLK_T_FLUSH:
-            self._submit_flush(tag)
-        elif op == VIRTIO_BLK_T_DISCARD or op == VIRTIO_BLK_T_WRITE_ZEROES:
-            self._submit_zeroes(op, sector, count, tag,
-                                VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP if unmap else 0)
-        elif op == VIRTIO_BLK_T_GET_ID:
-            raise ValueError('%s: use id() for VIRTIO_BLK_T_GET_ID' % self._who)
-        else:
-            raise ValueError('%s: unknown request type %r' % (self._who, op))
+            tag = self._tag_seq
+            self._tag_seq = tag + 1
+        elif tag is _SYNC:
+            if self._st[ST_SYNC]:
+                self._finish_sync()     # left behind by a call that timed out
+            self._st[ST_SYNC] = 1
+        try:
+            if op == VIRTIO_BLK_T_IN or op == VIRTIO_BLK_T_OUT:
+                self._submit_data(op, sector, buf, tag)
+            elif op == VIRTIO_BLK_T_FLUSH:
+                self._submit_flush(tag)
+            elif op == VIRTIO_BLK_T_DISCARD or op == VIRTIO_BLK_T_WRITE_ZEROES:
+                self._submit_zeroes(op, sector, count, tag,
+                                    VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP if unmap else 0)
+            elif op == VIRTIO_BLK_T_GET_ID:
+                raise ValueError('%s: use id() for VIRTIO_BLK_T_GET_ID' % self._who)
+            else:
+                raise ValueError('%s: unknown request type %r' % (self._who, op))
+        except Exception:
+            if tag is _SYNC:
+                self._st[ST_SYNC] = 0       # the caller gets the error now
+            raise
         return tag
 
+    def submit_read(self, sector, buf, tag):
+        """submit(VIRTIO_BLK_T_IN, sector, buf, tag), the lean way (in
+        viper on MicroPython for one-request transfers)."""
+        return self.submit(VIRTIO_BLK_T_IN, sector, buf, tag)
+
+    def submit_write(self, sector, buf, tag):
+        """submit(VIRTIO_BLK_T_OUT, sector, buf, tag), the lean way."""
+        return self.submit(VIRTIO_BLK_T_OUT, sector, buf, tag)
+
     def kick(self):
-        """Notify the device of everything queued; True if a notification
-        was needed (spec 2.7.10: the device may say it is not)."""
-        return self.requestq.kick()
+        """Publish what is queued and notify the device unless it said it
+        need not be (spec 2.7.10); True if a notification was sent."""
+        if self._publish():
+            self.transport.notify(REQUESTQ)
+            self.notifications += 1
+            return True
+        return False
 
     def poll(self):
         """Notify the device of what is queued and return the tags of the
@@ -369,16 +532,11 @@ class BlkDevice(VirtioDevice):
         every transfer in flight) and return their tags. Raises like
         poll(), or VirtioTimeout when the device goes quiet for timeout_ms."""
         self.kick()
-        if count is None:
-            count = len(self._transfers) + len(self._finished) + len(self._failed)
-        while len(self._finished) < count and not self._failed and self._transfers:
+        self._reap()
+        while not self._failed and self.in_flight and (count is None
+                                                       or len(self._finished) < count):
             self._wait_some(timeout_ms)
         return self._take_finished()
-
-    @property
-    def in_flight(self):
-        """Requests the device holds now."""
-        return len(self._s_op) - len(self._free)
 
     def _take_finished(self):
         if self._failed:
@@ -387,18 +545,11 @@ class BlkDevice(VirtioDevice):
         self._finished = []
         return done
 
-    def _new_tag(self):
-        t = getattr(self, '_tag_seq', 0)
-        while t in self._transfers:
-            t += 1
-        self._tag_seq = t + 1
-        return t
-
     # -- simple calls (all through submit) ---------------------------------------------------
     def readinto(self, sector, buf):
         """Fill `buf` (a writable buffer, a multiple of block_size long) from
         `sector` on. No copy when buf is DMA-reachable memory."""
-        self.submit(VIRTIO_BLK_T_IN, sector, buf, _SYNC)
+        self.submit_read(sector, buf, _SYNC)
         self._finish_sync()
 
     def read(self, sector, count):
@@ -412,7 +563,7 @@ class BlkDevice(VirtioDevice):
 
     def write(self, sector, data):
         """Write `data` (a multiple of block_size long) at `sector`."""
-        self.submit(VIRTIO_BLK_T_OUT, sector, data, _SYNC)
+        self.submit_write(sector, data, _SYNC)
         self._finish_sync()
 
     def flush(self):
@@ -437,9 +588,11 @@ class BlkDevice(VirtioDevice):
         """The device ID string (VIRTIO_BLK_T_GET_ID: QEMU's serial=), up to
         20 ASCII characters; '' when the device has none."""
         hw = self.hw
+        if self._st[ST_SYNC]:
+            self._finish_sync()
         hw.write(self._id_buf, bytes(VIRTIO_BLK_ID_BYTES))
-        self._transfers[_SYNC] = [1, None]
-        self._queue(VIRTIO_BLK_T_GET_ID, 0, 0, None, 0, VIRTIO_BLK_ID_BYTES, _SYNC,
+        self._st[ST_SYNC] = 1
+        self._queue(VIRTIO_BLK_T_GET_ID, 0, 0, None, 0, VIRTIO_BLK_ID_BYTES, _SYNC, None,
                     self._id_buf)
         self._finish_sync()
         raw = hw.read(self._id_buf, VIRTIO_BLK_ID_BYTES)
@@ -449,12 +602,14 @@ class BlkDevice(VirtioDevice):
         return ''.join([chr(c) if 32 <= c < 127 else '?' for c in raw[:n]])
 
     def _finish_sync(self):
+        """Wait for the read()/write()/... transfer; raise its error."""
         self.kick()
-        while _SYNC in self._transfers:
+        st = self._st
+        while st[ST_SYNC]:
             self._wait_some(None)
-        err = self._sync_error
+        err = self._sync_err
         if err is not None:
-            self._sync_error = None
+            self._sync_err = None
             raise err
 
     # -- MicroPython's block device protocol (os.AbstractBlockDev) -------------------------
@@ -508,38 +663,40 @@ class BlkDevice(VirtioDevice):
             return self.block_size
         return None
 
-    # -- splitting transfers into requests ---------------------------------------------------
+    # -- transfers into requests ----------------------------------------------------------------
     def _submit_data(self, op, sector, buf, tag):
         write = op == VIRTIO_BLK_T_OUT
         what = 'write' if write else 'read'
         if buf is None:
             raise ValueError('%s: %s needs a buffer' % (self._who, what))
         nbytes = len(buf)
-        count = self._check_range(what, sector, nbytes)
+        self._check_range(what, sector, nbytes)
         if write:
             self._check_writable(what)
-        elif nbytes:
+        else:
             buf[0] = buf[0]     # TypeError now for a read-only buffer, not mid-transfer
         addr = self._dma_address(buf)
-        step = self._per_request
+        step = self._st[ST_PER_REQUEST]
         if addr is None:
             step = min(step, self._bounce_chunk())
         nreq = (nbytes + step - 1) // step
-        self._begin(tag, nreq)
+        xfer = [nreq, None, tag] if nreq > 1 else None
         off = 0
-        while off < nbytes:
-            n = min(step, nbytes - off)
-            self._queue(op, sector + off // SECTOR_SIZE, n // SECTOR_SIZE, buf, off, n, tag,
-                        None if addr is None else addr + off)
-            off += n
+        try:
+            while off < nbytes:
+                n = min(step, nbytes - off)
+                self._queue(op, sector + off // SECTOR_SIZE, n // SECTOR_SIZE, buf, off, n, tag,
+                            xfer, None if addr is None else addr + off)
+                off += n
+        except Exception:
+            self._abandon(xfer, nreq - (off + step - 1) // step)
+            raise
 
     def _submit_flush(self, tag):
         if not self.has(VIRTIO_BLK_F_FLUSH):
-            self._begin(tag, 0)
             self._end(tag, None)
             return
-        self._begin(tag, 1)
-        self._queue(VIRTIO_BLK_T_FLUSH, 0, 0, None, 0, 0, tag, None)
+        self._queue(VIRTIO_BLK_T_FLUSH, 0, 0, None, 0, 0, tag, None, 0)
 
     def _submit_zeroes(self, op, sector, count, tag, flags):
         discard = op == VIRTIO_BLK_T_DISCARD
@@ -554,20 +711,33 @@ class BlkDevice(VirtioDevice):
         if step <= 0:
             raise BlkError(EOPNOTSUPP, '%s: %s: the device allows fewer sectors than a block'
                            % (self._who, what))
-        self._begin(tag, (count + step - 1) // step)
+        nreq = (count + step - 1) // step
+        xfer = [nreq, None, tag] if nreq > 1 else None
         done = 0
-        while done < count:
-            n = min(step, count - done)
-            self._queue(op, sector + done, n, None, flags, 0, tag, None)
-            done += n
+        try:
+            while done < count:
+                n = min(step, count - done)
+                self._queue(op, sector + done, n, None, flags, SEGMENT_BYTES, tag, xfer, None)
+                done += n
+        except Exception:
+            self._abandon(xfer, nreq - (done + step - 1) // step)
+            raise
 
-    def _begin(self, tag, nreq):
-        self._transfers[tag] = [nreq, None]
+    def _abandon(self, xfer, unqueued):
+        """A submit failed (a timeout while waiting for room) after queueing
+        some of its requests: those complete silently, the caller has the
+        error."""
+        if xfer is not None:
+            xfer[0] -= unqueued
+            xfer[2] = _ABANDONED
 
     def _end(self, tag, err):
-        del self._transfers[tag]
+        """A transfer is over: to poll(), or to the waiting simple call."""
         if tag is _SYNC:
-            self._sync_error = err
+            self._sync_err = err
+            self._st[ST_SYNC] = 0
+        elif tag is _ABANDONED:
+            return
         elif err is None:
             self._finished.append(tag)
         else:
@@ -590,97 +760,232 @@ class BlkDevice(VirtioDevice):
 
     def _take_bounce(self):
         if not self._bounce:
-            chunk = self._bounce_chunk()
-            self._bounce = self.hw.dma_alloc(chunk * BOUNCE_SLOTS, 16)
+            self._bounce = self.hw.dma_alloc(self._bounce_chunk() * BOUNCE_SLOTS, 16)
             self._bounce_free = list(range(BOUNCE_SLOTS))
         while not self._bounce_free:
             self.kick()
             self._wait_some(None)
         return self._bounce_free.pop()
 
-    # -- requests: a slot, a chain on the ring ----------------------------------------------
+    # -- requests: a slot, its chain on the ring ---------------------------------------------
     def _take_slot(self):
-        while not self._free or len(self._s_op) - len(self._free) >= self.depth:
+        """A free slot, once fewer than `depth` requests are in flight."""
+        st = self._st
+        while st[ST_NFREE] == 0 or st[ST_NSLOTS] - st[ST_NFREE] >= st[ST_DEPTH]:
             self.kick()
             self._wait_some(None)
-        return self._free.pop()
+        n = st[ST_NFREE] - 1
+        st[ST_NFREE] = n
+        return self._free[n]
 
-    def _queue(self, op, sector, count, buf, off, nbytes, tag, addr):
-        """Place one request on the ring (no notification). Data: nbytes of
-        buf from off, at physical addr, or through a bounce buffer when
-        addr is None; for GET_ID addr is the ID buffer; for DISCARD and
-        WRITE_ZEROES `off` carries the segment's flags."""
+    def _queue(self, op, sector, count, buf, off, nbytes, tag, xfer, addr):
+        """Place one request in a slot and on the ring (not yet notified).
+        Data: nbytes of buf from off, at physical addr, through a bounce
+        buffer when addr is None; for GET_ID addr is the ID buffer; for
+        DISCARD and WRITE_ZEROES the segment goes in the slot and `off`
+        carries its flags. `xfer` counts the requests of a split transfer."""
         hw = self.hw
+        slot = self._take_slot()
         bounce = -1
-        if nbytes and addr is None:
-            bounce = self._take_bounce()
+        if nbytes and addr is None and buf is not None:
+            try:
+                bounce = self._take_bounce()
+            except Exception:
+                self._release(slot)
+                raise
             addr = self._bounce + bounce * self._bounce_chunk()
             if op == VIRTIO_BLK_T_OUT:
                 hw.write(addr, memoryview(buf)[off:off + nbytes])
-        slot = self._take_slot()
-        hdr = self._hdrs + SLOT_BYTES * slot
-        status = self._statuses + slot
-        struct.pack_into('<IIQ', self._scratch, 0, op, 0,
-                         sector if op == VIRTIO_BLK_T_IN or op == VIRTIO_BLK_T_OUT else 0)
-        hw.write(hdr, self._scratch)
-        hw.write8(status, STATUS_UNSET)
-        readable = [(hdr, HEADER_BYTES)]
-        writable = []
-        if op == VIRTIO_BLK_T_IN or op == VIRTIO_BLK_T_GET_ID:
-            self._segments(writable, addr, nbytes)
-        elif op == VIRTIO_BLK_T_OUT:
-            self._segments(readable, addr, nbytes)
-        elif op == VIRTIO_BLK_T_DISCARD or op == VIRTIO_BLK_T_WRITE_ZEROES:
-            struct.pack_into('<QII', self._scratch, 0, sector, count, off)
-            hw.write(hdr + HEADER_BYTES, self._scratch)
-            readable.append((hdr + HEADER_BYTES, SEGMENT_BYTES))
-        writable.append((status, 1))
+        if op == VIRTIO_BLK_T_DISCARD or op == VIRTIO_BLK_T_WRITE_ZEROES:
+            addr = self._st[ST_HDRS] + slot * SLOT_BYTES + HEADER_BYTES
+            hw.write(addr, struct.pack('<QII', sector, count, off))
+            sector = 0      # unused but for reads and writes (5.2.6)
+        elif op == VIRTIO_BLK_T_FLUSH:
+            addr = 0
         self._s_tag[slot] = tag
-        self._s_op[slot] = op
-        self._s_sector[slot] = sector
-        self._s_count[slot] = count
         self._s_buf[slot] = buf
         self._s_off[slot] = off
         self._s_bounce[slot] = bounce
-        while True:
-            try:
-                self.requestq.add(readable, writable, slot)
-                return
-            except VirtqueueFull:
-                self.kick()
-                self._wait_some(None)
+        self._s_xfer[slot] = xfer
+        flags = F_BUSY
+        if bounce < 0 and xfer is None:
+            flags |= F_SIMPLE
+        if tag is _SYNC:
+            flags |= F_SYNC
+        self._s_flags[slot] = flags
+        self._post(slot, op, sector & 0xFFFFFFFF, sector >> 32, addr, nbytes)
 
-    def _segments(self, out, addr, nbytes):
-        """Descriptors for nbytes at addr, none above size_max (SIZE_MAX)."""
-        limit = self.size_max
-        if not limit or nbytes <= limit:
-            out.append((addr, nbytes))
-            return
-        limit -= limit % SECTOR_SIZE
-        while nbytes:
-            n = min(limit, nbytes)
-            out.append((addr, n))
-            addr += n
-            nbytes -= n
+    # -- the ring: plain versions of what blk_fast does in viper ----------------------------
+    def _post(self, slot, op, sector_lo, sector_hi, addr, nbytes):
+        """Write a request into slot's prebuilt chain and its avail ring
+        entry (2.7.13): the header, the status byte (set to a value no
+        device writes), the data descriptors (none for a flush)."""
+        hw = self.hw
+        st = self._st
+        block = st[ST_BLOCK]
+        chain = st[ST_CHAINS] + slot * block * DESC_BYTES
+        first = 0 if st[ST_INDIRECT] else slot * block
+        status_at = first + block - 1
+        hdr = st[ST_HDRS] + slot * SLOT_BYTES
+        hw.write32(hdr, op)
+        hw.write32(hdr + 8, sector_lo)
+        hw.write32(hdr + 12, sector_hi)
+        hw.write8(st[ST_STATUS] + slot, STATUS_UNSET)
+        self._s_len[slot] = nbytes
+        if nbytes == 0:
+            hw.write16(chain + D_NEXT, status_at)
+        else:
+            hw.write16(chain + D_NEXT, first + 1)
+            flags = VIRTQ_DESC_F_NEXT
+            if op == VIRTIO_BLK_T_IN or op == VIRTIO_BLK_T_GET_ID:
+                flags |= VIRTQ_DESC_F_WRITE
+            seg = st[ST_SIZE_MAX] or nbytes
+            d = chain + DESC_BYTES
+            j = first + 1
+            while nbytes:
+                n = min(seg, nbytes)
+                nbytes -= n
+                hw.write32(d + D_ADDR, addr)
+                hw.write32(d + D_LEN, n)
+                hw.write16(d + D_FLAGS, flags)
+                hw.write16(d + D_NEXT, j + 1 if nbytes else status_at)
+                addr += n
+                d += DESC_BYTES
+                j += 1
+        i = st[ST_AVAIL_IDX]
+        hw.write16(st[ST_AVAIL] + AVAIL_RING + 2 * (i & st[ST_MASK]),
+                   slot if st[ST_INDIRECT] else slot * block)
+        st[ST_AVAIL_IDX] = (i + 1) & 0xFFFF
 
-    # -- completions -------------------------------------------------------------------------------
+    def _publish(self):
+        """Make the posted entries visible (avail idx after a barrier,
+        2.7.13.3) and say whether the device wants a notification (2.7.10)."""
+        hw = self.hw
+        st = self._st
+        new = st[ST_AVAIL_IDX]
+        old = st[ST_KICKED]
+        if new == old:
+            return False
+        hw.barrier()
+        hw.write16(st[ST_AVAIL] + AVAIL_IDX, new)
+        hw.barrier()        # idx visible before we read the device's wish
+        st[ST_KICKED] = new
+        if st[ST_EVENT_IDX]:
+            avail_event = st[ST_USED] + USED_RING + USED_ELEM_BYTES * (st[ST_MASK] + 1)
+            return need_event(hw.read16(avail_event), new, old)
+        return not hw.read16(st[ST_USED]) & VIRTQ_USED_F_NO_NOTIFY
+
     def _reap(self):
-        """Take every completion off the ring; returns how many."""
-        vq = self.requestq
+        """Take every completion off the used ring (2.7.14); returns how many."""
+        hw = self.hw
+        st = self._st
+        used = st[ST_USED]
+        idx = hw.read16(used + USED_IDX)
+        last = st[ST_LAST_USED]
+        if idx == last:
+            return 0
+        if (idx - last) & 0xFFFF > st[ST_NSLOTS] - st[ST_NFREE]:
+            raise DeviceError('%s: used idx %d reports %d completions, %d requests in flight'
+                              % (self._who, idx, (idx - last) & 0xFFFF, self.in_flight))
+        hw.barrier()        # entries are read after the index that covers them
         n = 0
-        while True:
-            try:
-                r = vq.pop()
-            except DeviceError as e:
-                if e.token is None:
-                    raise
-                self._complete(e.token, e)      # e.g. an oversized used length
-                n += 1
-                continue
-            if r is None:
-                return n
-            self._complete(r[0], None)
+        while last != idx:
+            elem = used + USED_RING + USED_ELEM_BYTES * (last & st[ST_MASK])
+            head = hw.read32(elem)
+            length = hw.read32(elem + 4)
+            last = (last + 1) & 0xFFFF
+            st[ST_LAST_USED] = last
+            self._complete(self._slot_of(head), length)
             n += 1
+        return n
+
+    # -- completions ---------------------------------------------------------------------------
+    def _slot_of(self, head):
+        st = self._st
+        slot = head
+        if not st[ST_INDIRECT]:
+            slot = head // st[ST_BLOCK]
+            if head % st[ST_BLOCK]:
+                slot = st[ST_NSLOTS]
+        if slot >= st[ST_NSLOTS] or not self._s_flags[slot] & F_BUSY:
+            raise DeviceError('%s: used id %d is not the head of a request in flight'
+                              % (self._who, head))
+        return slot
+
+    def _complete(self, slot, length):
+        """A request came back: check its used length and status byte, copy
+        bounced data home, free the slot, account it to its transfer."""
+        hw = self.hw
+        st = self._st
+        hdr = st[ST_HDRS] + slot * SLOT_BYTES
+        op = hw.read32(hdr)
+        nbytes = self._s_len[slot]
+        status = hw.read8(st[ST_STATUS] + slot)
+        written = 1 + (nbytes if op == VIRTIO_BLK_T_IN or op == VIRTIO_BLK_T_GET_ID else 0)
+        err = None
+        if st[ST_CHECK_LEN] and length > written:
+            err = DeviceError('%s: %s: used length %d exceeds the %d writable bytes'
+                              % (self._who, self._describe(slot, op), length, written))
+        elif status != VIRTIO_BLK_S_OK:
+            err = self._status_error(status, slot, op)
+        bounce = self._s_bounce[slot]
+        if bounce >= 0:
+            if err is None and op == VIRTIO_BLK_T_IN:
+                off = self._s_off[slot]
+                self._s_buf[slot][off:off + nbytes] = hw.read(
+                    self._bounce + bounce * self._bounce_chunk(), nbytes)
+            self._bounce_free.append(bounce)
+        tag = self._s_tag[slot]
+        xfer = self._s_xfer[slot]
+        self._release(slot)
+        if err is not None:
+            err.tag = tag
+        if xfer is None:
+            self._end(tag, err)
+            return
+        if xfer[1] is None:
+            xfer[1] = err
+        xfer[0] -= 1
+        if xfer[0] == 0:
+            self._end(xfer[2], xfer[1])
+
+    def _release(self, slot):
+        st = self._st
+        self._s_flags[slot] = 0
+        self._s_buf[slot] = None
+        self._s_tag[slot] = None
+        self._s_xfer[slot] = None
+        self._s_bounce[slot] = -1
+        n = st[ST_NFREE]
+        self._free[n] = slot
+        st[ST_NFREE] = n + 1
+
+    def _describe(self, slot, op):
+        """'read of sectors 8-15' for the request in slot (from its header
+        and segment in DMA memory)."""
+        hw = self.hw
+        hdr = self._st[ST_HDRS] + slot * SLOT_BYTES
+        if op == VIRTIO_BLK_T_IN or op == VIRTIO_BLK_T_OUT:
+            sector = hw.read64(hdr + 8)
+            count = self._s_len[slot] // SECTOR_SIZE
+        elif op == VIRTIO_BLK_T_DISCARD or op == VIRTIO_BLK_T_WRITE_ZEROES:
+            sector = hw.read64(hdr + HEADER_BYTES)
+            count = hw.read32(hdr + HEADER_BYTES + 8)
+        else:
+            return OP_NAMES.get(op, 'request type %d' % op), 0, 0
+        return '%s of %s' % (OP_NAMES[op], sectors_text(sector, count)), sector, count
+
+    def _status_error(self, status, slot, op):
+        what, sector, count = self._describe(slot, op)
+        if status == VIRTIO_BLK_S_IOERR:
+            return BlkError(EIO, '%s %s failed: I/O error (VIRTIO_BLK_S_IOERR)'
+                            % (self._who, what), None, op, sector, count)
+        if status == VIRTIO_BLK_S_UNSUPP:
+            return BlkError(EOPNOTSUPP, '%s %s: not supported by the device '
+                            '(VIRTIO_BLK_S_UNSUPP)' % (self._who, what), None, op, sector, count)
+        return DeviceError('%s %s: the device completed it with status byte 0x%02x%s'
+                           % (self._who, what, status,
+                              ' (never written)' if status == STATUS_UNSET else ''))
 
     def _wait_some(self, timeout_ms):
         """Wait until at least one request completes (VirtioTimeout after
@@ -695,8 +1000,9 @@ class BlkDevice(VirtioDevice):
             timeout_ms = self.timeout_ms
         start = hw.ticks_ms()
         polls = 0
+        reap = self._reap
         while True:
-            if self._reap():
+            if reap():
                 return
             polls += 1
             if polls >= POLL_BATCH:
@@ -706,54 +1012,11 @@ class BlkDevice(VirtioDevice):
                     raise VirtioTimeout('%s: no completion within %d ms (%d requests in flight)'
                                         % (self._who, timeout_ms, self.in_flight))
 
-    def _complete(self, slot, err):
-        """A request came back: check its status byte, copy bounced data
-        home, free its slot, account it to its transfer."""
-        hw = self.hw
-        op = self._s_op[slot]
-        sector = self._s_sector[slot]
-        count = self._s_count[slot]
-        tag = self._s_tag[slot]
-        bounce = self._s_bounce[slot]
-        if err is not None:
-            err.tag = tag
-        else:
-            status = hw.read8(self._statuses + slot)
-            if status != VIRTIO_BLK_S_OK:
-                err = self._status_error(status, tag, op, sector, count)
-        if bounce >= 0:
-            if err is None and op == VIRTIO_BLK_T_IN:
-                n = count * SECTOR_SIZE
-                off = self._s_off[slot]
-                buf = self._s_buf[slot]
-                buf[off:off + n] = hw.read(self._bounce + bounce * self._bounce_chunk(), n)
-            self._bounce_free.append(bounce)
-        self._s_buf[slot] = None
-        self._s_tag[slot] = None
-        self._free.append(slot)
-        t = self._transfers[tag]
-        if t[1] is None:
-            t[1] = err
-        t[0] -= 1
-        if t[0] == 0:
-            self._end(tag, t[1])
-
-    def _status_error(self, status, tag, op, sector, count):
-        what = '%s %s of %s' % (self._who, OP_NAMES.get(op, 'request'),
-                                sectors_text(sector, count))
-        if op == VIRTIO_BLK_T_FLUSH or op == VIRTIO_BLK_T_GET_ID:
-            what = '%s %s' % (self._who, OP_NAMES[op])
-        if status == VIRTIO_BLK_S_IOERR:
-            return BlkError(EIO, '%s failed: I/O error (VIRTIO_BLK_S_IOERR)' % what,
-                            tag, op, sector, count)
-        if status == VIRTIO_BLK_S_UNSUPP:
-            return BlkError(EOPNOTSUPP, '%s: not supported by the device (VIRTIO_BLK_S_UNSUPP)'
-                            % what, tag, op, sector, count)
-        e = DeviceError('%s: the device completed it with status byte 0x%02x%s'
-                        % (what, status, ' (never written)' if status == STATUS_UNSET else ''),
-                        tag)
-        e.tag = tag
-        return e
-
 
 DRIVER = BlkDevice
+
+try:
+    from virtio import blk_fast     # viper ring functions: MicroPython only
+    DRIVER = blk_fast.install(BlkDevice, _SYNC)
+except ImportError:
+    pass

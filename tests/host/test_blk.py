@@ -134,9 +134,9 @@ def test_write_then_read_back_byte_for_byte(mode, machine):
     assert model.errors == []
 
 
-def test_packed_ring_works_too():
+def test_packed_ring_is_declined_for_the_prebuilt_split_chains():
     m, model, blk = up(mode='modern', packed=True, sectors=64)
-    assert blk.requestq.kind == 'packed'
+    assert blk.requestq.kind == 'split' and 'RING_PACKED' not in blk.feature_names()
     blk.write(0, pattern(8 * SECTOR))
     assert blk.read(0, 8) == pattern(8 * SECTOR)
     assert model.errors == []
@@ -332,12 +332,11 @@ def test_4096_byte_blocks_need_whole_aligned_blocks():
     assert model.errors == []
 
 
-def test_a_tag_in_flight_cannot_be_used_twice():
-    m, model, blk = up(completion='deferred')
-    blk.submit(B.VIRTIO_BLK_T_IN, 0, bytearray(SECTOR), 'a')
-    with pytest.raises(ValueError) as e:
-        blk.submit(B.VIRTIO_BLK_T_IN, 8, bytearray(SECTOR), 'a')
-    assert "tag 'a' is already in flight" in str(e.value)
+def test_tags_default_to_new_ints():
+    m, model, blk = up(completion='deferred', auto_complete=True)
+    tags = [blk.submit(B.VIRTIO_BLK_T_IN, i, bytearray(SECTOR)) for i in range(5)]
+    assert len(set(tags)) == 5
+    assert sorted(blk.collect()) == sorted(tags)
 
 
 # -- splitting ----------------------------------------------------------------------------------
@@ -443,12 +442,12 @@ def test_depth_bounds_the_requests_in_flight():
     m, model, blk = up(sectors=2048, completion='deferred', auto_complete=True)
     blk.depth = 4
     seen = []
-    add = blk.requestq.add
+    post = blk._post
 
-    def spy(readable, writable, token):
-        seen.append(blk.requestq.in_flight + 1)
-        return add(readable, writable, token)
-    blk.requestq.add = spy
+    def spy(*args):
+        seen.append(blk.in_flight)
+        return post(*args)
+    blk._post = spy
     for i in range(30):
         blk.submit(B.VIRTIO_BLK_T_OUT, i * 8, pattern(8 * SECTOR, i))
     blk.collect()
@@ -478,6 +477,39 @@ def test_one_large_transfer_split_over_many_requests_in_flight_at_once():
     assert bytes(model.disk[:len(data)]) == data
     assert len([r for r in model.requests if r[0] == 1]) == 64
     assert model.notifications[0] <= 2
+
+
+@pytest.mark.parametrize('size_max, slots', [(0, 5), (1024, 2)])
+def test_without_indirect_descriptors_the_chains_live_in_the_ring(size_max, slots):
+    m, model, blk = up(AddressingMachine, sectors=1024, indirect=False, queue_sizes=(16,),
+                       size_max=size_max, seg_max=4, completion='deferred', order='random',
+                       auto_complete=True)
+    assert 'INDIRECT_DESC' not in blk.feature_names() and blk.slots == slots
+    data = pattern(64 * SECTOR, 8)
+    src = dma_view(m, len(data))
+    src[:] = data
+    for i in range(16):
+        blk.submit_write(i * 4, src[i * 2048:(i + 1) * 2048], i)
+    assert sorted(blk.collect()) == list(range(16))
+    assert bytes(model.disk[:len(data)]) == data
+    assert blk.read(0, 64) == data
+    assert model.errors == []
+
+
+def test_a_submit_that_times_out_half_way_leaves_the_driver_usable():
+    m, model, blk = up(AddressingMachine, sectors=1024, completion='lazy')
+    blk.max_transfer = 4096
+    blk.refresh()
+    blk.depth = 2
+    blk.timeout_ms = 30
+    dst = dma_view(m, 4 * 4096)
+    with pytest.raises(VirtioTimeout):
+        blk.readinto(0, dst)             # 4 requests, room for 2, the device sleeps
+    assert blk.in_flight == 2
+    model.auto_complete = True          # the device wakes up
+    blk.write(0, pattern(SECTOR))
+    assert blk.read(0, 1) == pattern(SECTOR)
+    assert blk.poll() == [] and blk.in_flight == 0
 
 
 # -- MicroPython's block device protocol ---------------------------------------------------------

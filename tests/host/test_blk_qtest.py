@@ -19,7 +19,7 @@ pytestmark = pytest.mark.qemu
 SECTOR = 512
 DISK_SECTORS = 2048
 MODES = {'legacy-only': ',disable-modern=on', 'modern-only': ',disable-legacy=on',
-         'transitional': '', 'packed': ',disable-legacy=on,packed=on'}
+         'transitional': '', 'packed offered': ',disable-legacy=on,packed=on'}
 
 
 def sector_bytes(n):
@@ -144,9 +144,9 @@ def test_split_transfers_in_flight_together(qtest_factory, image):
     blk.max_transfer = 4096
     blk.refresh()
     data = pattern(256 * 1024, 3)
-    notes = blk.requestq.notifications
+    notes = blk.notifications
     blk.write(512, data)
-    assert blk.requestq.notifications - notes <= 2      # 64 requests, one notification
+    assert blk.notifications - notes <= 2      # 64 requests, one notification
     assert file_sectors(image, 512, 512) == data
     assert blk.read(512, 512) == data
 
