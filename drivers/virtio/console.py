@@ -82,6 +82,11 @@ PORT_QUEUE_SIZE = const(32)     # modern only; legacy queue sizes are fixed
 
 DEFAULT_TIMEOUT_MS = const(1000)
 POLL_BATCH = const(64)          # polls between two looks at the clock
+# QEMU answers a control message from its I/O thread, often at once but
+# sometimes milliseconds later: init() waits until the device has been
+# quiet for SETTLE_QUIET_MS (at most SETTLE_MAX_MS) so the ports are known.
+SETTLE_QUIET_MS = const(10)
+SETTLE_MAX_MS = const(200)
 
 
 def event_name(event):
@@ -458,7 +463,7 @@ class ConsoleDevice(VirtioDevice):
         try:
             self.ctl_rxq.kick()
             self.send_control(VIRTIO_CONSOLE_BAD_ID, VIRTIO_CONSOLE_DEVICE_READY, 1)
-            self.poll()
+            self._settle()
         except Exception as e:
             self._fail()
             raise NegotiationError('%s: DEVICE_READY step: %s' % (self.label(), e),
@@ -546,16 +551,29 @@ class ConsoleDevice(VirtioDevice):
 
     def poll(self):
         """Handle the control messages that arrived (port added, removed,
-        named, opened or closed by the host). Reads and writes call it."""
+        named, opened or closed by the host); True if any came. Reads and
+        writes call it."""
         if not self.multiport or self._handling:
-            return
+            return False
         self._handling = True
         try:
-            self._control_pump()
+            got = self._control_pump()
             while self._control:
                 self._handle(self._control.pop(0))
         finally:
             self._handling = False
+        return got
+
+    def _settle(self):
+        hw = self.hw
+        start = last = hw.ticks_ms()
+        while True:
+            if self.poll():
+                last = hw.ticks_ms()
+            now = hw.ticks_ms()
+            if (hw.ticks_diff(now, last) >= SETTLE_QUIET_MS
+                    or hw.ticks_diff(now, start) >= SETTLE_MAX_MS):
+                return
 
     def _error(self, msg):
         self.errors.append(msg)
