@@ -18,7 +18,7 @@ from virtio import features
 from virtio.errors import DeviceError, VirtioError, VirtqueueFull
 from virtio.virtqueue import (DEFAULT_INDIRECT_MAX, DESC_SIZE, VIRTQ_DESC_F_INDIRECT,
                               VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, Virtqueue,
-                              desc_flag_names)
+                              desc_flag_names, desc_table)
 
 VIRTQ_DESC_F_AVAIL = const(0x80)
 VIRTQ_DESC_F_USED = const(0x8000)
@@ -72,11 +72,12 @@ class PackedVirtqueue(Virtqueue):
         self._added = 0               # descriptors made available since the last kick
         self._kick_pos = 0            # ring position at the last kick
         self.notifications = 0
-        self._scratch = bytearray(DESC_SIZE)
-        self._head = bytearray(D_FLAGS)
+        self._ring = desc_table(hw, self.desc, DESC_SIZE * size)
         self.indirect = 0
         if self.indirect_max:
-            self.indirect = hw.dma_alloc(size * self.indirect_max * DESC_SIZE, DESC_SIZE)
+            nbytes = size * self.indirect_max * DESC_SIZE
+            self.indirect = hw.dma_alloc(nbytes, DESC_SIZE)
+            self._tables = desc_table(hw, self.indirect, nbytes)
         self.suppress_interrupts()
 
     def enable(self):
@@ -100,15 +101,13 @@ class PackedVirtqueue(Virtqueue):
         return VIRTQ_DESC_F_AVAIL if self._avail_wrap else VIRTQ_DESC_F_USED
 
     def _put(self, addr, length, bid, flags, first):
-        at = self.desc + DESC_SIZE * self._next_avail
+        off = DESC_SIZE * self._next_avail
         if first:
             # The first descriptor's flags are written last: they publish
             # the whole list (2.8.6).
-            struct.pack_into('<QIH', self._head, 0, addr, length, bid)
-            self.hw.write(at, self._head)
+            self._ring.put_head(off, addr, length, bid)
         else:
-            struct.pack_into('<QIHH', self._scratch, 0, addr, length, bid, flags)
-            self.hw.write(at, self._scratch)
+            self._ring.put(off, addr, length, bid, flags)
         self._next_avail += 1
         if self._next_avail == self.size:
             self._next_avail = 0
@@ -134,19 +133,18 @@ class PackedVirtqueue(Virtqueue):
         first_flags = self._avail_flags()
         wlen = 0
         if use_indirect:
-            table = self.indirect + bid * self.indirect_max * DESC_SIZE
+            toff = bid * self.indirect_max * DESC_SIZE
+            tables = self._tables
             i = 0
             for addr, length in readable:
-                struct.pack_into('<QIHH', self._scratch, 0, addr, length, 0, 0)
-                self.hw.write(table + DESC_SIZE * i, self._scratch)
+                tables.put(toff + DESC_SIZE * i, addr, length, 0, 0)
                 i += 1
             for addr, length in writable:
-                struct.pack_into('<QIHH', self._scratch, 0, addr, length, 0, VIRTQ_DESC_F_WRITE)
-                self.hw.write(table + DESC_SIZE * i, self._scratch)
+                tables.put(toff + DESC_SIZE * i, addr, length, 0, VIRTQ_DESC_F_WRITE)
                 wlen += length
                 i += 1
             first_flags |= VIRTQ_DESC_F_INDIRECT
-            self._put(table, n * DESC_SIZE, bid, 0, True)
+            self._put(self.indirect + toff, n * DESC_SIZE, bid, 0, True)
         else:
             k = 0
             for addr, length in readable:

@@ -49,6 +49,49 @@ def desc_flag_names(flags):
     return '|'.join(out) or '-'
 
 
+class ViewTable:
+    """Descriptors written straight into a view of DMA memory
+    (hw.bytearray_at): one struct.pack_into per descriptor."""
+
+    def __init__(self, hw, base, nbytes):
+        self.base = base
+        self.view = hw.bytearray_at(base, nbytes)
+
+    def put(self, off, addr, length, a, b):
+        # struct virtq_desc {addr, len, flags, next} or, packed,
+        # struct pvirtq_desc {addr, len, id, flags}.
+        struct.pack_into('<QIHH', self.view, off, addr, length, a, b)
+
+    def put_head(self, off, addr, length, a):
+        struct.pack_into('<QIH', self.view, off, addr, length, a)
+
+
+class CopyTable:
+    """Descriptors packed into a scratch buffer and copied with hw.write,
+    for hardware interfaces that cannot alias memory (qtest)."""
+
+    def __init__(self, hw, base, nbytes):
+        self.hw = hw
+        self.base = base
+        self.scratch = bytearray(DESC_SIZE)
+        self.head = bytearray(DESC_SIZE - 2)
+
+    def put(self, off, addr, length, a, b):
+        struct.pack_into('<QIHH', self.scratch, 0, addr, length, a, b)
+        self.hw.write(self.base + off, self.scratch)
+
+    def put_head(self, off, addr, length, a):
+        struct.pack_into('<QIH', self.head, 0, addr, length, a)
+        self.hw.write(self.base + off, self.head)
+
+
+def desc_table(hw, base, nbytes):
+    """A writer for `nbytes` of descriptors at `base`, chosen once."""
+    if hasattr(hw, 'bytearray_at'):
+        return ViewTable(hw, base, nbytes)
+    return CopyTable(hw, base, nbytes)
+
+
 def need_event(event, new, old):
     """Spec 2.7.10: notify when `event` lies in [old, new) modulo 2^16."""
     return ((new - event - 1) & 0xFFFF) < ((new - old) & 0xFFFF)
@@ -124,10 +167,12 @@ class SplitVirtqueue(Virtqueue):
         self._kicked_idx = 0          # avail idx at the last kick
         self._last_used = 0
         self.notifications = 0
-        self._scratch = bytearray(DESC_SIZE)
+        self._ring = desc_table(hw, self.desc, DESC_SIZE * size)
         self.indirect = 0
         if self.indirect_max:
-            self.indirect = hw.dma_alloc(size * self.indirect_max * DESC_SIZE, DESC_SIZE)
+            nbytes = size * self.indirect_max * DESC_SIZE
+            self.indirect = hw.dma_alloc(nbytes, DESC_SIZE)
+            self._tables = desc_table(hw, self.indirect, nbytes)
         self.suppress_interrupts()
 
     def _alloc_rings(self):
@@ -167,10 +212,6 @@ class SplitVirtqueue(Virtqueue):
             self.hw.write16(self.avail, 0)
 
     # -- supplying buffers (2.7.13) ------------------------------------------------------
-    def _write_desc(self, at, addr, length, flags, nxt):
-        struct.pack_into('<QIHH', self._scratch, 0, addr, length, flags, nxt)
-        self.hw.write(at, self._scratch)
-
     def add(self, readable, writable, token=None):
         """Offer one request: `readable` then `writable` are sequences of
         (address, length). Returns the head descriptor index. Raises
@@ -190,34 +231,35 @@ class SplitVirtqueue(Virtqueue):
         head = self._free_head
         wlen = 0
         if use_indirect:
-            table = self.indirect + head * self.indirect_max * DESC_SIZE
+            tables = self._tables
+            toff = head * self.indirect_max * DESC_SIZE
             i = 0
             for addr, length in readable:
-                self._write_desc(table + i * DESC_SIZE, addr, length,
-                                 VIRTQ_DESC_F_NEXT if i + 1 < n else 0, i + 1)
+                tables.put(toff + i * DESC_SIZE, addr, length,
+                           VIRTQ_DESC_F_NEXT if i + 1 < n else 0, i + 1)
                 i += 1
             for addr, length in writable:
                 flags = VIRTQ_DESC_F_WRITE | (VIRTQ_DESC_F_NEXT if i + 1 < n else 0)
-                self._write_desc(table + i * DESC_SIZE, addr, length, flags, i + 1)
+                tables.put(toff + i * DESC_SIZE, addr, length, flags, i + 1)
                 wlen += length
                 i += 1
-            self._write_desc(self.desc + head * DESC_SIZE, table, n * DESC_SIZE,
-                             VIRTQ_DESC_F_INDIRECT, 0)
+            self._ring.put(head * DESC_SIZE, self.indirect + toff, n * DESC_SIZE,
+                           VIRTQ_DESC_F_INDIRECT, 0)
             self._free_head = self._next[head]
         else:
+            ring = self._ring
             i = head
             k = 0
             nxt = self._next
             for addr, length in readable:
                 k += 1
-                self._write_desc(self.desc + i * DESC_SIZE, addr, length,
-                                 VIRTQ_DESC_F_NEXT if k < n else 0, nxt[i] if k < n else 0)
+                ring.put(i * DESC_SIZE, addr, length,
+                         VIRTQ_DESC_F_NEXT if k < n else 0, nxt[i] if k < n else 0)
                 i = nxt[i]
             for addr, length in writable:
                 k += 1
                 flags = VIRTQ_DESC_F_WRITE | (VIRTQ_DESC_F_NEXT if k < n else 0)
-                self._write_desc(self.desc + i * DESC_SIZE, addr, length, flags,
-                                 nxt[i] if k < n else 0)
+                ring.put(i * DESC_SIZE, addr, length, flags, nxt[i] if k < n else 0)
                 wlen += length
                 i = nxt[i]
             self._free_head = i

@@ -20,10 +20,10 @@ NO_INDIRECT = F.mask(F.VERSION_1, F.EVENT_IDX)
 PLAIN = F.mask(F.VERSION_1)
 
 
-def setup(mode='modern', wanted=SPLIT, queue_size=8, **model_kw):
+def setup(mode='modern', wanted=SPLIT, queue_size=8, alias=True, **model_kw):
     model_kw.setdefault('queue_sizes', (queue_size,))
     model = GenericDevice(**model_kw)
-    m, dev = bring_up(model, mode, wanted=wanted)
+    m, dev = bring_up(model, mode, wanted=wanted, alias=alias)
     return m, model, dev.vq
 
 
@@ -52,6 +52,17 @@ def test_round_trip_echo(mode):
     assert vq.num_free == vq.size and vq.in_flight == 0
     assert model.errors == []
     assert head == 0
+
+
+@pytest.mark.parametrize('wanted', [SPLIT, NO_INDIRECT])
+def test_descriptors_written_without_a_memory_view(wanted):
+    # hw without bytearray_at (qtest): descriptors go through hw.write.
+    m, model, vq = setup(wanted=wanted, alias=False)
+    assert type(vq._ring).__name__ == 'CopyTable'
+    vq.add([buf(m, b'copy')], [buf(m, size=2), buf(m, size=8)], 'c')
+    vq.kick()
+    assert vq.pop() == ('c', 4)
+    assert model.errors == []
 
 
 def test_used_length_counts_only_bytes_written():

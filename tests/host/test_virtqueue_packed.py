@@ -20,10 +20,10 @@ DIRECT = F.mask(F.VERSION_1, F.RING_PACKED, F.EVENT_IDX)
 PLAIN = F.mask(F.VERSION_1, F.RING_PACKED)
 
 
-def setup(wanted=PACKED, queue_size=8, **model_kw):
+def setup(wanted=PACKED, queue_size=8, alias=True, **model_kw):
     model_kw.setdefault('queue_sizes', (queue_size,))
     model = GenericDevice(mode='modern', packed=True, **model_kw)
-    m, dev = bring_up(model, wanted=wanted)
+    m, dev = bring_up(model, wanted=wanted, alias=alias)
     assert dev.vq.kind == 'packed'
     return m, model, dev.vq
 
@@ -66,6 +66,17 @@ def test_used_length_read_with_or_without_the_write_flag(write_flag):
     vq.kick()
     assert bool(slot(m, vq, 0)[3] & VIRTQ_DESC_F_WRITE) == write_flag
     assert vq.pop() == ('w', 7)
+
+
+@pytest.mark.parametrize('wanted', [PACKED, DIRECT])
+def test_descriptors_written_without_a_memory_view(wanted):
+    m, model, vq = setup(wanted=wanted, alias=False, queue_size=4)
+    assert type(vq._ring).__name__ == 'CopyTable'
+    for i in range(6):                       # wraps the ring
+        vq.add([buf(m, b'copy')], [buf(m, size=2), buf(m, size=8)], i)
+        vq.kick()
+        assert vq.wait() == (i, 4)
+    assert model.errors == []
 
 
 def test_wrap_counters_over_many_laps():

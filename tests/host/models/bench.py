@@ -29,12 +29,25 @@ def machine_with(*models, **machine_kw):
     return m, [f for f in fns if is_virtio(f)]
 
 
+class NoAlias:
+    """The machine seen through a hardware interface that cannot alias
+    memory (no bytearray_at), like the qtest one."""
+
+    def __init__(self, m):
+        self._m = m
+
+    def __getattr__(self, name):
+        if name == 'bytearray_at':
+            raise AttributeError(name)
+        return getattr(self._m, name)
+
+
 def bring_up(model, transport=None, wanted=None, queue_size=None, indirect_max=None,
-             driver=GenericDriver, **machine_kw):
-    """`model` in a fresh Machine, initialized by `driver` (spec 3.1.1).
-    Returns (machine, device)."""
+             driver=GenericDriver, alias=True, **machine_kw):
+    """`model` in a fresh Machine, initialized by `driver` (spec 3.1.1);
+    alias=False hides bytearray_at from the driver. Returns (machine, device)."""
     m, fns = machine_with(model, **machine_kw)
-    t = open_transport(m, fns[0], transport)
+    t = open_transport(m if alias else NoAlias(m), fns[0], transport)
     dev = driver(t, wanted)
     dev.queue_size = queue_size
     dev.indirect_max = indirect_max
