@@ -13,9 +13,9 @@
 #
 # The receiveq is kept full of preallocated buffers (5.1.6.3): a buffer goes
 # back to the device once its packet is copied out, in batches, when recv
-# finds nothing to do or RX_REFILL_BATCH buffers wait. Transmit buffers are
-# preallocated too and reclaimed when recv is idle or none is free. So the
-# work of a round trip is only what it needs: pop + copy, copy + add + kick.
+# has waited a few polls in vain or RX_REFILL_BATCH buffers wait. Transmit
+# buffers are preallocated too and reclaimed then, or when none is free. So
+# a round trip does only what it must: pop + copy, copy + add + kick.
 # This object is the `link` drivers/inet expects: mac, mtu, send, recv.
 
 try:
@@ -137,6 +137,7 @@ TX_BUFFERS = const(64)
 MRG_BUFFER = const(2048)        # receive buffer size cap when packets may span buffers
 TX_TIMEOUT_MS = const(1000)
 POLL_BATCH = const(64)          # receive polls between two looks at the clock
+IDLE_POLLS = const(4)           # empty polls in a wait before refill and reclaim
 
 
 def mac_ntoa(mac):
@@ -362,11 +363,8 @@ class NetDevice(VirtioDevice):
         """The next received frame as a new bytes object (Ethernet header
         first, no FCS), or None when none arrives within timeout_ms."""
         frame = self._receive()
-        if frame is not None:
+        if frame is not None or timeout_ms <= 0:
             return frame
-        self.housekeeping()
-        if timeout_ms <= 0:
-            return None
         hw = self.hw
         start = hw.ticks_ms()
         n = 0
@@ -374,9 +372,10 @@ class NetDevice(VirtioDevice):
             frame = self._receive()
             if frame is not None:
                 return frame
-            self.housekeeping()
             n += 1
-            if n >= POLL_BATCH:
+            if n == IDLE_POLLS:
+                self.housekeeping()     # nothing in sight: a good moment
+            elif n >= POLL_BATCH:
                 n = 0
                 self.check()
                 if hw.ticks_diff(hw.ticks_ms(), start) >= timeout_ms:
@@ -480,7 +479,7 @@ class NetDevice(VirtioDevice):
         q.kick()
 
     def housekeeping(self):
-        """What recv does when no frame waits: refill the receiveq, and
+        """What recv does while it waits in vain: refill the receiveq, and
         reclaim transmit buffers once half of them are with the device."""
         if self._rx_used:
             self.refill()

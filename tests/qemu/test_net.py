@@ -44,7 +44,7 @@ virtio.probe(x86)
 net = virtio.find('net')
 s = inet.Stack(net, time)
 lease = s.dhcp(timeout_ms=5000)
-idle = net.recv(0)
+idle = net.recv(5)
 print(repr((str(net), str(lease), idle, net.receiveq.in_flight, len(net._rx_addr))))
 """
 
