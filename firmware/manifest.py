@@ -18,3 +18,5 @@ for name in sorted(os.listdir(DRIVERS)):
 # The boot script and what it uses.
 module("fwcfg.py")
 module("boot.py")
+# A small `random`, seeded from virtio-rng when it is imported.
+module("random.py")

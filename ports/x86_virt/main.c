@@ -140,6 +140,7 @@ soft_reset:
     gc_init((void *)heap_area_start, (void *)heap_area_end);
     mp_init();
     readline_init0();
+    dupterm_reset();
 
     if (cold_boot) {
         cold_boot = false;

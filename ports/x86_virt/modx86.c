@@ -2,8 +2,8 @@
 //
 // It exports exactly the names of docs/hardware-interface.md (port I/O,
 // physical memory, DMA memory, barrier, ticks) plus mem8/mem16/mem32,
-// addressof() and poweroff(). Memory is identity mapped: an address is a
-// physical address. read*/write* are on the drivers' ring hot paths, so
+// addressof(), poweroff() and dupterm() (a second terminal, dupterm.c).
+// Memory is identity mapped: an address is a physical address. read*/write* are on the drivers' ring hot paths, so
 // they take the small-int fast path first.
 #include <string.h>
 
@@ -307,6 +307,8 @@ static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(x86_poweroff_obj, 0, 1, x86_poweroff_
 
 // ---- The module -----------------------------------------------------------
 
+extern const mp_obj_fun_builtin_var_t x86_dupterm_obj;     // dupterm.c
+
 static const mp_rom_map_elem_t x86_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR_x86) },
     { MP_ROM_QSTR(MP_QSTR_inb), MP_ROM_PTR(&x86_inb_obj) },
@@ -336,6 +338,7 @@ static const mp_rom_map_elem_t x86_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_mem32), MP_ROM_PTR(&x86_mem32_obj) },
     { MP_ROM_QSTR(MP_QSTR_addressof), MP_ROM_PTR(&x86_addressof_obj) },
     { MP_ROM_QSTR(MP_QSTR_poweroff), MP_ROM_PTR(&x86_poweroff_obj) },
+    { MP_ROM_QSTR(MP_QSTR_dupterm), MP_ROM_PTR(&x86_dupterm_obj) },
 };
 static MP_DEFINE_CONST_DICT(x86_module_globals, x86_module_globals_table);
 

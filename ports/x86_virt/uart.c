@@ -107,25 +107,35 @@ void uart_put_hex(uint32_t v) {
 
 // ---- MicroPython's console HAL --------------------------------------------
 
+// Input and output also go through a terminal attached with x86.dupterm()
+// (dupterm.c), which is polled: while one is attached the CPU wakes every
+// millisecond (the PIT) to look at it, not only on a UART interrupt.
 int mp_hal_stdin_rx_chr(void) {
     for (;;) {
         int c = uart_rx_pop();
         if (c >= 0) {
             return c;
         }
+        c = dupterm_rx_chr();
+        if (c >= 0) {
+            return c;
+        }
         mp_handle_pending(true);
         // Sleep until the next interrupt, unless a byte came in meanwhile.
         cpu_cli();
-        if (uart_rx_empty()) {
-            cpu_sti_hlt();
-        } else {
+        if (!uart_rx_empty()) {
             cpu_sti();
+        } else if (dupterm_attached()) {
+            timer_wait_event(1);
+        } else {
+            cpu_sti_hlt();
         }
     }
 }
 
 mp_uint_t mp_hal_stdout_tx_strn(const char *str, size_t len) {
     uart_write(str, len);
+    dupterm_tx_strn(str, len);
     return len;
 }
 

@@ -93,6 +93,13 @@ void uart_put_hex(uint32_t v);
 int uart_rx_pop(void);          // next received byte, or -1
 bool uart_rx_empty(void);
 
+// ---- A second terminal (dupterm.c) ---------------------------------------
+
+void dupterm_reset(void);           // at every soft reset: nothing attached
+bool dupterm_attached(void);
+int dupterm_rx_chr(void);           // a byte from the attached stream, or -1
+void dupterm_tx_strn(const char *str, size_t len);
+
 // ---- Time (timer.c) -------------------------------------------------------
 
 void timer_init(void);

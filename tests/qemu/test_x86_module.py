@@ -10,7 +10,7 @@ MULTIBOOT_MAGIC = 0x1BADB002        # the first word of the image, loaded at 1 M
 CONTRACT = ['inb', 'inw', 'inl', 'outb', 'outw', 'outl', 'read8', 'read16', 'read32',
             'read64', 'write8', 'write16', 'write32', 'write64', 'read', 'write',
             'dma_alloc', 'bytearray_at', 'barrier', 'ticks_ms', 'ticks_us', 'ticks_diff']
-EXTRAS = ['mem8', 'mem16', 'mem32', 'addressof', 'poweroff']
+EXTRAS = ['mem8', 'mem16', 'mem32', 'addressof', 'poweroff', 'dupterm']
 
 
 @pytest.fixture(scope='module')
