@@ -375,11 +375,21 @@ def _scan_bridge(hw, br, found, next_bus, seen):
 
 
 def unassigned(functions):
-    """True when some function has a memory or I/O BAR with no address:
-    no firmware ran (host bench, qtest), so assign_resources() is needed."""
+    """True when some function has a memory or I/O BAR with no address."""
     for fn in functions:
         for b in fn.bars:
             if b.base == 0:
+                return True
+    return False
+
+
+def firmware_assigned(functions):
+    """True when some BAR has an address: a firmware (or an earlier
+    assign_resources) placed the machine's resources, and reassigning them
+    under running devices would be wrong."""
+    for fn in functions:
+        for b in fn.bars:
+            if b.base != 0:
                 return True
     return False
 

@@ -7,7 +7,7 @@
 #   num_queues()  queue_max_size(i)  enable_queue(i, size, desc, driver, device)
 #   legacy_layout              True when the rings must use the legacy layout
 #   notify(i)                  available buffer notification for queue i
-#   config_read8/16/32/64(off) config_write8/16/32(off, v) config_generation()
+#   config_read8/16/32/64(off) config_write8/16/32/64(off, v) config_generation()
 #   isr()                      read (and so clear) the ISR status
 # This module also holds the device status bits (spec 2.1) and chooses a
 # transport for a PCI function (open_transport).
@@ -129,6 +129,10 @@ class Transport:
     def config_read64(self, off):
         # 64-bit fields are two 32-bit halves, low first (4.1.3).
         return self.config_read32(off) | (self.config_read32(off + 4) << 32)
+
+    def config_write64(self, off, v):
+        self.config_write32(off, v & 0xFFFFFFFF)
+        self.config_write32(off + 4, v >> 32)
 
     def describe_config(self, off, width, value):
         return 'config[0x%02x]' % off, ''

@@ -50,6 +50,19 @@ def test_probe_assigns_resources_only_when_no_firmware_did():
     assert model.bar_base(model.bars[4]) == 0xF0000000
 
 
+def test_probe_leaves_a_firmware_assignment_alone_and_reports_the_gap():
+    a, b = RngDevice(), RngDevice(mode='modern')
+    m = Machine([a, b])
+    virtio.probe(m)
+    b.config[0x20:0x28] = bytes([0xC, 0, 0, 0, 0, 0, 0, 0])      # BAR4 lost its address
+    base_a = a.bar_base(a.bars[4])
+    devs = virtio.probe(m)
+    assert a.bar_base(a.bars[4]) == base_a                       # nothing moved
+    assert devs[0].KIND == 'rng'
+    assert str(devs[1]).startswith('00:04.0 virtio-rng 1af4:1044 unbound: VirtioError: '
+                                   '00:04.0: VirtIO structure 1 in BAR4: the BAR has no address')
+
+
 def test_find_by_kind_and_index():
     m = Machine([RngDevice(), GenericDevice(device_type=9, mode='modern'), RngDevice(mode='modern')])
     virtio.probe(m)

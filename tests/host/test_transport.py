@@ -164,6 +164,8 @@ def test_device_config_reads(mode):
     assert t.config_read32(20) == 512          # blk_size
     t.config_write8(32, 0)                     # writeback
     assert t.config_read8(32) == 0
+    t.config_write64(0, 0x1_0000_0002)
+    assert t.config_read64(0) == 0x1_0000_0002
 
 
 def test_legacy_config_moves_when_msix_is_enabled():
