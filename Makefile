@@ -58,7 +58,7 @@ $(MPY_STAMP): | host-tools $(VENV_STAMP)
 # ---- Build -----------------------------------------------------------------
 # The port's own make (MicroPython's build rules) runs only when an input
 # changed, so that a build with nothing to do prints nothing.
-PORT_INPUTS := $(sort $(shell find ports/x86_virt firmware drivers -type f \
+PORT_INPUTS := $(sort tools/mkrom.py $(shell find ports/x86_virt firmware drivers -type f \
 	\( -name '*.[chS]' -o -name '*.ld' -o -name '*.py' -o -name Makefile -o -name '*.md' \) \
 	-not -path '*/__pycache__/*' 2>/dev/null))
 PORT_JOBS = $(if $(filter -j%,$(MAKEFLAGS)),,-j2)
