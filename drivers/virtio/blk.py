@@ -128,6 +128,12 @@ AVAIL_RING = const(4)
 USED_IDX = const(2)
 USED_RING = const(4)
 USED_ELEM_BYTES = const(8)
+# virtio.virtqueue's flags again, as literals the viper code can build in (a
+# name imported from another module is a run-time object there); a host test
+# checks they agree.
+_F_NEXT = const(1)              # VIRTQ_DESC_F_NEXT
+_F_WRITE = const(2)             # VIRTQ_DESC_F_WRITE
+_F_NO_NOTIFY = const(1)         # VIRTQ_USED_F_NO_NOTIFY
 
 MAX_CAPACITY = (1 << 55) - 1            # sectors: the byte size must fit in 64 bits
 FAST_CAPACITY = const(1 << 30)          # below it, sectors are small ints (blk_fast)
@@ -139,8 +145,9 @@ POLL_BATCH = const(64)                  # ring polls between looks at the clock
 BOUNCE_SLOTS = const(64)                # bounced requests in flight at most
 BOUNCE_BYTES = const(512 * 1024)
 
-# The driver's shared state, words of an array('I') (one place the viper
-# versions of the ring functions can reach quickly).
+# The driver's numbers live in one array('I') (one lookup for the viper
+# versions of the ring functions): ST_WORDS words of state, then a record of
+# SLOT_WORDS words per slot. Objects (tags, buffers) in one list, two per slot.
 ST_CHAINS = const(0)        # where slot chains live: the indirect tables, or the ring's table
 ST_AVAIL = const(1)
 ST_USED = const(2)
@@ -153,7 +160,7 @@ ST_STATUS = const(8)
 ST_BLOCK = const(9)         # descriptors per slot: header, segments, status
 ST_INDIRECT = const(10)     # 1: a slot's chain is its own indirect table
 ST_NSLOTS = const(11)
-ST_NFREE = const(12)        # free slots: _free[0:ST_NFREE]
+ST_NFREE = const(12)        # free slots: the first ST_NFREE S_FREE entries
 ST_DEPTH = const(13)
 ST_SYNC = const(14)         # 1 while a read()/write()/... transfer is outstanding
 ST_EVENT_IDX = const(15)
@@ -162,13 +169,16 @@ ST_BLOCK_MASK = const(17)   # block_size - 1
 ST_PER_REQUEST = const(18)  # data bytes per request at most
 ST_SIZE_MAX = const(19)     # bytes per data descriptor at most, 0: no limit
 ST_READ_ONLY = const(20)
-ST_ZERO_COPY = const(21)    # 1: hw.addressof, buffers go to the device as they are
-ST_CHECK_LEN = const(22)    # 1: check used lengths (modern; legacy devices may lie, 5.2.6.4)
-ST_WORDS = const(23)
+ST_CHECK_LEN = const(21)    # 1: check used lengths (modern; legacy devices may lie, 5.2.6.4)
+ST_WORDS = const(22)
+S_FLAGS = const(0)          # slot record: its flags,
+S_LEN = const(1)            # its data bytes,
+S_FREE = const(2)           # and entry k of the free-slot stack (st[ST_NFREE] entries)
+SLOT_WORDS = const(3)
 
 # Slot flags.
 F_BUSY = const(1)
-F_SIMPLE = const(2)         # a one-request transfer, no bounce: its tag is in _s_tag
+F_SIMPLE = const(2)         # a one-request transfer, no bounce: nothing to do but its tag
 F_SYNC = const(4)           # the transfer of a read()/write()/...
 
 # errno values (MicroPython's errno numbering, as Linux).
@@ -209,6 +219,11 @@ def sectors_text(sector, count):
 def words(n, fill=0):
     """n unsigned 32-bit words."""
     return array('I', [fill] * n)
+
+
+def slot_word(slot, field):
+    """Where a field of slot's record is in the state array."""
+    return ST_WORDS + SLOT_WORDS * slot + field
 
 
 class BlkDevice(VirtioDevice):
@@ -326,7 +341,7 @@ class BlkDevice(VirtioDevice):
         block = nseg + 2
         indirect = self.has(features.INDIRECT_DESC)
         nslots = n if indirect else n // block
-        st = self._st = words(ST_WORDS)
+        st = self._st = words(ST_WORDS + SLOT_WORDS * nslots)
         st[ST_AVAIL] = vq.avail
         st[ST_USED] = vq.used
         st[ST_MASK] = n - 1
@@ -359,12 +374,11 @@ class BlkDevice(VirtioDevice):
             if indirect:
                 self._write_desc(vq.desc + k * DESC_BYTES, chain, block * DESC_BYTES,
                                  VIRTQ_DESC_F_INDIRECT, 0)
-        # A stack of free slots, and what each busy one carries.
-        self._free = array('H', range(nslots - 1, -1, -1))
-        self._s_flags = bytearray(nslots)
-        self._s_len = words(nslots)         # data bytes
-        self._s_tag = [None] * nslots
-        self._s_buf = [None] * nslots       # held until completion: the device may write it
+        for k in range(nslots):
+            st[slot_word(k, S_FREE)] = nslots - 1 - k
+        # Per slot: its tag, and its buffer, held until completion (the
+        # device may write it, the GC must not reuse it).
+        self._objs = [None] * (2 * nslots)
         self._s_xfer = [None] * nslots      # [requests outstanding, first error, tag]
         self._s_off = [0] * nslots          # where the bounced data goes in the buffer
         self._s_bounce = [-1] * nslots
@@ -376,7 +390,16 @@ class BlkDevice(VirtioDevice):
         self._bounce_free = []
         self._id_buf = hw.dma_alloc(VIRTIO_BLK_ID_BYTES, 4)
         self._addressof = getattr(hw, 'addressof', None)
-        st[ST_ZERO_COPY] = 1 if self._addressof is not None else 0
+        self._barrier = hw.barrier
+        self.native = False
+        if NATIVE and getattr(hw, '__name__', None) == 'x86' and self._addressof is not None:
+            # The target: the viper ring functions (end of this file).
+            self.native = True
+            self._post = self._post_v
+            self._publish = self._publish_v
+            self._reap = self._reap_v
+            self.submit_read = self._submit_read_v
+            self.submit_write = self._submit_write_v
 
     def _write_desc(self, at, addr, length, flags, nxt):
         self.hw.write(at, struct.pack('<QIHH', addr, length, flags, nxt))
@@ -776,7 +799,7 @@ class BlkDevice(VirtioDevice):
             self._wait_some(None)
         n = st[ST_NFREE] - 1
         st[ST_NFREE] = n
-        return self._free[n]
+        return st[slot_word(n, S_FREE)]
 
     def _queue(self, op, sector, count, buf, off, nbytes, tag, xfer, addr):
         """Place one request in a slot and on the ring (not yet notified).
@@ -802,8 +825,8 @@ class BlkDevice(VirtioDevice):
             sector = 0      # unused but for reads and writes (5.2.6)
         elif op == VIRTIO_BLK_T_FLUSH:
             addr = 0
-        self._s_tag[slot] = tag
-        self._s_buf[slot] = buf
+        self._objs[2 * slot] = tag
+        self._objs[2 * slot + 1] = buf
         self._s_off[slot] = off
         self._s_bounce[slot] = bounce
         self._s_xfer[slot] = xfer
@@ -812,7 +835,7 @@ class BlkDevice(VirtioDevice):
             flags |= F_SIMPLE
         if tag is _SYNC:
             flags |= F_SYNC
-        self._s_flags[slot] = flags
+        self._st[slot_word(slot, S_FLAGS)] = flags
         self._post(slot, op, sector & 0xFFFFFFFF, sector >> 32, addr, nbytes)
 
     # -- the ring: plain versions of what blk_fast does in viper ----------------------------
@@ -831,7 +854,7 @@ class BlkDevice(VirtioDevice):
         hw.write32(hdr + 8, sector_lo)
         hw.write32(hdr + 12, sector_hi)
         hw.write8(st[ST_STATUS] + slot, STATUS_UNSET)
-        self._s_len[slot] = nbytes
+        st[slot_word(slot, S_LEN)] = nbytes
         if nbytes == 0:
             hw.write16(chain + D_NEXT, status_at)
         else:
@@ -907,7 +930,7 @@ class BlkDevice(VirtioDevice):
             slot = head // st[ST_BLOCK]
             if head % st[ST_BLOCK]:
                 slot = st[ST_NSLOTS]
-        if slot >= st[ST_NSLOTS] or not self._s_flags[slot] & F_BUSY:
+        if slot >= st[ST_NSLOTS] or not st[slot_word(slot, S_FLAGS)] & F_BUSY:
             raise DeviceError('%s: used id %d is not the head of a request in flight'
                               % (self._who, head))
         return slot
@@ -919,7 +942,7 @@ class BlkDevice(VirtioDevice):
         st = self._st
         hdr = st[ST_HDRS] + slot * SLOT_BYTES
         op = hw.read32(hdr)
-        nbytes = self._s_len[slot]
+        nbytes = st[slot_word(slot, S_LEN)]
         status = hw.read8(st[ST_STATUS] + slot)
         written = 1 + (nbytes if op == VIRTIO_BLK_T_IN or op == VIRTIO_BLK_T_GET_ID else 0)
         err = None
@@ -932,10 +955,10 @@ class BlkDevice(VirtioDevice):
         if bounce >= 0:
             if err is None and op == VIRTIO_BLK_T_IN:
                 off = self._s_off[slot]
-                self._s_buf[slot][off:off + nbytes] = hw.read(
+                self._objs[2 * slot + 1][off:off + nbytes] = hw.read(
                     self._bounce + bounce * self._bounce_chunk(), nbytes)
             self._bounce_free.append(bounce)
-        tag = self._s_tag[slot]
+        tag = self._objs[2 * slot]
         xfer = self._s_xfer[slot]
         self._release(slot)
         if err is not None:
@@ -951,13 +974,13 @@ class BlkDevice(VirtioDevice):
 
     def _release(self, slot):
         st = self._st
-        self._s_flags[slot] = 0
-        self._s_buf[slot] = None
-        self._s_tag[slot] = None
+        st[slot_word(slot, S_FLAGS)] = 0
+        self._objs[2 * slot] = None
+        self._objs[2 * slot + 1] = None
         self._s_xfer[slot] = None
         self._s_bounce[slot] = -1
         n = st[ST_NFREE]
-        self._free[n] = slot
+        st[slot_word(n, S_FREE)] = slot
         st[ST_NFREE] = n + 1
 
     def _describe(self, slot, op):
@@ -967,7 +990,7 @@ class BlkDevice(VirtioDevice):
         hdr = self._st[ST_HDRS] + slot * SLOT_BYTES
         if op == VIRTIO_BLK_T_IN or op == VIRTIO_BLK_T_OUT:
             sector = hw.read64(hdr + 8)
-            count = self._s_len[slot] // SECTOR_SIZE
+            count = self._st[slot_word(slot, S_LEN)] // SECTOR_SIZE
         elif op == VIRTIO_BLK_T_DISCARD or op == VIRTIO_BLK_T_WRITE_ZEROES:
             sector = hw.read64(hdr + HEADER_BYTES)
             count = hw.read32(hdr + HEADER_BYTES + 8)
@@ -1015,8 +1038,232 @@ class BlkDevice(VirtioDevice):
 
 DRIVER = BlkDevice
 
+
+# -- the target: the ring functions in viper ---------------------------------------------------
+# MicroPython's native code emitter (frozen with mpy-cross -march=x86) runs
+# these in place of the plain methods of the same names, which stay the
+# reference (run and tested under CPython). They work on raw physical
+# addresses, so only where the hardware interface is the target's x86 module
+# (memory identity mapped): BlkDevice.setup() decides. Viper ints are 32-bit
+# machine words: every address is below 4 GiB, and the one-request submit
+# takes sectors below FAST_CAPACITY only; anything else goes the plain way,
+# which also explains what is wrong with a bad request.
+
 try:
-    from virtio import blk_fast     # viper ring functions: MicroPython only
-    DRIVER = blk_fast.install(BlkDevice, _SYNC)
+    import micropython
+    NATIVE = True
 except ImportError:
-    pass
+    NATIVE = False
+
+if NATIVE:
+    # Object bounds for a sector before it becomes a machine word (viper's
+    # int() would silently truncate a big int).
+    _ZERO = 0
+    _LIMIT = FAST_CAPACITY
+    _NONE = None                # viper compares objects with objects only
+
+    @micropython.viper
+    def _post_v(self, slot: int, op: int, sector_lo: uint, sector_hi: uint, addr: uint,
+                nbytes: int):
+        st = ptr32(self._st)
+        block = int(st[ST_BLOCK])
+        first = 0
+        if not st[ST_INDIRECT]:
+            first = slot * block
+        chain = st[ST_CHAINS] + uint(slot * block * DESC_BYTES)
+        status_at = first + block - 1
+        hdr = ptr32(st[ST_HDRS] + uint(slot * SLOT_BYTES))
+        hdr[0] = op
+        hdr[2] = sector_lo
+        hdr[3] = sector_hi
+        ptr8(st[ST_STATUS])[slot] = STATUS_UNSET
+        st[ST_WORDS + SLOT_WORDS * slot + S_LEN] = nbytes
+        if nbytes == 0:
+            ptr16(chain + D_NEXT)[0] = status_at
+        else:
+            ptr16(chain + D_NEXT)[0] = first + 1
+            flags = _F_NEXT
+            if op == VIRTIO_BLK_T_IN or op == VIRTIO_BLK_T_GET_ID:
+                flags |= _F_WRITE
+            seg = int(st[ST_SIZE_MAX])
+            if seg == 0:
+                seg = nbytes
+            d = chain + DESC_BYTES
+            j = first + 1
+            while nbytes:
+                n = nbytes
+                if n > seg:
+                    n = seg
+                nbytes -= n
+                ptr32(d)[0] = addr
+                ptr32(d + D_LEN)[0] = n
+                ptr16(d + D_FLAGS)[0] = flags
+                if nbytes:
+                    ptr16(d + D_NEXT)[0] = j + 1
+                else:
+                    ptr16(d + D_NEXT)[0] = status_at
+                addr += uint(n)
+                d += DESC_BYTES
+                j += 1
+        i = int(st[ST_AVAIL_IDX])
+        head = slot
+        if not st[ST_INDIRECT]:
+            head = slot * block
+        ptr16(st[ST_AVAIL] + AVAIL_RING)[i & int(st[ST_MASK])] = head
+        st[ST_AVAIL_IDX] = (i + 1) & 0xFFFF
+
+    @micropython.viper
+    def _publish_v(self) -> int:
+        st = ptr32(self._st)
+        new = int(st[ST_AVAIL_IDX])
+        old = int(st[ST_KICKED])
+        if new == old:
+            return 0
+        ptr16(st[ST_AVAIL])[1] = new        # avail->idx (x86 keeps stores in order)
+        st[ST_KICKED] = new
+        self._barrier()                     # idx visible before we read the device's wish
+        if st[ST_EVENT_IDX]:
+            event = int(ptr16(st[ST_USED] + USED_RING
+                              + uint(USED_ELEM_BYTES * (int(st[ST_MASK]) + 1)))[0])
+            if ((new - event - 1) & 0xFFFF) < ((new - old) & 0xFFFF):
+                return 1
+            return 0
+        if ptr16(st[ST_USED])[0] & _F_NO_NOTIFY:
+            return 0
+        return 1
+
+    @micropython.viper
+    def _reap_v(self) -> int:
+        st = ptr32(self._st)
+        used = st[ST_USED]
+        idx = int(ptr16(used)[1])
+        last = int(st[ST_LAST_USED])
+        if idx == last:
+            return 0
+        if ((idx - last) & 0xFFFF) > int(st[ST_NSLOTS]) - int(st[ST_NFREE]):
+            return int(BlkDevice._reap(self))   # it raises the DeviceError
+        ring = ptr32(used + USED_RING)
+        mask = int(st[ST_MASK])
+        nslots = int(st[ST_NSLOTS])
+        block = int(st[ST_BLOCK])
+        indirect = int(st[ST_INDIRECT])
+        check_len = int(st[ST_CHECK_LEN])
+        hdrs = st[ST_HDRS]
+        status = ptr8(st[ST_STATUS])
+        objs = self._objs
+        finished = self._finished
+        n = 0
+        while last != idx:
+            k = (last & mask) << 1
+            head = int(ring[k])
+            length = int(ring[k + 1])
+            last = (last + 1) & 0xFFFF
+            st[ST_LAST_USED] = last
+            slot = head
+            if not indirect:
+                slot = head // block
+                if slot * block != head:
+                    slot = nslots
+            rec = ST_WORDS + SLOT_WORDS * slot
+            if uint(slot) >= uint(nslots) or not (st[rec + S_FLAGS] & F_BUSY):
+                self._slot_of(head)         # raises the DeviceError
+            f = int(st[rec + S_FLAGS])
+            if (f & F_SIMPLE) and status[slot] == VIRTIO_BLK_S_OK:
+                written = 1
+                op = int(ptr32(hdrs + uint(slot * SLOT_BYTES))[0])
+                if op == VIRTIO_BLK_T_IN or op == VIRTIO_BLK_T_GET_ID:
+                    written += int(st[rec + S_LEN])
+                if check_len == 0 or uint(length) <= uint(written):
+                    tag = objs[2 * slot]
+                    objs[2 * slot] = _NONE
+                    objs[2 * slot + 1] = _NONE
+                    st[rec + S_FLAGS] = 0
+                    nf = int(st[ST_NFREE])
+                    st[ST_WORDS + SLOT_WORDS * nf + S_FREE] = slot
+                    st[ST_NFREE] = nf + 1
+                    if f & F_SYNC:
+                        st[ST_SYNC] = 0
+                    else:
+                        finished.append(tag)
+                    n += 1
+                    continue
+            self._complete(slot, length)    # errors, bounces, split transfers
+            n += 1
+        return n
+
+    @micropython.viper
+    def _submit1_v(self, op: int, sector, buf, tag):
+        # One request of one segment into a free slot, from the caller's
+        # memory as it is (_post_v's work, inlined); whatever it does not
+        # cover goes to the plain submit(), which also explains bad input.
+        st = ptr32(self._st)
+        if tag is _NONE or sector < _ZERO or sector >= _LIMIT:
+            return self.submit(op, sector, buf, tag)
+        sec = int(sector)
+        n = int(len(buf))
+        bmask = int(st[ST_BLOCK_MASK])
+        seg = int(st[ST_SIZE_MAX])
+        if n <= 0 or (n & bmask) or ((sec << 9) & bmask) or n > int(st[ST_PER_REQUEST]) \
+                or sec + (n >> 9) > int(st[ST_FAST_CAP]) or (seg and n > seg):
+            return self.submit(op, sector, buf, tag)
+        flags = _F_NEXT
+        if op == VIRTIO_BLK_T_OUT:
+            if st[ST_READ_ONLY]:
+                return self.submit(op, sector, buf, tag)
+        else:
+            buf[0] = buf[0]                 # TypeError now for a read-only buffer
+            flags |= _F_WRITE
+        nfree = int(st[ST_NFREE])
+        if nfree == 0 or int(st[ST_NSLOTS]) - nfree >= int(st[ST_DEPTH]):
+            return self.submit(op, sector, buf, tag)    # it waits for room
+        f = F_BUSY | F_SIMPLE
+        if tag is _SYNC:
+            if st[ST_SYNC]:
+                return self.submit(op, sector, buf, tag)
+            st[ST_SYNC] = 1
+            f |= F_SYNC
+        nfree -= 1
+        st[ST_NFREE] = nfree
+        slot = int(st[ST_WORDS + SLOT_WORDS * nfree + S_FREE])
+        rec = ST_WORDS + SLOT_WORDS * slot
+        st[rec + S_FLAGS] = f
+        st[rec + S_LEN] = n
+        objs = self._objs
+        objs[2 * slot] = tag
+        objs[2 * slot + 1] = buf
+        block = int(st[ST_BLOCK])
+        first = 0
+        head = slot
+        if not st[ST_INDIRECT]:
+            first = slot * block
+            head = first
+        chain = st[ST_CHAINS] + uint(slot * block * DESC_BYTES)
+        hdr = ptr32(st[ST_HDRS] + uint(slot * SLOT_BYTES))
+        hdr[0] = op
+        hdr[2] = sec
+        hdr[3] = 0
+        ptr8(st[ST_STATUS])[slot] = STATUS_UNSET
+        ptr16(chain + D_NEXT)[0] = first + 1
+        d = chain + DESC_BYTES
+        ptr32(d)[0] = uint(ptr8(buf))
+        ptr32(d + D_LEN)[0] = n
+        ptr16(d + D_FLAGS)[0] = flags
+        ptr16(d + D_NEXT)[0] = first + block - 1
+        i = int(st[ST_AVAIL_IDX])
+        ptr16(st[ST_AVAIL] + AVAIL_RING)[i & int(st[ST_MASK])] = head
+        st[ST_AVAIL_IDX] = (i + 1) & 0xFFFF
+        return tag
+
+    @micropython.viper
+    def _submit_read_v(self, sector, buf, tag):
+        return _submit1_v(self, VIRTIO_BLK_T_IN, sector, buf, tag)
+
+    @micropython.viper
+    def _submit_write_v(self, sector, buf, tag):
+        return _submit1_v(self, VIRTIO_BLK_T_OUT, sector, buf, tag)
+
+    BlkDevice._post_v = _post_v
+    BlkDevice._publish_v = _publish_v
+    BlkDevice._reap_v = _reap_v
+    BlkDevice._submit_read_v = _submit_read_v
+    BlkDevice._submit_write_v = _submit_write_v

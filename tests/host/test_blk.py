@@ -44,6 +44,14 @@ def quiet(model):
     return (list(model.requests), list(model.notifications))
 
 
+def test_the_viper_code_uses_the_ring_flags_of_the_core():
+    from virtio import virtqueue as V
+    assert (B._F_NEXT, B._F_WRITE, B._F_NO_NOTIFY) == (
+        V.VIRTQ_DESC_F_NEXT, V.VIRTQ_DESC_F_WRITE, V.VIRTQ_USED_F_NO_NOTIFY)
+    m, model, blk = up()
+    assert blk.native is False          # CPython runs the plain ring functions
+
+
 # -- configuration and negotiation ----------------------------------------------------------
 
 @pytest.mark.parametrize('mode', MODES)
