@@ -326,3 +326,13 @@ def test_bad_max_nr_ports_fails_the_bring_up():
     (dev,) = virtio.probe(Machine([model]))
     assert 'config max_nr_ports = 0x9 is outside [0x1, 0x4]' in str(dev)
     assert dev.KIND is None                         # unbound
+
+
+def test_packed_rings_carry_ports_and_data():
+    model, con = bring_up(HostPort(console=True), named('n'), mode='modern', packed=True)
+    assert con.ctl_rxq.kind == 'packed' and con.console().rxq.kind == 'packed'
+    assert [p.name for p in con.port_list()] == [None, 'n']
+    con.write(b'packed out')
+    model.host_send(0, b'packed in\n')
+    assert con.readline() == b'packed in\n'
+    assert model.port(0).received == b'packed out'

@@ -150,3 +150,17 @@ def test_without_multiport_port0_works_alone(qtest_factory, sockdir, transport):
     host.sendall(b'back\n')
     assert con.readline(timeout_ms=5000) == b'back\n'
     host.close()
+
+
+def test_packed_rings_with_qemu(qtest_factory, sockdir):
+    hw = qtest_factory(serial_args(sockdir, ',packed=on'))
+    virtio.probe(hw)
+    con = virtio.find('console')
+    assert con.ctl_rxq.kind == 'packed'
+    assert [p.name for p in con.port_list()] == [None, 'org.example.0', 'org.example.nochardev']
+    host = connect(sockdir, 'c0')
+    con.write(b'packed\n')
+    assert recv_exactly(host, 7) == b'packed\n'
+    host.sendall(b'in\n')
+    assert con.readline(timeout_ms=5000) == b'in\n'
+    host.close()
