@@ -169,6 +169,7 @@ class NetDevice(VirtioDevice):
         self.mtu = DEFAULT_MTU
         self.controlq = None
         self.promiscuous = True     # devices start so (QEMU does); see _start()
+        self.filter_error = None    # why the device could not filter for us, if so
         self.tx_timeout_ms = TX_TIMEOUT_MS
         self.ctrl_timeout_ms = CTRL_TIMEOUT_MS
         self.reset_counters()
@@ -279,14 +280,18 @@ class NetDevice(VirtioDevice):
         # Buffer notifications only after DRIVER_OK (3.1.1).
         self.receiveq.kick()
         # Devices start promiscuous; when the device filters on our address
-        # (its MAC, or one we set) let it drop what is not for us.
-        if self.has(VIRTIO_NET_F_CTRL_RX):
-            ours = self.has(VIRTIO_NET_F_MAC)
-            if not ours and self.has(VIRTIO_NET_F_CTRL_MAC_ADDR):
+        # (its MAC, or one we set) let it drop what is not for us. Best
+        # effort: a device that refuses stays promiscuous, which still works.
+        if not self.has(VIRTIO_NET_F_CTRL_RX):
+            return
+        try:
+            if not self.has(VIRTIO_NET_F_MAC):
+                if not self.has(VIRTIO_NET_F_CTRL_MAC_ADDR):
+                    return
                 self.set_mac(self.mac)
-                ours = True
-            if ours:
-                self.set_promiscuous(False)
+            self.set_promiscuous(False)
+        except DeviceError as e:
+            self.filter_error = str(e)
 
     # -- link state (5.1.4) ----------------------------------------------------------
     @property

@@ -485,8 +485,12 @@ def test_a_command_never_answered_times_out_and_blocks_the_next_one():
     assert 'the controlq still holds an unanswered command' in str(e.value)
 
 
-def test_a_device_refusing_filter_commands_at_start_fails_initialization():
-    m = machine_with(NetDevice(mode='modern', misbehave='ctrl_err'))[0]
-    dev, = virtio.probe(m)
-    assert isinstance(dev, virtio.UnboundDevice)
-    assert 'control command RX_PROMISC refused' in dev.error
+def test_a_device_refusing_filter_commands_at_start_stays_promiscuous_and_works():
+    model = NetDevice(mode='modern', misbehave='ctrl_err', peer=Reflector())
+    m, dev = up(model)
+    assert dev.promiscuous is True and model.promisc is True
+    assert dev.filter_error == ('00:03.0 virtio-net: control command RX_PROMISC refused '
+                                '(ack 1, VIRTIO_NET_ERR)')
+    dev.send(from_guest(seed=4))
+    assert dev.recv(50)[12:] == from_guest(seed=4)[12:]
+

@@ -304,9 +304,10 @@ class NetDevice(VirtioPciModel):
         cls, cmd = data[0], data[1]
         body = data[2:]
         self.commands.append((cls, cmd, body))
-        ack = self._command(cls, cmd, body)
         if self.misbehave == 'ctrl_err':
-            ack = VIRTIO_NET_ERR
+            ack = VIRTIO_NET_ERR            # refused, nothing changed
+        else:
+            ack = self._command(cls, cmd, body)
         req.write(bytes([ack]), offset=req.writable_size - 1)
 
     def _command(self, cls, cmd, body):
