@@ -400,8 +400,9 @@ class Port:
             self.dev.send_control(self.id, VIRTIO_CONSOLE_PORT_OPEN, 0)
         self.guest_open = False
 
-    def wait_host(self, connected=True, timeout_ms=DEFAULT_TIMEOUT_MS):
-        """Wait until the host side is open (or closed); VirtioTimeout if not."""
+    def wait_host(self, timeout_ms=DEFAULT_TIMEOUT_MS, connected=True):
+        """Wait until the host side is open (closed with connected=False);
+        VirtioTimeout if it does not happen within timeout_ms."""
         deadline = _Deadline(self.hw, timeout_ms)
         while True:
             self.dev.poll()

@@ -227,7 +227,7 @@ def test_host_open_and_close_are_seen():
     p.wait_host(timeout_ms=0)
     assert p.host_connected
     model.host_close(p.id)
-    p.wait_host(False, timeout_ms=0)
+    p.wait_host(timeout_ms=0, connected=False)
     assert not p.host_connected
 
 

@@ -83,7 +83,7 @@ def test_host_open_close_and_a_line_each_way(qtest_factory, sockdir, transport):
     p.write(b'hello host\n')
     assert recv_exactly(host, 11) == b'hello host\n'
     host.close()
-    p.wait_host(False, timeout_ms=5000)
+    p.wait_host(timeout_ms=5000, connected=False)
     host = connect(sockdir, 'c1')               # and open again
     p.wait_host(timeout_ms=5000)
     host.close()

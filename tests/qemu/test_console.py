@@ -103,7 +103,7 @@ def test_named_port_found_host_open_close_seen_and_1mib_echoed(boot, sockdir):
     assert bytes(back) == data
 
     host.close()
-    g.exec('p.wait_host(False, timeout_ms=5000)')
+    g.exec('p.wait_host(timeout_ms=5000, connected=False)')
     assert g.eval('p.host_connected') is False
 
 
