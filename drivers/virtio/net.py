@@ -5,6 +5,8 @@
 #     net.mac, net.mtu, net.link_up
 #     net.send(frame)                  # an Ethernet frame without FCS
 #     frame = net.recv(timeout_ms=100) # bytes, or None
+#     net.counters()                   # rx_packets, rx_errors, rx_dropped, tx_...
+#     net.set_promiscuous(True); net.set_mac_filter([mac]); net.set_mac(mac)
 #
 # Every packet travels behind a struct virtio_net_hdr (5.1.6): 10 bytes on
 # the legacy interface, 12 (with num_buffers) under VERSION_1 or MRG_RXBUF.
