@@ -16,8 +16,15 @@
 # The receiveq is kept full of preallocated buffers (5.1.6.3): a buffer goes
 # back to the device once its packet is copied out, in batches, when recv
 # has waited a few polls in vain or RX_REFILL_BATCH buffers wait. Transmit
-# buffers are preallocated too and reclaimed then, or when none is free. So
-# a round trip does only what it must: pop + copy, copy + add + kick.
+# buffers are preallocated too and reclaimed then, or when none is free.
+#
+# Like virtio.blk, the driver drives its two split rings itself (2.7): each
+# buffer owns fixed descriptors written once at set-up, so giving a buffer
+# to the device is one avail ring entry (and, to transmit, one length), and
+# a completion is one used ring entry checked against the buffers in flight.
+# The plain methods below are the reference (the host tests run them); on
+# the target viper twins of the same names replace them (end of the file).
+# The controlq, rarely used, goes through virtio.virtqueue.
 # This object is the `link` drivers/inet expects: mac, mtu, send, recv.
 
 try:
@@ -26,9 +33,15 @@ except ImportError:
     def const(x):
         return x
 
+try:
+    from array import array
+except ImportError:
+    array = None
+
 from virtio import features
-from virtio.device import VirtioDevice
+from virtio.device import CORE_FEATURES, VirtioDevice
 from virtio.errors import DeviceError, VirtioError, VirtioTimeout
+from virtio.virtqueue import need_event
 
 VIRTIO_ID_NET = const(1)
 
@@ -141,6 +154,37 @@ TX_TIMEOUT_MS = const(1000)
 POLL_BATCH = const(64)          # receive polls between two looks at the clock
 IDLE_POLLS = const(4)           # empty polls in a wait before refill and reclaim
 
+# Split ring layout (2.7.5, 2.7.6, 2.7.8), and the flags again as literals
+# the viper code can build in (a host test checks they match virtio.virtqueue).
+DESC_BYTES = const(16)
+D_LEN = const(8)
+AVAIL_IDX = const(2)
+AVAIL_RING = const(4)
+USED_IDX = const(2)
+USED_RING = const(4)
+_F_NEXT = const(1)              # VIRTQ_DESC_F_NEXT
+_F_WRITE = const(2)             # VIRTQ_DESC_F_WRITE
+_F_NO_NOTIFY = const(1)         # VIRTQ_USED_F_NO_NOTIFY
+
+# The state of one ring, in an array('I') (one lookup for viper): Q_WORDS
+# words, then a stack of buffer numbers (receive: used, waiting for the next
+# refill; transmit: free), then one busy flag per buffer (with the device).
+Q_DESC = const(0)
+Q_AVAIL = const(1)
+Q_USED = const(2)
+Q_MASK = const(3)           # queue size - 1
+Q_AVAIL_IDX = const(4)      # our shadow of avail->idx
+Q_KICKED = const(5)         # avail idx when the device was last told
+Q_LAST_USED = const(6)      # used idx consumed up to
+Q_EVENT_IDX = const(7)
+Q_PER = const(8)            # descriptors per buffer: 1, or 2 (header apart, legacy framing)
+Q_N = const(9)              # buffers
+Q_IN_FLIGHT = const(10)     # buffers with the device
+Q_LEN = const(11)           # used length of the last completion taken
+Q_HDR = const(12)           # virtio_net_hdr bytes
+Q_NSTACK = const(13)        # entries on the stack
+Q_WORDS = const(14)
+
 
 def mac_ntoa(mac):
     return ':'.join(['%02x' % b for b in mac])
@@ -156,6 +200,10 @@ def local_mac(seed):
     return bytes(out)
 
 
+# Ring features: the core's, less RING_PACKED (the rings here are split).
+RING_FEATURES = CORE_FEATURES & ~features.mask(features.RING_PACKED)
+
+
 class NetDevice(VirtioDevice):
     KIND = 'net'
     DEVICE_TYPE = VIRTIO_ID_NET
@@ -164,7 +212,9 @@ class NetDevice(VirtioDevice):
     FEATURE_NAMES = FEATURE_NAMES
 
     def __init__(self, transport, wanted=None, rx_buffers=RX_BUFFERS, tx_buffers=TX_BUFFERS):
-        VirtioDevice.__init__(self, transport, wanted)
+        if wanted is None:
+            wanted = SUPPORTED_FEATURES | RING_FEATURES
+        VirtioDevice.__init__(self, transport, wanted & ~features.mask(features.RING_PACKED))
         self.rx_buffers = rx_buffers
         self.tx_buffers = tx_buffers
         self.mac = None
@@ -222,6 +272,13 @@ class NetDevice(VirtioDevice):
             self._ctrl = self.hw.dma_alloc(CTRL_BUFFER + 1, 16)
             self._ctrl_ack = self._ctrl + CTRL_BUFFER
             self._ctrl_busy = False
+        self._barrier = self.hw.barrier
+        if NATIVE and getattr(self.hw, '__name__', None) == 'x86':
+            # The target: the viper ring methods (end of this file).
+            self._pop = self._pop_v
+            self._publish = self._publish_v
+            self._refill_ring = self._refill_ring_v
+            self._tx_post = self._tx_post_v
         self._setup_receive()
         self._setup_transmit()
 
@@ -237,37 +294,73 @@ class NetDevice(VirtioDevice):
         if self.has(VIRTIO_NET_F_MTU):
             self.mtu = self.check_config('mtu', t.config_read16(CONFIG_MTU), MIN_MTU, MAX_MTU)
 
+    def _ring_state(self, vq, n):
+        """The array describing split ring vq for n buffers."""
+        q = array('I', bytes(4 * (Q_WORDS + 2 * n)))
+        q[Q_DESC] = vq.desc
+        q[Q_AVAIL] = vq.avail
+        q[Q_USED] = vq.used
+        q[Q_MASK] = vq.size - 1
+        q[Q_EVENT_IDX] = 1 if self.has(features.EVENT_IDX) else 0
+        q[Q_PER] = 2 if self.split_header else 1
+        q[Q_N] = n
+        q[Q_HDR] = self.hdr_len
+        return q
+
+    def _write_desc(self, at, addr, length, flags, nxt):
+        hw = self.hw
+        hw.write64(at, addr)
+        hw.write32(at + 8, length)
+        hw.write16(at + 12, flags)
+        hw.write16(at + 14, nxt)
+
     def _setup_receive(self):
-        """Preallocate the receive buffers and make them all available
-        (5.1.6.3): header and frame back to back in one DMA block each."""
-        room = self.hdr_len + self.max_frame + VLAN_HLEN
+        """Preallocate the receive buffers, header and frame back to back,
+        each with its descriptors (2.7.5), and make them all available
+        (5.1.6.3). Legacy framing: the header in a descriptor of its own."""
+        vq = self.receiveq
+        hl = self.hdr_len
+        room = hl + self.max_frame + VLAN_HLEN
         if self.mergeable and room > MRG_BUFFER:
             room = MRG_BUFFER       # a large packet spans several buffers
-        self.rx_size = room
+        self.rx_size = self._rx_room = room
         per = 2 if self.split_header else 1
-        n = min(self.rx_buffers, self.receiveq.size // per)
-        block = self.hw.dma_alloc(n * room, 16)
-        self._rx_addr = []
-        self._rx_chain = []
-        self._rx_used = []          # buffers copied out, not yet given back
+        n = min(self.rx_buffers, vq.size // per)
+        self._rx_base = self.hw.dma_alloc(n * room, 16)
+        q = self._rxq = self._ring_state(vq, n)
         for i in range(n):
-            a = block + i * room
-            self._rx_addr.append(a)
-            if self.split_header:
-                self._rx_chain.append(((a, self.hdr_len), (a + self.hdr_len, room - self.hdr_len)))
+            a = self._rx_base + i * room
+            d = vq.desc + i * per * DESC_BYTES
+            if per == 2:
+                self._write_desc(d, a, hl, _F_WRITE | _F_NEXT, i * 2 + 1)
+                self._write_desc(d + DESC_BYTES, a + hl, room - hl, _F_WRITE, 0)
             else:
-                self._rx_chain.append(((a, room),))
-            self.receiveq.add((), self._rx_chain[i], i)
+                self._write_desc(d, a, room, _F_WRITE, 0)
+            q[Q_WORDS + i] = i
+        q[Q_NSTACK] = n
+        self._refill_ring(q)        # published now; the notification after DRIVER_OK
 
     def _setup_transmit(self):
-        """Preallocate the transmit buffers. A transmitted header is all
-        zeros (no offloads, num_buffers 0: 5.1.6.2), so it is written once."""
-        room = self.hdr_len + self.max_frame
+        """Preallocate the transmit buffers and their descriptors. A
+        transmitted header is all zeros (no offloads, num_buffers 0: 5.1.6.2),
+        so it is written once; a send writes the frame and its length."""
+        vq = self.transmitq
+        hl = self.hdr_len
+        room = self._tx_room = hl + self.max_frame
         per = 2 if self.split_header else 1
-        n = min(self.tx_buffers, self.transmitq.size // per)
-        block = self.hw.dma_alloc(n * room, 16)
-        self._tx_addr = [block + i * room for i in range(n)]
-        self._tx_free = list(range(n))
+        n = min(self.tx_buffers, vq.size // per)
+        self._tx_base = self.hw.dma_alloc(n * room, 16)
+        q = self._txq = self._ring_state(vq, n)
+        for i in range(n):
+            a = self._tx_base + i * room
+            d = vq.desc + i * per * DESC_BYTES
+            if per == 2:
+                self._write_desc(d, a, hl, _F_NEXT, i * 2 + 1)
+                self._write_desc(d + DESC_BYTES, a + hl, 0, 0, 0)
+            else:
+                self._write_desc(d, a, hl, 0, 0)
+            q[Q_WORDS + n - 1 - i] = i          # the free stack, buffer 0 on top
+        q[Q_NSTACK] = n
 
     def init(self):
         VirtioDevice.init(self)
@@ -280,7 +373,7 @@ class NetDevice(VirtioDevice):
 
     def _start(self):
         # Buffer notifications only after DRIVER_OK (3.1.1).
-        self.receiveq.kick()
+        self.transport.notify(RECEIVEQ)
         # Devices start promiscuous; when the device filters on our address
         # (its MAC, or one we set) let it drop what is not for us. Best
         # effort: a device that refuses stays promiscuous, which still works.
@@ -316,54 +409,45 @@ class NetDevice(VirtioDevice):
                              'Ethernet header)' % (n, self.max_frame, self.mtu, ETH_HLEN))
         if n < ETH_HLEN:
             raise ValueError('frame of %d bytes is shorter than an Ethernet header' % n)
-        if not self._tx_free and not self.reclaim():
+        q = self._txq
+        if not q[Q_NSTACK] and not self.reclaim():
             self._wait_transmit()
-        i = self._tx_free.pop()
-        a = self._tx_addr[i]
-        hl = self.hdr_len
-        self.hw.write(a + hl, frame)
-        if self.split_header:
-            self.transmitq.add(((a, hl), (a + hl, n)), (), i)
-        else:
-            self.transmitq.add(((a, hl + n),), (), i)
-        self.transmitq.kick()
+        i = self._tx_take(q)
+        self.hw.write(self._tx_base + i * self._tx_room + self.hdr_len, frame)
+        if self._tx_post(q, i, n):
+            self.transport.notify(TRANSMITQ)
         self.tx_packets += 1
         self.tx_bytes += n
 
     def reclaim(self):
-        """Take back the transmit buffers the device has used. -> how many."""
-        n = 0
-        while True:
-            i = self._used_token(self.transmitq)
-            if i is None:
-                return n
-            self._tx_free.append(i)
-            n += 1
-
-    def _used_token(self, q, timeout_ms=0):
-        """The token of the next completion on the transmitq or controlq,
-        whose used length means nothing (5.1.6.1: legacy devices put the
-        buffer's length there): None if none (within timeout_ms)."""
+        """Take back the transmit buffers the device has used (their used
+        length means nothing, 5.1.6.1: legacy devices put the buffer length
+        there). -> how many. DeviceError if the device names a buffer that
+        is not with it: the ring is then unusable."""
         try:
-            if timeout_ms:
-                return q.wait(timeout_ms)[0]
-            r = q.pop()
-        except DeviceError as e:
-            if e.token is None:
-                if q is self.transmitq:
-                    self.tx_errors += 1
-                raise           # a used id that is not ours: the ring is unusable
-            return e.token
-        return None if r is None else r[0]
+            return self._tx_reclaim(self._txq)
+        except DeviceError:
+            self.tx_errors += 1
+            raise
 
     def _wait_transmit(self):
-        try:
-            i = self._used_token(self.transmitq, self.tx_timeout_ms)
-        except VirtioTimeout:
-            raise VirtioTimeout('%s %s: all %d transmit buffers still with the device after '
-                                '%d ms' % (self.pci.address, self.NAME, len(self._tx_addr),
-                                           self.tx_timeout_ms))
-        self._tx_free.append(i)
+        hw = self.hw
+        start = hw.ticks_ms()
+        n = 0
+        while not self.reclaim():
+            n += 1
+            if n >= POLL_BATCH:
+                n = 0
+                self.check()
+                if hw.ticks_diff(hw.ticks_ms(), start) >= self.tx_timeout_ms:
+                    raise VirtioTimeout('%s %s: all %d transmit buffers still with the device '
+                                        'after %d ms' % (self.pci.address, self.NAME,
+                                                         self._txq[Q_N], self.tx_timeout_ms))
+
+    @property
+    def tx_in_flight(self):
+        """Transmit buffers with the device (not reclaimed yet)."""
+        return self._txq[Q_IN_FLIGHT]
 
     # -- receive (5.1.6.4) -------------------------------------------------------------
     def recv(self, timeout_ms=0):
@@ -388,40 +472,44 @@ class NetDevice(VirtioDevice):
                 if hw.ticks_diff(hw.ticks_ms(), start) >= timeout_ms:
                     return None
 
+    def _take_rx(self):
+        """The next receive completion: buffer number (its used length in
+        Q_LEN), or -1. Counts and re-raises a ring the device broke."""
+        try:
+            return self._pop(self._rxq)
+        except DeviceError:
+            self.rx_errors += 1
+            raise
+
     def _receive(self):
         """One frame from the receiveq, or None. Completions the device got
         wrong are counted and their buffers recycled; a used id that names
-        no buffer of ours leaves the ring unusable and raises DeviceError."""
-        q = self.receiveq
+        no buffer in flight leaves the ring unusable and raises DeviceError."""
+        q = self._rxq
+        hl = self.hdr_len
         while True:
-            try:
-                r = q.pop()
-            except DeviceError as e:
-                self.rx_errors += 1
-                if e.token is None:
-                    raise
-                self._recycle(e.token)      # a used length beyond the buffer
-                continue
-            if r is None:
+            i = self._take_rx()
+            if i < 0:
                 return None
-            i, length = r
-            if length < self.hdr_len:
-                self.rx_errors += 1
+            length = q[Q_LEN]
+            a = self._rx_base + i * self._rx_room
+            if length < hl or length > self._rx_room:
+                self.rx_errors += 1     # no header, or beyond the buffer
                 self._recycle(i)
                 continue
             if self.mergeable:
-                nbuf = self.hw.read16(self._rx_addr[i] + HDR_NUM_BUFFERS)
+                nbuf = self.hw.read16(a + HDR_NUM_BUFFERS)
                 if nbuf != 1:
                     frame = self._receive_merged(i, length, nbuf)
                     if frame is None:
                         continue
                     return frame
-            n = length - self.hdr_len
+            n = length - hl
             if n < ETH_HLEN or n > self.max_frame:
                 self.rx_dropped += 1
                 self._recycle(i)
                 continue
-            frame = self.hw.read(self._rx_addr[i] + self.hdr_len, n)
+            frame = self.hw.read(a + hl, n)
             self._recycle(i)
             self.rx_packets += 1
             self.rx_bytes += n
@@ -431,27 +519,26 @@ class NetDevice(VirtioDevice):
         """A packet spread over nbuf buffers (MRG_RXBUF, 5.1.6.4): the first
         holds the header; the device publishes all of them together."""
         hw = self.hw
-        parts = [hw.read(self._rx_addr[first] + self.hdr_len, length - self.hdr_len)]
+        q = self._rxq
+        room = self._rx_room
+        hl = self.hdr_len
+        parts = [hw.read(self._rx_base + first * room + hl, length - hl)]
         self._recycle(first)
-        total = length - self.hdr_len
-        bad = nbuf == 0 or nbuf > len(self._rx_addr)
+        total = length - hl
+        bad = nbuf == 0 or nbuf > q[Q_N]
         got = 1
         while not bad and got < nbuf:
-            try:
-                r = self.receiveq.pop()
-            except DeviceError as e:
-                if e.token is None:
-                    self.rx_errors += 1
-                    raise
-                self._recycle(e.token)
-                bad = True
-                break
-            if r is None:
+            i = self._take_rx()
+            if i < 0:
                 bad = True      # fewer buffers published than num_buffers says
                 break
-            i, n = r
+            n = q[Q_LEN]
+            if n > room:
+                self._recycle(i)
+                bad = True
+                break
             if total + n <= self.max_frame:
-                parts.append(hw.read(self._rx_addr[i], n))
+                parts.append(hw.read(self._rx_base + i * room, n))
             total += n
             self._recycle(i)
             got += 1
@@ -468,30 +555,136 @@ class NetDevice(VirtioDevice):
     def _recycle(self, i):
         """Receive buffer i is free again: it goes back to the device with
         the next refill."""
-        self._rx_used.append(i)
-        if len(self._rx_used) >= RX_REFILL_BATCH:
+        q = self._rxq
+        q[Q_WORDS + q[Q_NSTACK]] = i
+        q[Q_NSTACK] += 1
+        if q[Q_NSTACK] >= RX_REFILL_BATCH:
             self.refill()
 
     def refill(self):
         """Make every free receive buffer available to the device again
-        (5.1.6.3: keep the receiveq full), with one notification."""
-        used = self._rx_used
-        if not used:
-            return
-        self._rx_used = []
-        q = self.receiveq
-        chain = self._rx_chain
-        for i in used:
-            q.add((), chain[i], i)
-        q.kick()
+        (5.1.6.3: keep the receiveq full), with one notification at most."""
+        if self._rxq[Q_NSTACK] and self._refill_ring(self._rxq):
+            self.transport.notify(RECEIVEQ)
 
     def housekeeping(self):
         """What recv does while it waits in vain: refill the receiveq, and
         reclaim transmit buffers once half of them are with the device."""
-        if self._rx_used:
+        if self._rxq[Q_NSTACK]:
             self.refill()
-        if len(self._tx_free) * 2 < len(self._tx_addr):
+        q = self._txq
+        if q[Q_IN_FLIGHT] * 2 > q[Q_N]:
             self.reclaim()
+
+    @property
+    def rx_posted(self):
+        """Receive buffers with the device; the others wait for a refill."""
+        return self._rxq[Q_IN_FLIGHT]
+
+    @property
+    def rx_count(self):
+        """How many receive buffers there are."""
+        return self._rxq[Q_N]
+
+    @property
+    def tx_count(self):
+        """How many transmit buffers there are."""
+        return self._txq[Q_N]
+
+    # -- the rings: plain versions of what the viper twins do on the target ------------
+    def _post(self, q, i):
+        """Make buffer i available (2.7.13): its head in the next avail ring
+        entry; avail idx itself moves in _publish."""
+        if q[Q_WORDS + q[Q_N] + i]:
+            raise VirtioError('%s %s: buffer %d posted twice' % (self.pci.address, self.NAME, i))
+        k = q[Q_AVAIL_IDX]
+        self.hw.write16(q[Q_AVAIL] + AVAIL_RING + 2 * (k & q[Q_MASK]), i * q[Q_PER])
+        q[Q_AVAIL_IDX] = (k + 1) & 0xFFFF
+        q[Q_WORDS + q[Q_N] + i] = 1
+        q[Q_IN_FLIGHT] += 1
+
+    def _publish(self, q):
+        """Make the posted entries visible (avail idx after a barrier,
+        2.7.13.3-4) and say whether the device wants a notification (2.7.10)."""
+        hw = self.hw
+        new = q[Q_AVAIL_IDX]
+        old = q[Q_KICKED]
+        if new == old:
+            return False
+        hw.barrier()
+        hw.write16(q[Q_AVAIL] + AVAIL_IDX, new)
+        hw.barrier()        # idx visible before we read the device's wish
+        q[Q_KICKED] = new
+        if q[Q_EVENT_IDX]:
+            avail_event = q[Q_USED] + USED_RING + 8 * (q[Q_MASK] + 1)
+            return need_event(hw.read16(avail_event), new, old)
+        return not hw.read16(q[Q_USED]) & _F_NO_NOTIFY
+
+    def _refill_ring(self, q):
+        """Post every buffer on the receive stack; True to notify."""
+        for k in range(q[Q_NSTACK]):
+            self._post(q, q[Q_WORDS + k])
+        q[Q_NSTACK] = 0
+        return self._publish(q)
+
+    def _tx_take(self, q):
+        """A free transmit buffer off the stack (there is one)."""
+        q[Q_NSTACK] -= 1
+        return q[Q_WORDS + q[Q_NSTACK]]
+
+    def _tx_post(self, q, i, n):
+        """Transmit buffer i holding an n-byte frame: set its length, post
+        and publish it. True to notify."""
+        d = q[Q_DESC] + i * q[Q_PER] * DESC_BYTES
+        if q[Q_PER] == 2:
+            self.hw.write32(d + DESC_BYTES + D_LEN, n)
+        else:
+            self.hw.write32(d + D_LEN, q[Q_HDR] + n)
+        self._post(q, i)
+        return self._publish(q)
+
+    def _tx_reclaim(self, q):
+        """Every used transmit buffer back on the free stack; how many."""
+        n = 0
+        while True:
+            i = self._pop(q)
+            if i < 0:
+                return n
+            q[Q_WORDS + q[Q_NSTACK]] = i
+            q[Q_NSTACK] += 1
+            n += 1
+
+    def _pop(self, q):
+        """The next used ring entry (2.7.14): the buffer it returns, its used
+        length in q[Q_LEN]; -1 if none. DeviceError, before anything changes,
+        if the used idx runs ahead of what is in flight or the id is not the
+        head of a buffer with the device."""
+        hw = self.hw
+        used = q[Q_USED]
+        idx = hw.read16(used + USED_IDX)
+        last = q[Q_LAST_USED]
+        if idx == last:
+            return -1
+        if (idx - last) & 0xFFFF > q[Q_IN_FLIGHT]:
+            raise DeviceError('%s %s: queue %s: used idx %d reports %d completions, %d buffers '
+                              'in flight' % (self.pci.address, self.NAME, self._qname(q), idx,
+                                             (idx - last) & 0xFFFF, q[Q_IN_FLIGHT]))
+        hw.barrier()        # the entry is read after the index that covers it
+        elem = used + USED_RING + 8 * (last & q[Q_MASK])
+        head = hw.read32(elem)
+        per = q[Q_PER]
+        i = head // per
+        if head % per or i >= q[Q_N] or not q[Q_WORDS + q[Q_N] + i]:
+            raise DeviceError('%s %s: queue %s: used id %d is not the head of a buffer in '
+                              'flight' % (self.pci.address, self.NAME, self._qname(q), head))
+        q[Q_LEN] = hw.read32(elem + 4)
+        q[Q_LAST_USED] = (last + 1) & 0xFFFF
+        q[Q_WORDS + q[Q_N] + i] = 0
+        q[Q_IN_FLIGHT] -= 1
+        return i
+
+    def _qname(self, q):
+        return 'receiveq' if q is self._rxq else 'transmitq'
 
     # -- the controlq (5.1.6.5) ---------------------------------------------------------
     def set_promiscuous(self, on):
@@ -534,6 +727,19 @@ class NetDevice(VirtioDevice):
             raise ValueError('%r is not a unicast MAC address' % (mac,))
         self._command(VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_ADDR_SET, (mac,))
         self.mac = mac
+
+    def _used_token(self, q, timeout_ms=0):
+        """The token of the next completion on the controlq, whose used
+        length means nothing (5.1.6.1): None if none (within timeout_ms)."""
+        try:
+            if timeout_ms:
+                return q.wait(timeout_ms)[0]
+            r = q.pop()
+        except DeviceError as e:
+            if e.token is None:
+                raise           # a used id that is not ours: the ring is unusable
+            return e.token
+        return None if r is None else r[0]
 
     def _need(self, bit, what):
         if not self.has(bit):
@@ -583,3 +789,104 @@ class NetDevice(VirtioDevice):
 
 
 DRIVER = NetDevice
+
+# -- the target: the ring methods in viper ---------------------------------------------
+# MicroPython's native emitter (frozen with mpy-cross -march=x86) runs these
+# in place of the plain methods of the same names, which stay the reference
+# (run and tested under CPython). They work on raw physical addresses, so
+# only where the hardware interface is the target's x86 module: setup()
+# decides. Anything wrong goes to the plain method, which says what.
+
+try:
+    import micropython
+    NATIVE = True
+except ImportError:
+    NATIVE = False
+
+if NATIVE:
+    @micropython.viper
+    def _pop_v(self, q) -> int:
+        s = ptr32(q)
+        used = s[Q_USED]
+        idx = int(ptr16(used)[1])
+        last = int(s[Q_LAST_USED])
+        if idx == last:
+            return -1
+        if ((idx - last) & 0xFFFF) > int(s[Q_IN_FLIGHT]):
+            return int(NetDevice._pop(self, q))         # raises the DeviceError
+        elem = ptr32(used + USED_RING + uint(8 * (last & int(s[Q_MASK]))))
+        head = int(elem[0])
+        n = int(s[Q_N])
+        i = head
+        if int(s[Q_PER]) == 2:
+            i = head >> 1
+            if head & 1:
+                i = n
+        if uint(i) >= uint(n) or not s[Q_WORDS + n + i]:
+            return int(NetDevice._pop(self, q))         # raises the DeviceError
+        s[Q_LEN] = elem[1]
+        s[Q_LAST_USED] = (last + 1) & 0xFFFF
+        s[Q_WORDS + n + i] = 0
+        s[Q_IN_FLIGHT] = int(s[Q_IN_FLIGHT]) - 1
+        return i
+
+    @micropython.viper
+    def _publish_v(self, q) -> int:
+        s = ptr32(q)
+        new = int(s[Q_AVAIL_IDX])
+        old = int(s[Q_KICKED])
+        if new == old:
+            return 0
+        ptr16(s[Q_AVAIL])[1] = new          # avail->idx (x86 keeps stores in order)
+        s[Q_KICKED] = new
+        self._barrier()                     # idx visible before we read the device's wish
+        if s[Q_EVENT_IDX]:
+            event = int(ptr16(s[Q_USED] + USED_RING + uint(8 * (int(s[Q_MASK]) + 1)))[0])
+            if ((new - event - 1) & 0xFFFF) < ((new - old) & 0xFFFF):
+                return 1
+            return 0
+        if ptr16(s[Q_USED])[0] & _F_NO_NOTIFY:
+            return 0
+        return 1
+
+    @micropython.viper
+    def _refill_ring_v(self, q) -> int:
+        s = ptr32(q)
+        ring = ptr16(s[Q_AVAIL] + AVAIL_RING)
+        mask = int(s[Q_MASK])
+        per = int(s[Q_PER])
+        n = int(s[Q_N])
+        m = int(s[Q_NSTACK])
+        k = int(s[Q_AVAIL_IDX])
+        j = 0
+        while j < m:
+            i = int(s[Q_WORDS + j])
+            ring[k & mask] = i * per
+            k = (k + 1) & 0xFFFF
+            s[Q_WORDS + n + i] = 1
+            j += 1
+        s[Q_AVAIL_IDX] = k
+        s[Q_IN_FLIGHT] = int(s[Q_IN_FLIGHT]) + m
+        s[Q_NSTACK] = 0
+        return int(self._publish(q))
+
+    @micropython.viper
+    def _tx_post_v(self, q, i: int, n: int) -> int:
+        s = ptr32(q)
+        per = int(s[Q_PER])
+        d = s[Q_DESC] + uint(i * per * DESC_BYTES)
+        if per == 2:
+            ptr32(d + DESC_BYTES + D_LEN)[0] = n
+        else:
+            ptr32(d + D_LEN)[0] = int(s[Q_HDR]) + n
+        k = int(s[Q_AVAIL_IDX])
+        ptr16(s[Q_AVAIL] + AVAIL_RING)[k & int(s[Q_MASK])] = i * per
+        s[Q_AVAIL_IDX] = (k + 1) & 0xFFFF
+        s[Q_WORDS + int(s[Q_N]) + i] = 1
+        s[Q_IN_FLIGHT] = int(s[Q_IN_FLIGHT]) + 1
+        return int(self._publish(q))
+
+    NetDevice._pop_v = _pop_v
+    NetDevice._publish_v = _publish_v
+    NetDevice._refill_ring_v = _refill_ring_v
+    NetDevice._tx_post_v = _tx_post_v

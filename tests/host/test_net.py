@@ -44,13 +44,13 @@ def from_guest(n=60, seed=0):
 def full(dev):
     """No receive buffer is lost: each is with the device or waits for the next refill,
     and at most RX_REFILL_BATCH - 1 wait (5.1.6.3: keep the receiveq full)."""
-    held = len(dev._rx_used)
-    return dev.receiveq.in_flight + held == len(dev._rx_addr) and held < N.RX_REFILL_BATCH
+    held = dev.rx_count - dev.rx_posted
+    return 0 <= held < N.RX_REFILL_BATCH
 
 
 def idle_full(dev):
     """After a recv that found nothing, every receive buffer is with the device."""
-    return dev.recv(1) is None and dev.receiveq.in_flight == len(dev._rx_addr)
+    return dev.recv(1) is None and dev.rx_posted == dev.rx_count
 
 
 # -- negotiation and identity -------------------------------------------------------------
@@ -101,7 +101,7 @@ def test_header_format_round_trip(mode, transport, feats, hdr_len):
         back = dev.recv(100)
         assert back == out[6:12] + out[0:6] + out[12:]
         assert model.sent[-1] == out
-    buf = dev._rx_addr[0]
+    buf = dev._rx_base
     assert m.read(buf + hdr_len, 14) == DEFAULT_MAC + OTHER_MAC + b'\x08\x00'
     assert m.read(buf, hdr_len) == bytes(10) + (b'\x01\x00' if hdr_len == 12 else b'')
     assert model.errors == []
@@ -116,7 +116,7 @@ def test_legacy_framing_without_any_layout_gives_the_header_its_own_descriptor()
     assert dev.recv(100)[12:] == out[12:]
     dev.set_mac_filter([OTHER_MAC], [GROUP_MAC])
     assert model.errors == []       # the model checks every descriptor layout
-    assert len(dev._rx_addr) == 128     # two descriptors per buffer in a ring of 256
+    assert dev.rx_count == 128     # two descriptors per buffer in a ring of 256
 
 
 def test_mac_from_the_device_when_offered():
@@ -222,7 +222,7 @@ def test_frames_over_the_mtu_from_the_device_are_dropped_and_counted():
 def test_receive_buffers_are_refilled_past_the_ring_size(mode):
     model = NetDevice(mode=mode)
     m, dev = up(model)
-    n = len(dev._rx_addr)
+    n = dev.rx_count
     assert n == 256 and full(dev)
     for k in range(n + 50):
         model.deliver(to_guest(60 + k % 200, seed=k))
@@ -300,8 +300,8 @@ def test_transmit_buffers_are_reclaimed_past_the_ring_size(mode):
     m, dev = up(model)
     for k in range(300):
         dev.send(from_guest(60 + k, seed=k))
-        assert dev.transmitq.in_flight + len(dev._tx_free) == 64     # none lost
-    assert dev.recv(1) is None and dev.transmitq.in_flight < 32    # reclaimed when idle
+        assert 1 <= dev.tx_in_flight <= 64
+    assert dev.recv(1) is None and dev.tx_in_flight < 32    # reclaimed when idle
     assert model.sent == [from_guest(60 + k, seed=k) for k in range(300)]
     assert dev.tx_packets == 300 and dev.tx_bytes == sum(60 + k for k in range(300))
 
@@ -314,7 +314,7 @@ def test_send_waits_for_a_device_that_completes_late():
     model.complete()
     assert model.sent == [from_guest(100, seed=k) for k in range(150)]
     dev.reclaim()
-    assert len(dev._tx_free) == 64
+    assert dev.tx_in_flight == 0
 
 
 def test_a_device_that_keeps_every_transmit_buffer_times_out():
@@ -337,27 +337,35 @@ def test_transmit_used_length_is_ignored():
     for k in range(100):
         dev.send(from_guest(seed=k))
     dev.reclaim()
-    assert len(dev._tx_free) == 64 and dev.tx_errors == 0
+    assert dev.tx_in_flight == 0 and dev.tx_errors == 0
     assert len(model.sent) == 100
 
 
 def test_transmitted_header_is_all_zeros():
     model = NetDevice(mode='modern')
     m, dev = up(model)
-    a = dev._tx_addr[dev._tx_free[-1]]
+    a = dev._tx_base                    # buffer 0 goes first
     dev.send(from_guest())
     assert m.read(a, 12 + 60) == bytes(12) + from_guest()
 
 
-def test_packed_ring():
+def test_packed_rings_are_not_negotiated_the_split_ones_work():
+    """The driver drives split rings itself (like virtio.blk): RING_PACKED stays off."""
     model = NetDevice(mode='modern', packed=True, peer=Reflector())
     m, dev = up(model)
-    assert dev.has(F.RING_PACKED) and dev.receiveq.kind == 'packed'
+    assert not dev.has(F.RING_PACKED) and dev.receiveq.kind == 'split'
     for k in range(300):
         out = from_guest(100 + k, seed=k)
         dev.send(out)
         assert dev.recv(100)[12:] == out[12:]
     assert full(dev) and model.errors == []
+
+
+def test_ring_flag_literals_match_the_core():
+    from virtio import virtqueue as V
+    assert (N._F_NEXT, N._F_WRITE, N._F_NO_NOTIFY) == (
+        V.VIRTQ_DESC_F_NEXT, V.VIRTQ_DESC_F_WRITE, V.VIRTQ_USED_F_NO_NOTIFY)
+    assert N.DESC_BYTES == V.DESC_SIZE
 
 
 # -- a misbehaving device ----------------------------------------------------------------------
@@ -382,8 +390,31 @@ def test_a_used_id_that_is_not_ours_raises():
     model.deliver(to_guest())
     with pytest.raises(DeviceError) as e:
         dev.recv(10)
-    assert 'used id 259 is not the head of a request in flight' in str(e.value)
+    assert str(e.value) == ('00:03.0 virtio-net: queue receiveq: used id 259 is not the head '
+                            'of a buffer in flight')
     assert dev.rx_errors == 1
+
+
+@pytest.mark.parametrize('queue', ['rx', 'tx'])
+def test_a_used_idx_running_ahead_raises_and_changes_nothing(queue):
+    model = NetDevice(mode='modern')
+    m, dev = up(model)
+    model.misbehave = 'used_idx_jump'
+    with pytest.raises(DeviceError) as e:
+        if queue == 'rx':
+            model.deliver(to_guest())
+            dev.recv(10)
+        else:
+            dev.send(from_guest())
+            dev.reclaim()
+    assert str(e.value) == ('00:03.0 virtio-net: queue %s: used idx 258 reports 258 '
+                            'completions, %d buffers in flight'
+                            % (('receiveq', 256) if queue == 'rx' else ('transmitq', 1)))
+    assert (dev.rx_errors, dev.tx_errors) == ((1, 0) if queue == 'rx' else (0, 1))
+    posted = dev.rx_posted
+    with pytest.raises(DeviceError):
+        dev.recv(0) if queue == 'rx' else dev.reclaim()
+    assert dev.rx_posted == posted
 
 
 def test_device_needs_reset_while_waiting_is_reported():

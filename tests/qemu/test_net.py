@@ -45,7 +45,7 @@ net = virtio.find('net')
 s = inet.Stack(net, time)
 lease = s.dhcp(timeout_ms=5000)
 idle = net.recv(5)
-print(repr((str(net), str(lease), idle, net.receiveq.in_flight, len(net._rx_addr))))
+print(repr((str(net), str(lease), idle, net.rx_posted, net.rx_count)))
 """
 
 
