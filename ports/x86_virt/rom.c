@@ -1,6 +1,6 @@
 // The ROM: the Python modules of firmware/manifest.py as .mpy files, packed and
-// LZ4-compressed by tools/mkrom.py (its doc string has the format), unpacked
-// into RAM at boot. Imports read from it as from a file system: `import
+// DEFLATE-compressed by tools/mkrom.py (its doc string has the format),
+// unpacked into RAM at boot. Imports read from it as from a file system: `import
 // virtio.pci` finds "virtio" (a directory) and "virtio/pci.mpy" (a file).
 #include <string.h>
 
@@ -9,16 +9,15 @@
 #include "py/mperrno.h"
 #include "py/reader.h"
 #include "py/runtime.h"
+#include "inflate.h"
 #include "rom.h"
 #include "x86.h"
-
-#define LZ4_MIN_MATCH 4
 
 typedef struct {
     uint32_t name_offset, name_len, data_offset, data_len;
 } rom_entry_t;
 
-extern const uint8_t x86_rom_lz[], x86_rom_lz_end[];
+extern const uint8_t x86_rom_z[], x86_rom_z_end[];
 static const uint8_t *rom;      // the unpacked ROM
 static uint32_t rom_entries;
 
@@ -27,60 +26,15 @@ static uint32_t get_u32(const uint8_t *p) {
 }
 
 size_t rom_unpacked_size(void) {
-    if (x86_rom_lz_end - x86_rom_lz < 8 || memcmp(x86_rom_lz, "XLZ4", 4) != 0) {
-        x86_fatal("the ROM is not an XLZ4 image (rebuild with make)");
+    if (x86_rom_z_end - x86_rom_z < 8 || memcmp(x86_rom_z, "XRZ1", 4) != 0) {
+        x86_fatal("the ROM image has no XRZ1 header (rebuild with make)");
     }
-    return get_u32(x86_rom_lz + 4);
-}
-
-// Decode one LZ4 block: token [literals:4 | match-4:4], extension bytes of 255,
-// literals, 2-byte offset back into the output, extension bytes.
-static size_t lz4_decode(const uint8_t *in, const uint8_t *in_end, uint8_t *out, size_t out_size) {
-    uint8_t *o = out, *o_end = out + out_size;
-    while (in < in_end) {
-        unsigned token = *in++;
-        size_t lit = token >> 4;
-        if (lit == 15) {
-            unsigned b;
-            do {
-                b = *in++;
-                lit += b;
-            } while (b == 255);
-        }
-        if (lit > (size_t)(o_end - o) || lit > (size_t)(in_end - in)) {
-            return 0;
-        }
-        memcpy(o, in, lit);
-        o += lit;
-        in += lit;
-        if (in >= in_end) {
-            break;                      // the last sequence has no match
-        }
-        size_t offset = in[0] | (in[1] << 8);
-        in += 2;
-        size_t len = token & 15;
-        if (len == 15) {
-            unsigned b;
-            do {
-                b = *in++;
-                len += b;
-            } while (b == 255);
-        }
-        len += LZ4_MIN_MATCH;
-        if (offset == 0 || offset > (size_t)(o - out) || len > (size_t)(o_end - o)) {
-            return 0;
-        }
-        const uint8_t *m = o - offset;
-        while (len--) {
-            *o++ = *m++;                // may overlap: byte by byte
-        }
-    }
-    return o - out;
+    return get_u32(x86_rom_z + 4);
 }
 
 void rom_unpack(void *dest) {
     size_t size = rom_unpacked_size();
-    if (lz4_decode(x86_rom_lz + 8, x86_rom_lz_end, dest, size) != size
+    if (inflate(x86_rom_z + 8, x86_rom_z_end, dest, size) != size
         || memcmp(dest, "XROM", 4) != 0) {
         x86_fatal("the ROM does not unpack (rebuild with make)");
     }

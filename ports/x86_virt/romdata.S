@@ -2,7 +2,7 @@
 // names), linked into the image as data. rom.c unpacks it at boot.
     .section .rodata
     .balign 4
-    .global x86_rom_lz, x86_rom_lz_end
-x86_rom_lz:
+    .global x86_rom_z, x86_rom_z_end
+x86_rom_z:
     .incbin ROM_FILE
-x86_rom_lz_end:
+x86_rom_z_end:
