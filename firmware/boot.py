@@ -1,4 +1,4 @@
-# The boot script (frozen into the image; main.c runs it once per power-on).
+# The boot script (in the image's ROM; main.c imports it once per power-on).
 #
 # 1. Report what the machine has: the VirtIO devices as the drivers see them
 #    (virtio.probe), or, when the drivers are missing or fail, the PCI

@@ -10,7 +10,7 @@
 #define MICROPY_CONFIG_ROM_LEVEL            (MICROPY_CONFIG_ROM_LEVEL_EXTRA_FEATURES)
 
 // Compiler and emitters: bytecode plus the x86 native emitter, so that
-// @micropython.native and @micropython.viper work at the REPL and in frozen code.
+// @micropython.native and @micropython.viper work at the REPL and in the ROM.
 #define MICROPY_ENABLE_COMPILER             (1)
 #define MICROPY_EMIT_X86                    (1)
 #define MICROPY_PERSISTENT_CODE_LOAD        (1)
