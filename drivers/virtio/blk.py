@@ -170,16 +170,21 @@ ST_PER_REQUEST = const(18)  # data bytes per request at most
 ST_SIZE_MAX = const(19)     # bytes per data descriptor at most, 0: no limit
 ST_READ_ONLY = const(20)
 ST_CHECK_LEN = const(21)    # 1: check used lengths (modern; legacy devices may lie, 5.2.6.4)
-ST_WORDS = const(22)
+ST_NDONE = const(22)        # tags of submit_batch() requests done, for poll_batch()
+ST_WORDS = const(23)
 S_FLAGS = const(0)          # slot record: its flags,
 S_LEN = const(1)            # its data bytes,
-S_FREE = const(2)           # and entry k of the free-slot stack (st[ST_NFREE] entries)
-SLOT_WORDS = const(3)
+S_TAG = const(2)            # its tag, for a submit_batch() request;
+S_FREE = const(3)           # entry k of the free-slot stack (st[ST_NFREE] entries),
+S_DONE = const(4)           # entry k of the finished batch tags (st[ST_NDONE]),
+S_ADDR = const(5)           # and its data's address (a batch request, while checked)
+SLOT_WORDS = const(6)
 
 # Slot flags.
 F_BUSY = const(1)
 F_SIMPLE = const(2)         # a one-request transfer, no bounce: nothing to do but its tag
 F_SYNC = const(4)           # the transfer of a read()/write()/...
+F_BATCH = const(8)          # a submit_batch() request: its tag is S_TAG, done to S_DONE
 
 # errno values (MicroPython's errno numbering, as Linux).
 EIO = const(5)
@@ -391,6 +396,7 @@ class BlkDevice(VirtioDevice):
         self._id_buf = hw.dma_alloc(VIRTIO_BLK_ID_BYTES, 4)
         self._addressof = getattr(hw, 'addressof', None)
         self._barrier = hw.barrier
+        self._word_arrays = []
         self.native = False
         if NATIVE and getattr(hw, '__name__', None) == 'x86' and self._addressof is not None:
             # The target: the viper ring functions (end of this file).
@@ -560,6 +566,117 @@ class BlkDevice(VirtioDevice):
                                                        or len(self._finished) < count):
             self._wait_some(timeout_ms)
         return self._take_finished()
+
+    # -- the vector batch interface: many requests per call ---------------------------------
+    def submit_batch(self, op, tags, count, sectors, bufs):
+        """Queue `count` reads (VIRTIO_BLK_T_IN) or writes (VIRTIO_BLK_T_OUT)
+        in one call: for each t in tags[0:count], bufs[t] at sectors[t], one
+        request each (a buffer is at most one request, `max_request` bytes),
+        tagged t, an int below 65536. Their tags come back from poll_batch(),
+        not poll(). All are checked before any is queued (bad input raises
+        and queues nothing); when fewer than `count` slots are free, it waits
+        for completions. tags and sectors: array('I') for the fast path (any
+        int sequences work). Returns count."""
+        if self.native and self._words(tags) and self._words(sectors):
+            return self._submit_batch_v(op, tags, count, sectors, bufs)
+        return self._submit_batch(op, tags, count, sectors, bufs)
+
+    def poll_batch(self, out, timeout_ms=0):
+        """Notify the device of what is queued and put the tags of the
+        submit_batch() requests finished since the last call in out[0:n]
+        (an array('I'), or a list); returns n (at most len(out)). With a
+        timeout_ms, first wait (up to that long without any completion,
+        then VirtioTimeout) until there is at least one. Raises like poll()
+        for a failed request."""
+        self.kick()
+        self._reap()
+        st = self._st
+        if timeout_ms:
+            while not st[ST_NDONE] and not self._failed and self.in_flight:
+                self._wait_some(timeout_ms)
+        if self._failed:
+            raise self._failed.pop(0)
+        if self.native and self._words(out):
+            return self._take_done_v(out)
+        return self._take_done(out)
+
+    def _words(self, a):
+        """Whether `a` is an array of 32-bit words (what the viper code may
+        index raw); the last few arrays seen are remembered."""
+        seen = self._word_arrays
+        for x in seen:
+            if x is a:
+                return True
+        if not isinstance(a, array) or len(a) == 0 or len(bytes(memoryview(a)[:1])) != 4:
+            return False
+        seen.append(a)
+        if len(seen) > 4:
+            seen.pop(0)
+        return True
+
+    @property
+    def max_request(self):
+        """Data bytes one request carries at most."""
+        return self._st[ST_PER_REQUEST]
+
+    def _submit_batch(self, op, tags, count, sectors, bufs):
+        write = op == VIRTIO_BLK_T_OUT
+        what = 'write' if write else 'read'
+        if not write and op != VIRTIO_BLK_T_IN:
+            raise ValueError('%s: submit_batch takes VIRTIO_BLK_T_IN or VIRTIO_BLK_T_OUT, '
+                             'not %r' % (self._who, op))
+        st = self._st
+        if count < 0 or count > len(tags):
+            raise ValueError('%s: count %d: %d tags given' % (self._who, count, len(tags)))
+        if count > st[ST_DEPTH]:
+            raise ValueError('%s: a batch of %d is more than the depth %d'
+                             % (self._who, count, st[ST_DEPTH]))
+        if write:
+            self._check_writable(what)
+        per = st[ST_PER_REQUEST]
+        addrs = []
+        for j in range(count):
+            t = tags[j]
+            if t < 0 or t > 0xFFFF or t >= len(bufs) or t >= len(sectors):
+                raise ValueError('%s: tag %d: not below 65536 and an index of bufs and '
+                                 'sectors' % (self._who, t))
+            buf = bufs[t]
+            n = len(buf)
+            self._check_range(what, sectors[t], n)
+            if n > per:
+                raise ValueError('%s: %s of %d bytes: more than one request carries (%d)'
+                                 % (self._who, what, n, per))
+            if not write:
+                buf[0] = buf[0]     # TypeError now for a read-only buffer
+            addrs.append(self._dma_address(buf))
+        while True:
+            # Room in the slots and in the finished-tags list (in flight +
+            # finished never exceed the slots: poll_batch() makes room).
+            room = st[ST_NSLOTS] - st[ST_NDONE]
+            if count > room:
+                raise ValueError('%s: %d finished batch tags wait for poll_batch(): no room '
+                                 'for %d more' % (self._who, st[ST_NDONE], count))
+            if st[ST_NSLOTS] - st[ST_NFREE] + count <= min(st[ST_DEPTH], room):
+                break
+            self.kick()
+            self._wait_some(None)
+        for j in range(count):
+            t = tags[j]
+            buf = bufs[t]
+            n = len(buf)
+            self._queue(op, sectors[t], n // SECTOR_SIZE, buf, 0, n, t, None, addrs[j], True)
+        return count
+
+    def _take_done(self, out):
+        st = self._st
+        n = st[ST_NDONE]
+        m = min(n, len(out))
+        for k in range(m):
+            out[k] = st[slot_word(k, S_DONE)]
+        for k in range(m, n):
+            st[slot_word(k - m, S_DONE)] = st[slot_word(k, S_DONE)]
+        st[ST_NDONE] = n - m
+        return m
 
     def _take_finished(self):
         if self._failed:
@@ -801,7 +918,7 @@ class BlkDevice(VirtioDevice):
         st[ST_NFREE] = n
         return st[slot_word(n, S_FREE)]
 
-    def _queue(self, op, sector, count, buf, off, nbytes, tag, xfer, addr):
+    def _queue(self, op, sector, count, buf, off, nbytes, tag, xfer, addr, batch=False):
         """Place one request in a slot and on the ring (not yet notified).
         Data: nbytes of buf from off, at physical addr, through a bounce
         buffer when addr is None; for GET_ID addr is the ID buffer; for
@@ -835,6 +952,9 @@ class BlkDevice(VirtioDevice):
             flags |= F_SIMPLE
         if tag is _SYNC:
             flags |= F_SYNC
+        if batch:
+            flags |= F_BATCH
+            self._st[slot_word(slot, S_TAG)] = tag
         self._st[slot_word(slot, S_FLAGS)] = flags
         self._post(slot, op, sector & 0xFFFFFFFF, sector >> 32, addr, nbytes)
 
@@ -948,7 +1068,7 @@ class BlkDevice(VirtioDevice):
         err = None
         if st[ST_CHECK_LEN] and length > written:
             err = DeviceError('%s: %s: used length %d exceeds the %d writable bytes'
-                              % (self._who, self._describe(slot, op), length, written))
+                              % (self._who, self._describe(slot, op)[0], length, written))
         elif status != VIRTIO_BLK_S_OK:
             err = self._status_error(status, slot, op)
         bounce = self._s_bounce[slot]
@@ -960,9 +1080,17 @@ class BlkDevice(VirtioDevice):
             self._bounce_free.append(bounce)
         tag = self._objs[2 * slot]
         xfer = self._s_xfer[slot]
+        batch = st[slot_word(slot, S_FLAGS)] & F_BATCH
+        if batch:
+            tag = st[slot_word(slot, S_TAG)]
         self._release(slot)
         if err is not None:
             err.tag = tag
+        if batch and err is None:
+            n = st[ST_NDONE]
+            st[slot_word(n, S_DONE)] = tag
+            st[ST_NDONE] = n + 1
+            return
         if xfer is None:
             self._end(tag, err)
             return
@@ -1152,6 +1280,7 @@ if NATIVE:
         status = ptr8(st[ST_STATUS])
         objs = self._objs
         finished = self._finished
+        none = _NONE
         n = 0
         while last != idx:
             k = (last & mask) << 1
@@ -1174,17 +1303,24 @@ if NATIVE:
                 if op == VIRTIO_BLK_T_IN or op == VIRTIO_BLK_T_GET_ID:
                     written += int(st[rec + S_LEN])
                 if check_len == 0 or uint(length) <= uint(written):
-                    tag = objs[2 * slot]
-                    objs[2 * slot] = _NONE
-                    objs[2 * slot + 1] = _NONE
                     st[rec + S_FLAGS] = 0
                     nf = int(st[ST_NFREE])
                     st[ST_WORDS + SLOT_WORDS * nf + S_FREE] = slot
                     st[ST_NFREE] = nf + 1
-                    if f & F_SYNC:
-                        st[ST_SYNC] = 0
+                    if f & F_BATCH:
+                        # (its buffer stays referenced until the slot's next
+                        # use: the caller's list holds it anyway)
+                        nd = int(st[ST_NDONE])
+                        st[ST_WORDS + SLOT_WORDS * nd + S_DONE] = st[rec + S_TAG]
+                        st[ST_NDONE] = nd + 1
                     else:
-                        finished.append(tag)
+                        tag = objs[2 * slot]
+                        objs[2 * slot] = none
+                        objs[2 * slot + 1] = none
+                        if f & F_SYNC:
+                            st[ST_SYNC] = 0
+                        else:
+                            finished.append(tag)
                     n += 1
                     continue
             self._complete(slot, length)    # errors, bounces, split transfers
@@ -1262,6 +1398,118 @@ if NATIVE:
     def _submit_write_v(self, sector, buf, tag):
         return _submit1_v(self, VIRTIO_BLK_T_OUT, sector, buf, tag)
 
+    @micropython.viper
+    def _submit_batch_v(self, op: int, tags, count: int, sectors, bufs) -> int:
+        # submit_batch() with everything in machine words: checked whole
+        # first, then posted; any case it does not cover (waiting for room,
+        # bad input to explain) goes to the plain _submit_batch().
+        st = ptr32(self._st)
+        nslots = int(st[ST_NSLOTS])
+        nfree = int(st[ST_NFREE])
+        room = nslots - int(st[ST_NDONE])
+        depth = int(st[ST_DEPTH])
+        if depth < room:
+            room = depth
+        if (op != VIRTIO_BLK_T_IN and op != VIRTIO_BLK_T_OUT) or count < 0 \
+                or count > int(len(tags)) or nslots - nfree + count > room \
+                or (op == VIRTIO_BLK_T_OUT and st[ST_READ_ONLY]):
+            return int(BlkDevice._submit_batch(self, op, tags, count, sectors, bufs))
+        tp = ptr32(tags)
+        sp = ptr32(sectors)
+        nbufs = int(len(bufs))
+        nsec = int(len(sectors))
+        bmask = int(st[ST_BLOCK_MASK])
+        per = int(st[ST_PER_REQUEST])
+        cap = uint(st[ST_FAST_CAP])
+        seg = int(st[ST_SIZE_MAX])
+        if seg == 0 or seg > per:
+            seg = per
+        # First check every request, noting what it needs in the record of
+        # the slot it will take (the free stack says which); nothing is on
+        # the ring until the second loop.
+        objs = self._objs
+        j = 0
+        while j < count:
+            t = int(tp[j])
+            if uint(t) > uint(0xFFFF) or t >= nbufs or t >= nsec:
+                return int(BlkDevice._submit_batch(self, op, tags, count, sectors, bufs))
+            sec = uint(sp[t])
+            buf = bufs[t]
+            n = int(len(buf))
+            if n <= 0 or (n & bmask) or (int(sec << 9) & bmask) or n > seg \
+                    or sec + uint(n >> 9) > cap:
+                return int(BlkDevice._submit_batch(self, op, tags, count, sectors, bufs))
+            if op == VIRTIO_BLK_T_IN:
+                buf[0] = buf[0]             # TypeError now for a read-only buffer
+            slot = int(st[ST_WORDS + SLOT_WORDS * (nfree - 1 - j) + S_FREE])
+            rec = ST_WORDS + SLOT_WORDS * slot
+            st[rec + S_LEN] = n
+            st[rec + S_TAG] = t
+            st[rec + S_ADDR] = uint(ptr8(buf))
+            objs[2 * slot + 1] = buf
+            j += 1
+        flags = _F_NEXT
+        if op == VIRTIO_BLK_T_IN:
+            flags |= _F_WRITE
+        block = int(st[ST_BLOCK])
+        indirect = int(st[ST_INDIRECT])
+        chains = st[ST_CHAINS]
+        hdrs = st[ST_HDRS]
+        status = ptr8(st[ST_STATUS])
+        ring = ptr16(st[ST_AVAIL] + AVAIL_RING)
+        mask = int(st[ST_MASK])
+        i = int(st[ST_AVAIL_IDX])
+        j = 0
+        while j < count:
+            nfree -= 1
+            slot = int(st[ST_WORDS + SLOT_WORDS * nfree + S_FREE])
+            rec = ST_WORDS + SLOT_WORDS * slot
+            st[rec + S_FLAGS] = F_BUSY | F_SIMPLE | F_BATCH
+            first = 0
+            head = slot
+            if not indirect:
+                first = slot * block
+                head = first
+            chain = chains + uint(slot * block * DESC_BYTES)
+            hdr = ptr32(hdrs + uint(slot * SLOT_BYTES))
+            hdr[0] = op
+            hdr[2] = sp[st[rec + S_TAG]]
+            hdr[3] = 0
+            status[slot] = STATUS_UNSET
+            ptr16(chain + D_NEXT)[0] = first + 1
+            d = ptr32(chain + DESC_BYTES)
+            d[0] = st[rec + S_ADDR]
+            d[2] = st[rec + S_LEN]
+            d16 = ptr16(chain + DESC_BYTES + D_FLAGS)
+            d16[0] = flags
+            d16[1] = first + block - 1
+            ring[i & mask] = head
+            i = (i + 1) & 0xFFFF
+            j += 1
+        st[ST_NFREE] = nfree
+        st[ST_AVAIL_IDX] = i
+        return count
+
+    @micropython.viper
+    def _take_done_v(self, out) -> int:
+        st = ptr32(self._st)
+        n = int(st[ST_NDONE])
+        m = int(len(out))
+        if n < m:
+            m = n
+        o = ptr32(out)
+        k = 0
+        while k < m:
+            o[k] = st[ST_WORDS + SLOT_WORDS * k + S_DONE]
+            k += 1
+        while k < n:
+            st[ST_WORDS + SLOT_WORDS * (k - m) + S_DONE] = st[ST_WORDS + SLOT_WORDS * k + S_DONE]
+            k += 1
+        st[ST_NDONE] = n - m
+        return m
+
+    BlkDevice._submit_batch_v = _submit_batch_v
+    BlkDevice._take_done_v = _take_done_v
     BlkDevice._post_v = _post_v
     BlkDevice._publish_v = _publish_v
     BlkDevice._reap_v = _reap_v

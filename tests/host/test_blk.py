@@ -520,6 +520,117 @@ def test_a_submit_that_times_out_half_way_leaves_the_driver_usable():
     assert blk.poll() == [] and blk.in_flight == 0
 
 
+# -- the vector batch interface ------------------------------------------------------------------
+
+def keep_depth(blk, m, nreq, depth, bs, first_sector=0, write_seed=None, machine_bufs=True):
+    """The way a benchmark drives submit_batch/poll_batch: `depth` requests in flight,
+    each refilled as it completes. Returns {sector: bytes read} (or written)."""
+    from array import array
+    bufs = [dma_view(m, bs) if machine_bufs else bytearray(bs) for _ in range(depth)]
+    sectors = array('I', [0] * depth)
+    tags = array('I', range(depth))
+    out = array('I', [0] * depth)
+    op = B.VIRTIO_BLK_T_IN if write_seed is None else B.VIRTIO_BLK_T_OUT
+    seen = {}
+    issued = 0
+
+    def fill(t):
+        nonlocal issued
+        sectors[t] = first_sector + issued * (bs // SECTOR)
+        if write_seed is not None:
+            bufs[t][:] = pattern(bs, write_seed + issued)
+        issued += 1
+
+    for t in range(depth):
+        fill(t)
+    blk.submit_batch(op, tags, depth, sectors, bufs)
+    while len(seen) < nreq:
+        n = blk.poll_batch(out, 1000)
+        k = 0
+        for j in range(n):
+            t = out[j]
+            seen[sectors[t]] = bytes(bufs[t])
+            if issued < nreq:
+                fill(t)
+                tags[k] = t
+                k += 1
+        if k:
+            blk.submit_batch(op, tags, k, sectors, bufs)
+    return seen
+
+
+@pytest.mark.parametrize('machine', [Machine, AddressingMachine])
+def test_batches_keep_the_depth_and_every_request_reads_its_own_sectors(machine):
+    disk = bytearray(pattern(2048 * SECTOR, 4))
+    m, model, blk = up(machine, disk=disk, completion='deferred', order='random',
+                       auto_complete=True)
+    seen = keep_depth(blk, m, 100, 16, 4096, machine_bufs=machine is AddressingMachine)
+    assert sorted(seen) == [i * 8 for i in range(100)]
+    for sector, data in seen.items():
+        assert data == bytes(disk[sector * SECTOR:sector * SECTOR + 4096]), sector
+    assert blk.in_flight == 0 and blk.poll() == []
+
+
+def test_batched_writes_land_on_the_disk():
+    m, model, blk = up(AddressingMachine, sectors=1024, completion='deferred', order='lifo',
+                       auto_complete=True)
+    keep_depth(blk, m, 64, 8, 512, write_seed=3)
+    for i in range(64):
+        assert bytes(model.disk[i * SECTOR:(i + 1) * SECTOR]) == pattern(SECTOR, 3 + i)
+
+
+def test_a_bad_request_in_a_batch_queues_nothing():
+    from array import array
+    m, model, blk = up(AddressingMachine, sectors=64)
+    bufs = [dma_view(m, SECTOR) for _ in range(3)]
+    before = quiet(model)
+    for sectors, bufs_, words in (([0, 8, 64], bufs, 'sector 64 runs past the end'),
+                                  ([0, 8, 3], [bufs[0], bufs[1], bytes(SECTOR)], 'TypeError'),
+                                  ([0, 8, 9], [bufs[0], bufs[1], dma_view(m, 100)], 'multiple')):
+        with pytest.raises((ValueError, TypeError)) as e:
+            blk.submit_batch(B.VIRTIO_BLK_T_IN, array('I', [0, 1, 2]), 3, array('I', sectors),
+                             bufs_)
+        assert words in str(e.value) or words == e.type.__name__
+    with pytest.raises(ValueError) as e:
+        blk.submit_batch(B.VIRTIO_BLK_T_IN, array('I', [0, 5]), 2, array('I', [0, 8]), bufs)
+    assert 'tag 5' in str(e.value)
+    with pytest.raises(ValueError) as e:
+        blk.submit_batch(B.VIRTIO_BLK_T_FLUSH, array('I', [0]), 1, array('I', [0]), bufs)
+    assert quiet(model) == before and blk.in_flight == 0
+    with pytest.raises(OSError) as e:
+        up(AddressingMachine, read_only=True)[2].submit_batch(
+            B.VIRTIO_BLK_T_OUT, [0], 1, [0], [bytes(SECTOR)])
+    assert e.value.errno == errno.EROFS
+
+
+def test_a_failed_batch_request_raises_with_its_tag_and_the_others_come_through():
+    from array import array
+    m, model, blk = up(AddressingMachine, sectors=256, bad_sectors=[40])
+    bufs = [dma_view(m, 4096) for _ in range(4)]
+    blk.submit_batch(B.VIRTIO_BLK_T_IN, array('I', range(4)), 4, array('I', [0, 40, 80, 120]),
+                     bufs)
+    out = array('I', [0] * 4)
+    with pytest.raises(OSError) as e:
+        blk.poll_batch(out, 1000)
+    assert e.value.errno == errno.EIO and e.value.tag == 1 and 'sectors 40-47' in str(e.value)
+    assert sorted(out[:blk.poll_batch(out)]) == [0, 2, 3]
+
+
+def test_finished_batch_tags_wait_for_poll_batch_within_the_slots():
+    from array import array
+    m, model, blk = up(AddressingMachine, sectors=4096, queue_sizes=(8,))
+    bufs = [dma_view(m, SECTOR) for _ in range(8)]
+    tags = array('I', range(8))
+    blk.submit_batch(B.VIRTIO_BLK_T_IN, tags, 8, array('I', range(8)), bufs)
+    blk.collect()
+    with pytest.raises(ValueError) as e:
+        blk.submit_batch(B.VIRTIO_BLK_T_IN, tags, 1, array('I', range(8)), bufs)
+    assert '8 finished batch tags wait for poll_batch()' in str(e.value)
+    out = array('I', [0] * 5)
+    assert blk.poll_batch(out) == 5 and blk.poll_batch(out) == 3
+    assert blk.poll_batch(out) == 0
+
+
 # -- MicroPython's block device protocol ---------------------------------------------------------
 
 def test_block_device_protocol_in_block_size_units():

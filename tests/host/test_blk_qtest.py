@@ -169,6 +169,36 @@ def test_many_requests_in_flight_complete_and_wrap_the_ring(qtest_factory, image
     assert blk.in_flight == 0
 
 
+def test_submit_batch_keeps_requests_in_flight(qtest_factory, image):
+    from array import array
+    blk = start(qtest_factory, image)
+    depth = 24
+    bufs = [bytearray(4096) for _ in range(depth)]
+    sectors = array('I', [0] * depth)
+    tags = array('I', range(depth))
+    out = array('I', [0] * depth)
+    got = {}
+    nxt = 0
+    for t in range(depth):
+        sectors[t] = nxt * 8
+        nxt += 1
+    blk.submit_batch(B.VIRTIO_BLK_T_IN, tags, depth, sectors, bufs)
+    while len(got) < 100:
+        n = blk.poll_batch(out, 2000)
+        k = 0
+        for t in out[:n]:
+            got[sectors[t]] = bytes(bufs[t])
+            if nxt < 100:
+                sectors[t] = nxt * 8
+                nxt += 1
+                tags[k] = t
+                k += 1
+        blk.submit_batch(B.VIRTIO_BLK_T_IN, tags, k, sectors, bufs)
+    assert sorted(got) == [i * 8 for i in range(100)]
+    for sector, data in got.items():
+        assert data == b''.join(sector_bytes(sector + i) for i in range(8))
+
+
 def test_a_mixed_batch(qtest_factory, image):
     blk = start(qtest_factory, image, drive=',discard=unmap')
     out = {}

@@ -143,6 +143,37 @@ print(sum([1 for i in range(200) if bytes(bufs[i]) != pats(i * 8 + 5000 - 5000 %
     assert out.split() == ['True', 'True', '0']
 
 
+def test_submit_batch_keeps_the_depth_and_checks_every_request(g):
+    out = g.exec('''
+from array import array
+depth = 32            # sectors 8000-15999: no other test writes there
+bufs = [x86.bytearray_at(x86.dma_alloc(4096), 4096) for i in range(depth)]
+sectors = array('I', [0] * depth)
+tags = array('I', range(depth))
+out = array('I', [0] * depth)
+nxt = done = bad = 0
+for t in range(depth):
+    sectors[t] = 8000 + (nxt * 37 % 1000) * 8
+    nxt += 1
+main.submit_batch(B.VIRTIO_BLK_T_IN, tags, depth, sectors, bufs)
+while done < 600:
+    n = main.poll_batch(out, 2000)
+    k = 0
+    for t in out[:n]:
+        done += 1
+        if bytes(bufs[t]) != pats(sectors[t], 8, 1):
+            bad += 1
+        if nxt < 600:
+            sectors[t] = 8000 + (nxt * 37 % 1000) * 8
+            nxt += 1
+            tags[k] = t
+            k += 1
+    main.submit_batch(B.VIRTIO_BLK_T_IN, tags, k, sectors, bufs)
+print(bad, done, main.in_flight)
+''', timeout=60)
+    assert out.split() == ['0', '600', '0']
+
+
 def test_a_mixed_batch_completes_with_its_tags(g, disks):
     out = g.exec('''
 main.submit(B.VIRTIO_BLK_T_OUT, 6000, pats(6000, 8, 3), 'w')
