@@ -28,6 +28,7 @@ BUILD := build
 MPY_DIR := $(BUILD)/micropython
 MPY_STAMP := $(MPY_DIR)/.fetched-$(MPY_SRC_VERSION)
 VENV_STAMP := .venv/.installed
+BENCH_STAMP := .venv/.bench-installed
 IMAGE := $(BUILD)/x86_virt/firmware.elf
 
 .PHONY: all setup host-tools build run test bench clean distclean help FORCE
@@ -109,8 +110,12 @@ run: build $(DISK)
 test: build
 	@.venv/bin/pytest $(PYTEST_ARGS)
 
-bench: build
-	@if [ -f bench/run.py ]; then .venv/bin/python bench/run.py; else echo "bench: no bench/run.py yet"; fi
+# Bench-only packages (the chart) go into the same .venv, on demand.
+$(BENCH_STAMP): bench/requirements.txt $(VENV_STAMP)
+	@tools/setup-venv.sh $@ bench/requirements.txt
+
+bench: build $(BENCH_STAMP)
+	@.venv/bin/python bench/run.py
 
 # ---- Clean -----------------------------------------------------------------
 clean:
