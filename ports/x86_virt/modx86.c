@@ -32,15 +32,13 @@ static inline uintptr_t get_addr(mp_obj_t o) {
 }
 
 static inline uint16_t get_port(mp_obj_t o) {
-    if (mp_obj_is_small_int(o)) {
-        mp_int_t v = MP_OBJ_SMALL_INT_VALUE(o);
-        if (v >= 0 && v <= 0xffff) {
-            return v;
-        }
-    } else {
-        mp_obj_get_int(o);
+    // Small ints take the fast path; a long int (e.g. the result of masking
+    // with 0xFFFFFFFC on 32-bit MicroPython) is fine if its value is in range.
+    mp_int_t v = mp_obj_is_small_int(o) ? MP_OBJ_SMALL_INT_VALUE(o) : mp_obj_get_int(o);
+    if (v < 0 || v > 0xffff) {
+        mp_raise_ValueError(MP_ERROR_TEXT("port must be 0-0xffff"));
     }
-    mp_raise_ValueError(MP_ERROR_TEXT("port must be 0-0xffff"));
+    return v;
 }
 
 // A value to store: any int, masked to the access width (two's complement).

@@ -47,6 +47,13 @@ def test_outb_inb_through_cmos_ram(g):
         assert g.eval('x86.outb(0x70, 0x40) or x86.inb(0x71)') == value
 
 
+def test_port_given_as_a_long_int_in_range(g):
+    # 0xFFFFFFFC is a long int on 32-bit MicroPython, and so is a value masked
+    # with it (an I/O BAR base): a port number is its value, not its type.
+    g.exec('x86.outl(0xCF8, 0x80000000)')
+    assert g.eval('x86.inw(0xFFFFFFFC & 0xCFC)') == 0x8086
+
+
 def test_outw_selects_a_fw_cfg_item(g):
     g.exec('x86.outw(0x510, 0)')            # FW_CFG_SIGNATURE
     assert g.eval('bytes(x86.inb(0x511) for i in range(4))') == b'QEMU'
@@ -164,6 +171,7 @@ def test_barrier_and_ticks(g):
     ('x86.read8("0x100000")', 'TypeError'),
     ('x86.outb(0x10000, 0)', 'ValueError'),
     ('x86.inb(-1)', 'ValueError'),
+    ('x86.inb(2 ** 40)', 'OverflowError'),
     ('x86.read(0x100000, -1)', 'ValueError'),
     ('x86.write(0x100000, 42)', 'TypeError'),
     ('x86.poweroff(128)', 'ValueError'),
