@@ -138,7 +138,8 @@ _F_NO_NOTIFY = const(1)         # VIRTQ_USED_F_NO_NOTIFY
 MAX_CAPACITY = (1 << 55) - 1            # sectors: the byte size must fit in 64 bits
 FAST_CAPACITY = const(1 << 30)          # below it, sectors are small ints (blk_fast)
 MAX_BLOCK_SIZE = const(65536)
-MAX_TRANSFER = const(1 << 20)           # bytes per request unless the device says less
+MAX_TRANSFER = const(4 << 20)           # bytes per request unless the device says less
+EARLY_KICK_BYTES = const(256 * 1024)    # a split transfer's parts this big go at once
 DEFAULT_DEPTH = const(128)              # requests in flight at most
 DEFAULT_TIMEOUT_MS = const(5000)
 POLL_BATCH = const(64)                  # ring polls between looks at the clock
@@ -828,6 +829,8 @@ class BlkDevice(VirtioDevice):
                 self._queue(op, sector + off // SECTOR_SIZE, n // SECTOR_SIZE, buf, off, n, tag,
                             xfer, None if addr is None else addr + off)
                 off += n
+                if nreq > 1 and n >= EARLY_KICK_BYTES:
+                    self.kick()     # the device copies while we prepare the next part
         except Exception:
             self._abandon(xfer, nreq - (off + step - 1) // step)
             raise
