@@ -134,6 +134,7 @@ USED_ELEM_BYTES = const(8)
 _F_NEXT = const(1)              # VIRTQ_DESC_F_NEXT
 _F_WRITE = const(2)             # VIRTQ_DESC_F_WRITE
 _F_NO_NOTIFY = const(1)         # VIRTQ_USED_F_NO_NOTIFY
+_F_INDIRECT = const(4)          # VIRTQ_DESC_F_INDIRECT
 
 MAX_CAPACITY = (1 << 55) - 1            # sectors: the byte size must fit in 64 bits
 FAST_CAPACITY = const(1 << 30)          # below it, sectors are small ints (blk_fast)
@@ -222,9 +223,9 @@ def sectors_text(sector, count):
     return 'sectors %d-%d' % (sector, sector + count - 1)
 
 
-def words(n, fill=0):
-    """n unsigned 32-bit words."""
-    return array('I', [fill] * n)
+def words(n):
+    """n unsigned 32-bit words, zero (made from bytes: fast on MicroPython too)."""
+    return array('I', bytes(4 * n))
 
 
 def slot_word(slot, field):
@@ -368,20 +369,6 @@ class BlkDevice(VirtioDevice):
             st[ST_CHAINS] = hw.dma_alloc(nslots * block * DESC_BYTES, 16)
         else:
             st[ST_CHAINS] = vq.desc
-        for k in range(nslots):
-            chain = st[ST_CHAINS] + k * block * DESC_BYTES
-            first = 0 if indirect else k * block
-            self._write_desc(chain, st[ST_HDRS] + k * SLOT_BYTES, HEADER_BYTES,
-                             VIRTQ_DESC_F_NEXT, first + 1)
-            for j in range(1, block - 1):
-                self._write_desc(chain + j * DESC_BYTES, 0, 0, VIRTQ_DESC_F_NEXT, first + j + 1)
-            self._write_desc(chain + (block - 1) * DESC_BYTES, st[ST_STATUS] + k, 1,
-                             VIRTQ_DESC_F_WRITE, 0)
-            if indirect:
-                self._write_desc(vq.desc + k * DESC_BYTES, chain, block * DESC_BYTES,
-                                 VIRTQ_DESC_F_INDIRECT, 0)
-        for k in range(nslots):
-            st[slot_word(k, S_FREE)] = nslots - 1 - k
         # Per slot: its tag, and its buffer, held until completion (the
         # device may write it, the GC must not reuse it).
         self._objs = [None] * (2 * nslots)
@@ -402,14 +389,46 @@ class BlkDevice(VirtioDevice):
         if NATIVE and getattr(hw, '__name__', None) == 'x86' and self._addressof is not None:
             # The target: the viper ring functions (end of this file).
             self.native = True
+            self._build_chains = self._build_chains_v
             self._post = self._post_v
             self._publish = self._publish_v
             self._reap = self._reap_v
             self.submit_read = self._submit_read_v
             self.submit_write = self._submit_write_v
+        self._build_chains(vq.desc)
 
-    def _write_desc(self, at, addr, length, flags, nxt):
-        self.hw.write(at, struct.pack('<QIHH', addr, length, flags, nxt))
+    def _build_chains(self, ring):
+        """Every slot's chain, header -> data segments -> status (2.7.5), as
+        words (struct virtq_desc: addr, len, flags | next << 16) written in
+        one go; with indirect tables, ring descriptor k points at slot k's
+        for good (2.7.5.3). And every slot on the free stack."""
+        st = self._st
+        block = st[ST_BLOCK]
+        nslots = st[ST_NSLOTS]
+        indirect = st[ST_INDIRECT]
+        t = words(nslots * block * 4)
+        for k in range(nslots):
+            first = 0 if indirect else k * block
+            o = 4 * block * k
+            t[o] = st[ST_HDRS] + k * SLOT_BYTES
+            t[o + 2] = HEADER_BYTES
+            t[o + 3] = VIRTQ_DESC_F_NEXT | (first + 1) << 16
+            for j in range(1, block - 1):
+                t[o + 4 * j + 3] = VIRTQ_DESC_F_NEXT | (first + j + 1) << 16
+            o += 4 * (block - 1)
+            t[o] = st[ST_STATUS] + k
+            t[o + 2] = 1
+            t[o + 3] = VIRTQ_DESC_F_WRITE
+        self.hw.write(st[ST_CHAINS], bytes(t))
+        if indirect:
+            t = words(nslots * 4)
+            for k in range(nslots):
+                t[4 * k] = st[ST_CHAINS] + k * block * DESC_BYTES
+                t[4 * k + 2] = block * DESC_BYTES
+                t[4 * k + 3] = VIRTQ_DESC_F_INDIRECT
+            self.hw.write(ring, bytes(t))
+        for k in range(nslots):
+            st[slot_word(k, S_FREE)] = nslots - 1 - k
 
     def _set_capacity(self):
         st = self._st
@@ -1511,6 +1530,47 @@ if NATIVE:
         st[ST_NDONE] = n - m
         return m
 
+    @micropython.viper
+    def _build_chains_v(self, ring: uint):
+        st = ptr32(self._st)
+        block = int(st[ST_BLOCK])
+        nslots = int(st[ST_NSLOTS])
+        indirect = int(st[ST_INDIRECT])
+        hdrs = st[ST_HDRS]
+        status = st[ST_STATUS]
+        chains = st[ST_CHAINS]
+        k = 0
+        while k < nslots:
+            first = 0
+            if not indirect:
+                first = k * block
+            d = ptr32(chains + uint(k * block * DESC_BYTES))
+            d[0] = hdrs + uint(k * SLOT_BYTES)
+            d[1] = 0
+            d[2] = HEADER_BYTES
+            d[3] = _F_NEXT | (first + 1) << 16
+            j = 1
+            while j < block - 1:
+                d[4 * j] = 0
+                d[4 * j + 1] = 0
+                d[4 * j + 2] = 0
+                d[4 * j + 3] = _F_NEXT | (first + j + 1) << 16
+                j += 1
+            o = 4 * (block - 1)
+            d[o] = status + uint(k)
+            d[o + 1] = 0
+            d[o + 2] = 1
+            d[o + 3] = _F_WRITE
+            if indirect:
+                r = ptr32(ring + uint(k * DESC_BYTES))
+                r[0] = uint(d)
+                r[1] = 0
+                r[2] = block * DESC_BYTES
+                r[3] = _F_INDIRECT
+            st[ST_WORDS + SLOT_WORDS * k + S_FREE] = nslots - 1 - k
+            k += 1
+
+    BlkDevice._build_chains_v = _build_chains_v
     BlkDevice._submit_batch_v = _submit_batch_v
     BlkDevice._take_done_v = _take_done_v
     BlkDevice._post_v = _post_v

@@ -46,8 +46,9 @@ def quiet(model):
 
 def test_the_viper_code_uses_the_ring_flags_of_the_core():
     from virtio import virtqueue as V
-    assert (B._F_NEXT, B._F_WRITE, B._F_NO_NOTIFY) == (
-        V.VIRTQ_DESC_F_NEXT, V.VIRTQ_DESC_F_WRITE, V.VIRTQ_USED_F_NO_NOTIFY)
+    assert (B._F_NEXT, B._F_WRITE, B._F_INDIRECT, B._F_NO_NOTIFY) == (
+        V.VIRTQ_DESC_F_NEXT, V.VIRTQ_DESC_F_WRITE, V.VIRTQ_DESC_F_INDIRECT,
+        V.VIRTQ_USED_F_NO_NOTIFY)
     m, model, blk = up()
     assert blk.native is False          # CPython runs the plain ring functions
 
