@@ -249,7 +249,7 @@ class BlkDevice(VirtioDevice):
         # Prebuilt chains are a split-ring technique: no RING_PACKED.
         VirtioDevice.__init__(self, transport, wanted & ~features.mask(features.RING_PACKED))
         self.timeout_ms = DEFAULT_TIMEOUT_MS
-        self.max_transfer = MAX_TRANSFER    # bytes per request, before the device's limits
+        self._max_transfer = MAX_TRANSFER
         self.requestq = None
         self.notifications = 0
         self._depth = DEFAULT_DEPTH
@@ -329,7 +329,7 @@ class BlkDevice(VirtioDevice):
         """(bytes per data descriptor, bytes per request): seg_max segments
         of at most size_max bytes each, within max_transfer, whole blocks."""
         seg = self.size_max - self.size_max % SECTOR_SIZE
-        per = self.max_transfer
+        per = self._max_transfer
         if seg:
             per = min(per, self.seg_max * seg)
         per -= per % self.block_size
@@ -439,13 +439,37 @@ class BlkDevice(VirtioDevice):
         """Read the configuration again (after a configuration change
         notification, e.g. QEMU's block_resize: the capacity may change)."""
         self.read_config(self._read_config)
+        self._apply_limits()
+        self._set_capacity()
+
+    def _apply_limits(self):
         seg, per = self._limits()
         st = self._st
         if seg != st[ST_SIZE_MAX] or (seg and per > (st[ST_BLOCK] - 2) * seg):
             raise DeviceError('%s: segment limits changed (size_max %d): reset the device'
                               % (self._who, self.size_max))
         st[ST_PER_REQUEST] = per
-        self._set_capacity()
+
+    @property
+    def max_transfer(self):
+        """Bytes a request may carry as far as we are concerned (default 4
+        MiB); the device's seg_max x size_max may cut it further: see
+        max_request. Smaller means more, shorter requests per transfer."""
+        return self._max_transfer
+
+    @max_transfer.setter
+    def max_transfer(self, n):
+        if n < self.block_size:
+            raise ValueError('%s: max_transfer %d: at least one %d-byte block'
+                             % (self._who, n, self.block_size))
+        old = self._max_transfer
+        self._max_transfer = n
+        try:
+            self._apply_limits()
+        except DeviceError:
+            self._max_transfer = old
+            raise ValueError('%s: max_transfer %d needs more segments of size_max %d than a '
+                             'slot holds' % (self._who, n, self.size_max))
 
     @property
     def depth(self):
@@ -704,6 +728,38 @@ class BlkDevice(VirtioDevice):
         done = self._finished
         self._finished = []
         return done
+
+    # -- learning aid ------------------------------------------------------------------------
+    def dump(self, write=print):
+        """Print the ring's indices and every request in flight, read back
+        from the DMA memory the device sees (headers, descriptors, status)."""
+        hw = self.hw
+        st = self._st
+        block = st[ST_BLOCK]
+        write('%s: split ring of %d, %d slots (%s of %d descriptors), %d in flight, depth %d'
+              % (self._who, st[ST_MASK] + 1, st[ST_NSLOTS],
+                 'indirect tables' if st[ST_INDIRECT] else 'chains in the ring', block,
+                 self.in_flight, st[ST_DEPTH]))
+        line = '  avail idx %d (posted up to %d)  used idx %d (seen up to %d)' % (
+            hw.read16(st[ST_AVAIL] + AVAIL_IDX), st[ST_AVAIL_IDX],
+            hw.read16(st[ST_USED] + USED_IDX), st[ST_LAST_USED])
+        if st[ST_EVENT_IDX]:
+            line += '  avail_event %d' % hw.read16(
+                st[ST_USED] + USED_RING + USED_ELEM_BYTES * (st[ST_MASK] + 1))
+        write(line + '  notifications %d' % self.notifications)
+        for k in range(st[ST_NSLOTS]):
+            if not st[slot_word(k, S_FLAGS)] & F_BUSY:
+                continue
+            hdr = st[ST_HDRS] + k * SLOT_BYTES
+            op = hw.read32(hdr)
+            chain = st[ST_CHAINS] + k * block * DESC_BYTES
+            what = self._describe(k, op)[0]
+            data = ''
+            if st[slot_word(k, S_LEN)]:
+                data = ' -> 0x%x (%d bytes)' % (hw.read32(chain + DESC_BYTES + D_ADDR),
+                                               st[slot_word(k, S_LEN)])
+            write('  slot %d: %s%s, status 0x%02x' % (k, what, data,
+                                                    hw.read8(st[ST_STATUS] + k)))
 
     # -- simple calls (all through submit) ---------------------------------------------------
     def readinto(self, sector, buf):

@@ -383,7 +383,7 @@ def test_limits_that_cannot_carry_one_block_leave_the_device_unbound():
 def test_seg_max_one_and_a_smaller_max_transfer():
     m, model, blk = up(AddressingMachine, sectors=1024, seg_max=1)
     blk.max_transfer = 8192
-    blk.refresh()
+    assert blk.max_request == 8192
     dst = dma_view(m, 40960)
     blk.readinto(0, dst)
     assert [r[2] for r in model.requests if r[0] == 0] == [8192] * 5
@@ -508,7 +508,6 @@ def test_without_indirect_descriptors_the_chains_live_in_the_ring(size_max, slot
 def test_a_submit_that_times_out_half_way_leaves_the_driver_usable():
     m, model, blk = up(AddressingMachine, sectors=1024, completion='lazy')
     blk.max_transfer = 4096
-    blk.refresh()
     blk.depth = 2
     blk.timeout_ms = 30
     dst = dma_view(m, 4 * 4096)
@@ -630,6 +629,26 @@ def test_finished_batch_tags_wait_for_poll_batch_within_the_slots():
     out = array('I', [0] * 5)
     assert blk.poll_batch(out) == 5 and blk.poll_batch(out) == 3
     assert blk.poll_batch(out) == 0
+
+
+def test_dump_shows_the_ring_and_the_requests_in_flight():
+    m, model, blk = up(AddressingMachine, sectors=256, completion='deferred')
+    blk.submit_read(8, dma_view(m, 4096), 'a')
+    blk.submit(B.VIRTIO_BLK_T_FLUSH, tag='f')
+    blk.kick()
+    lines = []
+    blk.dump(lines.append)
+    assert 'split ring of 256, 256 slots (indirect tables of 3 descriptors), 2 in flight' \
+        in lines[0]
+    assert 'avail idx 2 (posted up to 2)  used idx 0 (seen up to 0)' in lines[1]
+    assert any('read of sectors 8-15 -> 0x' in x and '(4096 bytes), status 0xff' in x
+               for x in lines)
+    assert any(': flush, status 0xff' in x for x in lines)
+    model.complete()
+    assert sorted(blk.collect()) == ['a', 'f']
+    lines = []
+    blk.dump(lines.append)
+    assert len(lines) == 2 and 'used idx 2 (seen up to 2)' in lines[1]
 
 
 # -- MicroPython's block device protocol ---------------------------------------------------------

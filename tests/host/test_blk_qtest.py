@@ -142,7 +142,6 @@ def test_4096_byte_logical_blocks(qtest_factory, image):
 def test_split_transfers_in_flight_together(qtest_factory, image):
     blk = start(qtest_factory, image)
     blk.max_transfer = 4096
-    blk.refresh()
     data = pattern(256 * 1024, 3)
     notes = blk.notifications
     blk.write(512, data)
