@@ -16,14 +16,14 @@
 # than seg_max/size_max allow, each request in a slot of its own, sent with
 # one notification per batch, its status byte checked on completion.
 #
-# A slot is prebuilt once (spec 2.7.5, 2.7.4 for indirect tables): a chain of
-# descriptors header -> data segments -> status byte, with the header and the
-# status byte in DMA memory of their own. A request only rewrites the header,
-# the data descriptors and one avail ring entry; nothing is allocated. So the
-# driver drives the split ring itself (packed rings are not negotiated). The
-# same code runs under CPython; on MicroPython virtio.blk_fast replaces the
-# ring functions with viper versions (the spec-shaped plain ones stay the
-# reference and are what the host tests run).
+# A slot is prebuilt once (spec 2.7.5, 2.7.5.3 for indirect tables): a chain
+# of descriptors header -> data segments -> status byte, with the header and
+# the status byte in DMA memory of their own. A request only rewrites the
+# header, the data descriptors and one avail ring entry; nothing is
+# allocated. So the driver drives the split ring itself (packed rings are not
+# negotiated). The same code runs under CPython; on the target viper versions
+# of the ring functions (end of this file) take over, the spec-shaped plain
+# ones staying the reference the host tests run.
 #
 # Data moves without a copy when the hardware interface can tell a buffer's
 # physical address (hw.addressof: the target, where all RAM is reachable by
@@ -35,12 +35,8 @@ except ImportError:
     def const(x):
         return x
 
-try:
-    from array import array
-except ImportError:
-    array = None
-
 import struct
+from array import array
 
 from virtio import features
 from virtio.device import CORE_FEATURES, VirtioDevice
@@ -137,7 +133,7 @@ _F_NO_NOTIFY = const(1)         # VIRTQ_USED_F_NO_NOTIFY
 _F_INDIRECT = const(4)          # VIRTQ_DESC_F_INDIRECT
 
 MAX_CAPACITY = (1 << 55) - 1            # sectors: the byte size must fit in 64 bits
-FAST_CAPACITY = const(1 << 30)          # below it, sectors are small ints (blk_fast)
+FAST_CAPACITY = const(1 << 30)          # below it, sectors are small ints (the viper path)
 MAX_BLOCK_SIZE = const(65536)
 MAX_TRANSFER = const(8 << 20)           # bytes per request unless the device says less
 EARLY_KICK_BYTES = const(256 * 1024)    # a split transfer's parts this big go at once
@@ -171,7 +167,7 @@ ST_BLOCK_MASK = const(17)   # block_size - 1
 ST_PER_REQUEST = const(18)  # data bytes per request at most
 ST_SIZE_MAX = const(19)     # bytes per data descriptor at most, 0: no limit
 ST_READ_ONLY = const(20)
-ST_CHECK_LEN = const(21)    # 1: check used lengths (modern; legacy devices may lie, 5.2.6.4)
+ST_CHECK_LEN = const(21)    # 1: check used lengths (modern; 5.2.6's legacy note: ignore them)
 ST_NDONE = const(22)        # tags of submit_batch() requests done, for poll_batch()
 ST_WORDS = const(23)
 S_FLAGS = const(0)          # slot record: its flags,
@@ -190,10 +186,9 @@ F_BATCH = const(8)          # a submit_batch() request: its tag is S_TAG, done t
 
 # errno values (MicroPython's errno numbering, as Linux).
 EIO = const(5)
-EINVAL = const(22)
 EROFS = const(30)
 EOPNOTSUPP = const(95)
-ERRNO_NAMES = {EIO: 'EIO', EINVAL: 'EINVAL', EROFS: 'EROFS', EOPNOTSUPP: 'EOPNOTSUPP'}
+ERRNO_NAMES = {EIO: 'EIO', EROFS: 'EROFS', EOPNOTSUPP: 'EOPNOTSUPP'}
 
 _SYNC = object()        # the tag of read()/write()/...: one at a time, never a user's
 _ABANDONED = object()   # the tag of a transfer whose submit failed half-way: silent
@@ -268,7 +263,6 @@ class BlkDevice(VirtioDevice):
         # The ring's own descriptor bookkeeping stays unused: our slots own
         # every descriptor (so no indirect area of its own either).
         self.requestq = self.setup_queue(REQUESTQ, None, 0)
-        self.seg_max = max(1, min(self.seg_max, self.requestq.size - 2))
         self._setup_slots()
 
     def _read_config(self):
@@ -327,11 +321,12 @@ class BlkDevice(VirtioDevice):
 
     def _limits(self):
         """(bytes per data descriptor, bytes per request): seg_max segments
-        of at most size_max bytes each, within max_transfer, whole blocks."""
+        of at most size_max bytes each, within max_transfer, whole blocks. A
+        chain never outgrows the ring (2.7.13.1), header and status included."""
         seg = self.size_max - self.size_max % SECTOR_SIZE
         per = self._max_transfer
         if seg:
-            per = min(per, self.seg_max * seg)
+            per = min(per, min(self.seg_max, self.requestq.size - 2) * seg)
         per -= per % self.block_size
         if per < self.block_size:
             raise DeviceError('%s: seg_max %d x size_max %d cannot carry one %d-byte block'
@@ -359,7 +354,6 @@ class BlkDevice(VirtioDevice):
         st[ST_EVENT_IDX] = 1 if self.has(features.EVENT_IDX) else 0
         st[ST_SIZE_MAX] = seg
         st[ST_PER_REQUEST] = per
-        st[ST_READ_ONLY] = 1 if self.read_only else 0
         st[ST_CHECK_LEN] = 0 if self.transport.legacy_layout else 1
         st[ST_HDRS] = hw.dma_alloc(SLOT_BYTES * nslots, 16)
         st[ST_STATUS] = hw.dma_alloc(nslots, 4)
@@ -434,6 +428,7 @@ class BlkDevice(VirtioDevice):
         st = self._st
         st[ST_FAST_CAP] = self.capacity if self.capacity < FAST_CAPACITY else 0
         st[ST_BLOCK_MASK] = self.block_size - 1
+        st[ST_READ_ONLY] = 1 if self.read_only else 0
 
     def refresh(self):
         """Read the configuration again (after a configuration change
@@ -452,7 +447,7 @@ class BlkDevice(VirtioDevice):
 
     @property
     def max_transfer(self):
-        """Bytes a request may carry as far as we are concerned (default 4
+        """Bytes a request may carry as far as we are concerned (default 8
         MiB); the device's seg_max x size_max may cut it further: see
         max_request. Smaller means more, shorter requests per transfer."""
         return self._max_transfer
@@ -540,8 +535,9 @@ class BlkDevice(VirtioDevice):
         """Queue one transfer without notifying the device: VIRTIO_BLK_T_IN
         (into the writable `buf`), VIRTIO_BLK_T_OUT (from `buf`),
         VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_DISCARD or VIRTIO_BLK_T_WRITE_ZEROES
-        (`count` sectors; `unmap` lets write zeroes deallocate). It is
-        checked whole first, then split into as many requests as the
+        (`count` sectors; `unmap` lets write zeroes deallocate). A flush
+        covers the writes completed before it is sent. It is checked whole
+        first, then split into as many requests as the
         device's limits need; when the slots or the depth run out,
         completions are reaped (kept for poll()) to make room. `tag` comes
         back from poll() when the transfer is done (default: a new int;
@@ -551,8 +547,7 @@ class BlkDevice(VirtioDevice):
             tag = self._tag_seq
             self._tag_seq = tag + 1
         elif tag is _SYNC:
-            if self._st[ST_SYNC]:
-                self._finish_sync()     # left behind by a call that timed out
+            self._drain_sync()
             self._st[ST_SYNC] = 1
         try:
             if op == VIRTIO_BLK_T_IN or op == VIRTIO_BLK_T_OUT:
@@ -783,8 +778,13 @@ class BlkDevice(VirtioDevice):
         self._finish_sync()
 
     def flush(self):
-        """Make every completed write stable (VIRTIO_BLK_T_FLUSH). Without
+        """Make every write so far stable (VIRTIO_BLK_T_FLUSH covers the
+        writes completed before it is sent, 5.2.6.2: so the requests in
+        flight are waited for first; their tags stay for poll()). Without
         FLUSH the device has no volatile cache to flush: nothing to do."""
+        self.kick()
+        while self.in_flight:
+            self._wait_some(None)
         self.submit(VIRTIO_BLK_T_FLUSH, 0, None, _SYNC)
         self._finish_sync()
 
@@ -804,8 +804,7 @@ class BlkDevice(VirtioDevice):
         """The device ID string (VIRTIO_BLK_T_GET_ID: QEMU's serial=), up to
         20 ASCII characters; '' when the device has none."""
         hw = self.hw
-        if self._st[ST_SYNC]:
-            self._finish_sync()
+        self._drain_sync()
         hw.write(self._id_buf, bytes(VIRTIO_BLK_ID_BYTES))
         self._st[ST_SYNC] = 1
         self._queue(VIRTIO_BLK_T_GET_ID, 0, 0, None, 0, VIRTIO_BLK_ID_BYTES, _SYNC, None,
@@ -816,6 +815,15 @@ class BlkDevice(VirtioDevice):
         while n < VIRTIO_BLK_ID_BYTES and raw[n]:
             n += 1
         return ''.join([chr(c) if 32 <= c < 127 else '?' for c in raw[:n]])
+
+    def _drain_sync(self):
+        """Let a read()/write()/... that timed out finish first (its error
+        was the caller's then; it is not this call's)."""
+        if self._st[ST_SYNC]:
+            self.kick()
+            while self._st[ST_SYNC]:
+                self._wait_some(None)
+        self._sync_err = None
 
     def _finish_sync(self):
         """Wait for the read()/write()/... transfer; raise its error."""

@@ -168,6 +168,19 @@ def test_flush_makes_completed_writes_stable():
     assert model.requests[-1] == (B.VIRTIO_BLK_T_FLUSH, 0, 0, 0)
 
 
+def test_flush_waits_for_the_writes_in_flight_first():
+    # The device serves the last request it saw first: a flush sent along with the
+    # writes would overtake them.
+    m, model, blk = up(sectors=64, completion='deferred', order='lifo', auto_complete=True)
+    blk.submit_write(0, pattern(SECTOR, 1), 'w1')
+    blk.submit_write(8, pattern(SECTOR, 2), 'w2')
+    blk.flush()
+    assert [r[0] for r in model.requests] == [1, 1, 4]     # both writes, then the flush
+    assert bytes(model.stable[:SECTOR]) == pattern(SECTOR, 1)
+    assert bytes(model.stable[8 * SECTOR:9 * SECTOR]) == pattern(SECTOR, 2)
+    assert sorted(blk.poll()) == ['w1', 'w2']
+
+
 def test_flush_without_the_feature_sends_nothing():
     m, model, blk = up(features=DEFAULT_FEATURES & ~(1 << VIRTIO_BLK_F_FLUSH)
                        & ~(1 << VIRTIO_BLK_F_CONFIG_WCE))
