@@ -10,8 +10,8 @@ word), it measures in the guest, timing only the driver calls:
   - 4 KiB and 512 B random reads batched (submit_batch/poll_batch at depth 32..128), IOPS
   - sequential write (8 MiB writes) with a final flush, MB/s
 Every request's data is checked against the stamps after its timing (a fast wrong
-answer does not count: the figure is reported as BAD), and the written region is checked
-byte for byte from the host after the guest powers off. In the same run the host's
+answer does not count: the figure is reported as BAD), and the written disk (a second
+drive) is checked from the host after the guest powers off. In the same run the host's
 page-cache copy speed of the image (1 MiB reads into one buffer, warm) gives the
 ceiling. Figures are medians of --runs boots.
 """
@@ -32,14 +32,15 @@ SECTOR = 512
 DISK_BYTES = 256 << 20
 MAGIC = 0x424C4B53                  # b'SKLB'
 WRITE_MAGIC = 0x57524954            # b'TIRW'
-WRITE_AT = 128 << 20                # the write workload's region: 64 MiB from here
-WRITE_BYTES = 64 << 20
+WRITE_BYTES = 64 << 20              # the write workload's own disk (a second drive): the
+                                    # read disk never gets dirty pages to write back
 
 GUEST = r'''
 import struct, time, virtio, x86, micropython
 from array import array
 from virtio import blk as B
-blk = virtio.find('blk')
+blk = virtio.find('blk', 0)
+wblk = virtio.find('blk', 1)
 tu = time.ticks_us
 td = time.ticks_diff
 SECTOR = 512
@@ -141,32 +142,32 @@ def rand_batched(bs, depth, count):
             busy += td(tu(), t0)
     print('RESULT rand_d%%d_%%d %%d %%d %%d' %% (depth, bs, count, busy, bad))
 
-def seq_write(at, nbytes, chunk):
+def seq_write(chunk):
     buf = dma(chunk)
     busy = 0
-    for s in range(at // SECTOR, (at + nbytes) // SECTOR, chunk // SECTOR):
+    for s in range(0, wblk.capacity, chunk // SECTOR):
         put_stamps(buf, chunk, s, WRITE_MAGIC)
         t0 = tu()
-        blk.write(s, buf)
+        wblk.write(s, buf)
         busy += td(tu(), t0)
     t0 = tu()
-    blk.flush()
+    wblk.flush()
     busy += td(tu(), t0)
-    print('RESULT seq_write %%d %%d 0' %% (nbytes, busy))
+    print('RESULT seq_write %%d %%d 0' %% (wblk.capacity * SECTOR, busy))
 '''
 
 
-def make_disk(path, start=0, nbytes=DISK_BYTES):
-    """256 MiB, every sector: (its number, MAGIC), then a byte pattern (or just the
-    region [start, start + nbytes) put back so)."""
+def make_disk(path):
+    """256 MiB, every sector: (its number, MAGIC), then a byte pattern; on the host's
+    disk before the runs (no writeback competing with them)."""
     body = bytes((i * 7) & 0xFF for i in range(SECTOR - 8))
     chunk_sectors = 2048
-    with open(path, 'r+b' if start else 'wb') as f:
-        f.seek(start)
-        first = start // SECTOR
-        for base in range(first, first + nbytes // SECTOR, chunk_sectors):
+    with open(path, 'wb') as f:
+        for base in range(0, DISK_BYTES // SECTOR, chunk_sectors):
             f.write(b''.join(struct.pack('<II', base + i, MAGIC) + body
                              for i in range(chunk_sectors)))
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def host_copy_speed(path, rounds=3):
@@ -192,8 +193,7 @@ def host_copy_speed(path, rounds=3):
 def check_written(path):
     bad = 0
     with open(path, 'rb') as f:
-        f.seek(WRITE_AT)
-        for s in range(WRITE_AT // SECTOR, (WRITE_AT + WRITE_BYTES) // SECTOR):
+        for s in range(WRITE_BYTES // SECTOR):
             n, m = struct.unpack('<II', f.read(SECTOR)[:8])
             if n != s or m != WRITE_MAGIC:
                 bad += 1
@@ -211,15 +211,19 @@ WORKLOADS = [
     ('rand_batched(512, 32, 20000)', 60),
     ('rand_batched(512, 64, 20000)', 60),
     ('rand_batched(512, 128, 20000)', 60),
-    ('seq_write(%d, %d, 8 << 20)' % (WRITE_AT, WRITE_BYTES), 60),
+    ('seq_write(8 << 20)', 60),
 ]
 
 
-def one_run(image, path):
+def one_run(image, path, wpath):
     """Boot, run every workload; returns {name: (figure, unit, bad)}."""
     results = {}
+    with open(wpath, 'wb') as f:
+        f.truncate(WRITE_BYTES)
     devices = ['-drive', 'file=%s,format=raw,if=none,id=d0' % path,
-               '-device', 'virtio-blk-pci,drive=d0,serial=bench']
+               '-device', 'virtio-blk-pci,drive=d0,serial=bench',
+               '-drive', 'file=%s,format=raw,if=none,id=d1' % wpath,
+               '-device', 'virtio-blk-pci,drive=d1,serial=bench-write']
     with Guest(image=image, devices=devices, mem=512) as g:
         g.start()
         g.exec(GUEST % {'magic': MAGIC, 'write_magic': WRITE_MAGIC})
@@ -237,7 +241,7 @@ def one_run(image, path):
         status = g.exec_until_exit('x86.poweroff(0)', timeout=30)
         if status != 0:
             raise SystemExit('guest power-off failed: status %r' % status)
-    bad = check_written(path)
+    bad = check_written(wpath)
     name = 'seq_write'
     fig, unit, b = results[name]
     results[name] = (fig, unit, b + bad)
@@ -251,14 +255,14 @@ def main():
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix='blkbench-')
     path = os.path.join(tmp, 'disk.img')
+    wpath = os.path.join(tmp, 'write.img')
     try:
         make_disk(path)
         runs = []
         ceilings = []
         for r in range(args.runs):
             ceilings.append(host_copy_speed(path))
-            runs.append(one_run(args.image, path))
-            make_disk(path, WRITE_AT, WRITE_BYTES)     # the next run reads it again
+            runs.append(one_run(args.image, path, wpath))
         ceiling = statistics.median(ceilings)
         print('host page-cache copy of the image: %.0f MB/s (median of %d; runs %s)'
               % (ceiling, len(ceilings), ' '.join('%.0f' % c for c in ceilings)))
