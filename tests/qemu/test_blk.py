@@ -174,6 +174,21 @@ print(bad, done, main.in_flight)
     assert out.split() == ['0', '600', '0']
 
 
+def test_a_batch_with_one_bad_request_queues_nothing(g):
+    out = g.exec('''
+from array import array
+bufs = [x86.bytearray_at(x86.dma_alloc(512), 512) for i in range(3)]
+n0 = main.notifications
+for sectors in ([0, 8, 16384], [0, 8, 1 << 31]):
+    try:
+        main.submit_batch(B.VIRTIO_BLK_T_IN, array('I', [0, 1, 2]), 3, array('I', sectors), bufs)
+    except ValueError as e:
+        print('refused', 'runs past the end' in str(e))
+print(main.in_flight, main.poll_batch(array('I', [0] * 4)), main.notifications - n0)
+''')
+    assert out.split() == ['refused', 'True', 'refused', 'True', '0', '0', '0']
+
+
 def test_a_mixed_batch_completes_with_its_tags(g, disks):
     out = g.exec('''
 main.submit(B.VIRTIO_BLK_T_OUT, 6000, pats(6000, 8, 3), 'w')
