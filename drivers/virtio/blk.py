@@ -263,6 +263,7 @@ class BlkDevice(VirtioDevice):
         # The ring's own descriptor bookkeeping stays unused: our slots own
         # every descriptor (so no indirect area of its own either).
         self.requestq = self.setup_queue(REQUESTQ, None, 0)
+        self.requestq.take_over('the %s driver' % self.NAME)
         self._setup_slots()
 
     def _read_config(self):

@@ -267,6 +267,9 @@ class NetDevice(VirtioDevice):
         self.max_frame = ETH_HLEN + self.mtu
         self.receiveq = self.setup_queue(RECEIVEQ)
         self.transmitq = self.setup_queue(TRANSMITQ)
+        # Both rings are driven by this driver's own code below (prebuilt buffers).
+        self.receiveq.take_over('the %s driver' % self.NAME)
+        self.transmitq.take_over('the %s driver' % self.NAME)
         if self.has(VIRTIO_NET_F_CTRL_VQ):
             self.controlq = self.setup_queue(CONTROLQ)
             self._ctrl = self.hw.dma_alloc(CTRL_BUFFER + 1, 16)

@@ -167,6 +167,7 @@ class SplitVirtqueue(Virtqueue):
         self._kicked_idx = 0          # avail idx at the last kick
         self._last_used = 0
         self.notifications = 0
+        self.owner = None             # a driver that drives this ring itself (take_over)
         self._ring = desc_table(hw, self.desc, DESC_SIZE * size)
         self.indirect = 0
         if self.indirect_max:
@@ -196,6 +197,20 @@ class SplitVirtqueue(Virtqueue):
     def enable(self):
         self.transport.enable_queue(self.index, self.size, self.desc, self.avail, self.used)
 
+    def take_over(self, owner):
+        """Hand the ring to a driver that posts and reaps its own prebuilt
+        chains (blk, net: their hot paths in viper). From then on this
+        object's bookkeeping is unused: add()/pop() refuse, and dump() reads
+        everything from ring memory and points at the owner's dump()."""
+        if self.in_flight:
+            raise VirtioError('%s: cannot hand over a ring with %d requests in flight'
+                              % (self.name, self.in_flight))
+        self.owner = owner
+
+    def _owned(self, what):
+        raise VirtioError('%s: %s() refused: the ring is driven by %s (use its API)'
+                          % (self.name, what, self.owner))
+
     # -- used buffer notifications (2.7.7) -------------------------------------------
     def suppress_interrupts(self):
         """We poll: ask the device not to interrupt (2.7.7). With EVENT_IDX the
@@ -216,6 +231,8 @@ class SplitVirtqueue(Virtqueue):
         """Offer one request: `readable` then `writable` are sequences of
         (address, length). Returns the head descriptor index. Raises
         VirtqueueFull when the free descriptors do not suffice."""
+        if self.owner is not None:
+            self._owned('add')
         nr = len(readable)
         n = nr + len(writable)
         if n == 0:
@@ -299,6 +316,8 @@ class SplitVirtqueue(Virtqueue):
     # -- receiving used buffers (2.7.14) -----------------------------------------------------
     def pop(self):
         """One completion as (token, written length), or None."""
+        if self.owner is not None:
+            self._owned('pop')
         hw = self.hw
         used_idx = hw.read16(self.used + 2)
         last = self._last_used
@@ -347,8 +366,15 @@ class SplitVirtqueue(Virtqueue):
         rings with their indices."""
         hw = self.hw
         n = self.size
-        write('%s: split ring, size %d, %d in flight, %d free descriptors'
-              % (self.name, n, self.in_flight, self.num_free))
+        owned = self.owner is not None
+        if owned:
+            # Only ring memory is true here: the owner keeps its own books.
+            ahead = (hw.read16(self.avail + 2) - hw.read16(self.used + 2)) & 0xFFFF
+            write('%s: split ring, size %d, driven by %s (its dump() shows its requests); '
+                  '%d published and not yet used' % (self.name, n, self.owner, ahead))
+        else:
+            write('%s: split ring, size %d, %d in flight, %d free descriptors'
+                  % (self.name, n, self.in_flight, self.num_free))
         write('  desc 0x%x  avail 0x%x  used 0x%x%s'
               % (self.desc, self.avail, self.used,
                  '  (legacy layout)' if self.transport.legacy_layout else ''))
@@ -360,7 +386,7 @@ class SplitVirtqueue(Virtqueue):
             if addr == 0 and length == 0 and flags == 0:
                 hidden += 1
                 continue
-            mark = '*' if self._ndesc[i] else ' '
+            mark = '*' if self._ndesc[i] and not owned else ' '
             write('  %4d%s 0x%016x %-9d %-15s %d' % (i, mark, addr, length,
                                                      desc_flag_names(flags), nxt))
             if flags & VIRTQ_DESC_F_INDIRECT:
@@ -386,5 +412,6 @@ class SplitVirtqueue(Virtqueue):
               % (flags, ' NO_NOTIFY' if flags & VIRTQ_USED_F_NO_NOTIFY else '', idx,
                  ' '.join(ents) or '-',
                  ('  avail_event %d' % hw.read16(self._avail_event)) if self.event_idx else ''))
-        write('  driver: next avail idx %d, last used idx %d, kicked at %d, %d notifications'
-              % (self._avail_idx, self._last_used, self._kicked_idx, self.notifications))
+        if not owned:
+            write('  driver: next avail idx %d, last used idx %d, kicked at %d, %d notifications'
+                  % (self._avail_idx, self._last_used, self._kicked_idx, self.notifications))

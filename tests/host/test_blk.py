@@ -148,6 +148,9 @@ def test_packed_ring_is_declined_for_the_prebuilt_split_chains():
     assert blk.requestq.kind == 'split' and 'RING_PACKED' not in blk.feature_names()
     blk.write(0, pattern(8 * SECTOR))
     assert blk.read(0, 8) == pattern(8 * SECTOR)
+    # The generic ring object is handed over, so it cannot be misused beside the driver.
+    with pytest.raises(VirtioError, match='driven by the virtio-blk driver'):
+        blk.requestq.pop()
     assert model.errors == []
 
 

@@ -321,6 +321,36 @@ def test_dump_shows_descriptors_and_both_rings():
                          '1 notifications')
 
 
+def test_a_ring_taken_over_by_its_driver_refuses_the_generic_calls_and_dumps_from_memory():
+    # blk and net post and reap prebuilt chains themselves; the generic
+    # bookkeeping must then neither be used nor shown as if it were true.
+    m, model, vq = setup(wanted=SPLIT, completion='deferred')
+    vq.take_over('the test driver')
+    with pytest.raises(VirtioError, match='driven by the test driver'):
+        vq.add([buf(m, b'x')], [], 'a')
+    with pytest.raises(VirtioError, match='driven by the test driver'):
+        vq.pop()
+    # The owner publishes one descriptor by hand, as blk/net do.
+    a, n = buf(m, b'abc')
+    m.write(vq.desc, struct.pack('<QIHH', a, n, 0, 0))
+    m.write16(vq.avail + 4, 0)
+    m.write16(vq.avail + 2, 1)
+    lines = []
+    vq.dump(lines.append)
+    assert lines[0] == ('00:03.0 virtio-generic queue 0: split ring, size 8, driven by the '
+                        'test driver (its dump() shows its requests); 1 published and not yet used')
+    assert not any(l.startswith('  driver:') for l in lines)
+    assert '*' not in lines[3]          # no stale "in flight" mark on descriptor 0
+
+
+def test_a_ring_with_requests_in_flight_cannot_be_handed_over():
+    m, model, vq = setup(wanted=SPLIT, completion='deferred')
+    vq.add([buf(m, b'x')], [], 'a')
+    with pytest.raises(VirtioError, match='1 requests in flight'):
+        vq.take_over('the test driver')
+    assert vq.owner is None
+
+
 @settings(max_examples=25, deadline=None)
 @given(ops=st.lists(st.tuples(st.integers(0, 3), st.integers(1, 3), st.booleans()),
                     min_size=1, max_size=40),
