@@ -10,6 +10,7 @@
 #   @@ NAME
 #   NA reason
 import struct
+from array import array
 
 try:
     from time import ticks_us, ticks_diff
@@ -199,12 +200,14 @@ def read_depth1(blk, name, bs, mode, region, max_ops, max_ms):
 
 
 def batch_api(blk):
-    """The driver's batch interface as an object with
-        submit(sector, buf, tag)   queue a read of len(buf) bytes (not yet sent)
-        poll()                     send what is queued, return the tags completed since
+    """The driver's vector batch interface as an object with
+        submit(tags, k, sectors, bufs)  queue reads: for t in tags[:k], bufs[t] at sectors[t]
+        poll(out)                       send what is queued, put the tags done since in out,
+                                        return how many
     or None when the driver has none. This is the one place that maps the driver's own
-    names: drivers/virtio/blk.py has submit(VIRTIO_BLK_T_IN, sector, buf, tag) and poll()."""
-    if not (hasattr(blk, 'submit') and hasattr(blk, 'poll')):
+    names: drivers/virtio/blk.py has submit_batch(VIRTIO_BLK_T_IN, tags, k, sectors, bufs)
+    and poll_batch(out), one call per batch (its fast path, in viper on the target)."""
+    if not (hasattr(blk, 'submit_batch') and hasattr(blk, 'poll_batch')):
         return None
     return BlkBatch(blk)
 
@@ -215,12 +218,12 @@ class BlkBatch:
             from virtio.blk import VIRTIO_BLK_T_IN
         except ImportError:
             VIRTIO_BLK_T_IN = 0  # spec 5.2.6
-        self.blk = blk
         self.op = VIRTIO_BLK_T_IN
-        self.poll = blk.poll
+        self.submit_batch = blk.submit_batch
+        self.poll = blk.poll_batch
 
-    def submit(self, sector, buf, tag):
-        self.blk.submit(self.op, sector, buf, tag)
+    def submit(self, tags, k, sectors, bufs):
+        self.submit_batch(self.op, tags, k, sectors, bufs)
 
 
 def read_deep(blk, name, bs, depth, mode, region, max_ops, max_ms, api=None):
@@ -236,49 +239,56 @@ def read_deep(blk, name, bs, depth, mode, region, max_ops, max_ms, api=None):
     nblocks = region // bs
     blocks = random_blocks(nblocks, OFFSETS) if mode == 'rand' else None
     bufs = [dma_buffer(bs) for _ in range(depth)]
-    where = [0] * depth
+    where = array('I', [0] * depth)       # per tag: the sector it reads
+    tags = array('I', [0] * depth)        # the tags of the next batch
+    out = array('I', [0] * depth)         # the tags completed by a poll
     budget = max_ms * 1000
     busy = ops = bad = issued = 0
     submit = api.submit
     poll = api.poll
-    t0 = ticks_us()
+    k = 0
     for tag in range(depth):
         if issued >= max_ops:
             break
         b = blocks[issued % OFFSETS] if blocks else issued % nblocks
         where[tag] = b * per
-        submit(where[tag], bufs[tag], tag)
+        tags[k] = tag
+        k += 1
         issued += 1
-    inflight = issued
+    t0 = ticks_us()
+    if k:
+        submit(tags, k, where, bufs)
     busy += ticks_diff(ticks_us(), t0)
+    inflight = k
     last = ticks_us()
     while inflight:
         t0 = ticks_us()
-        done = poll()
+        n = poll(out)
         busy += ticks_diff(ticks_us(), t0)
-        if not done:
+        if not n:
             if ticks_diff(ticks_us(), last) > STALL_US:
                 print('NOTE %s: %d reads never completed' % (name, inflight))
                 bad += inflight  # a device that stops answering gives no figure
                 break
             continue
         last = ticks_us()
-        refill = []
-        for tag in done:
+        k = 0
+        for j in range(n):
+            tag = out[j]
             inflight -= 1
             bad += check(bufs[tag], bs, where[tag])
             ops += 1
             if busy < budget and issued < max_ops:
                 b = blocks[issued % OFFSETS] if blocks else issued % nblocks
                 where[tag] = b * per
-                refill.append(tag)
+                tags[k] = tag
+                k += 1
                 issued += 1
-        if refill:
+        if k:
             t0 = ticks_us()
-            for tag in refill:
-                submit(where[tag], bufs[tag], tag)
+            submit(tags, k, where, bufs)
             busy += ticks_diff(ticks_us(), t0)
-            inflight += len(refill)
+            inflight += k
     report(name, 'read', bs, depth, mode, ops, ops * bs, busy, bad)
 
 

@@ -85,8 +85,8 @@ def test_guest_write_puts_down_the_write_pattern_and_flushes():
 
 
 class MemBatch:
-    """The batch shape read_deep drives, over a MemBlk: completions come back in a shuffled
-    order, a few at a time; `stall` stops completing after that many."""
+    """The vector batch shape read_deep drives, over a MemBlk: completions come back in a
+    shuffled order, a few at a time; `stall` stops completing after that many."""
 
     def __init__(self, blk, stall=None):
         import random
@@ -95,21 +95,22 @@ class MemBatch:
         self.max_inflight = 0
         self.completed = 0
 
-    def submit(self, sector, buf, tag):
-        self.queued.append((sector, buf, tag))
+    def submit(self, tags, k, sectors, bufs):
+        self.queued += [(sectors[t], bufs[t], t) for t in tags[:k]]
 
-    def poll(self):
+    def poll(self, out):
         self.sent += self.queued
         self.queued = []
         self.max_inflight = max(self.max_inflight, len(self.sent))
         if self.stall is not None and self.completed >= self.stall:
-            return []
+            return 0
         self.rnd.shuffle(self.sent)
         done, self.sent = self.sent[:3], self.sent[3:]
-        for sector, buf, tag in done:
+        for j, (sector, buf, tag) in enumerate(done):
             self.blk.readinto(sector, buf)
+            out[j] = tag
         self.completed += len(done)
-        return [tag for _, _, tag in done]
+        return len(done)
 
 
 def test_guest_deep_reads_keep_the_depth_and_check_out_of_order_completions():
