@@ -1,0 +1,58 @@
+"""virtio.probe() in the booted image (issue #3's "done when"): the default devices on
+`pc` and `q35` with either transport on request, a modern-only device behind a PCIe root
+port, and a transitional one behind a PCI-to-PCI bridge. Each found device also does
+one real request, so "found" means "works"."""
+import pytest
+
+from tests.qemu.harness import default_devices
+
+pytestmark = pytest.mark.qemu
+
+# What the guest reports per device: address, kind, transport, PCI device ID.
+SUMMARY = ('[(d.pci.address, d.KIND, d.transport.name, d.pci.device_id) '
+           'for d in virtio.probe(transport=%r)]')
+
+
+def probe(g, transport=None):
+    g.exec('import virtio')
+    return g.eval(SUMMARY % transport)
+
+
+@pytest.mark.parametrize('machine', ['pc', 'q35'])
+@pytest.mark.parametrize('transport', [None, 'legacy', 'modern'])
+def test_default_devices_are_found_and_work_on_either_transport(boot, tmp_disk, machine,
+                                                                transport):
+    g = boot(machine=machine, devices=default_devices(tmp_disk(1 << 20, fill=b'\xa5')))
+    found = probe(g, transport)
+    assert sorted(kind for _, kind, _, _ in found) == ['blk', 'console', 'net', 'rng']
+    want = transport or 'modern'        # transitional devices offer VERSION_1
+    assert {name for _, _, name, _ in found} == {want}
+    assert g.eval('virtio.find("blk").read(0, 1)') == b'\xa5' * 512
+    assert g.eval('len(virtio.find("rng").read(16))') == 16
+
+
+def test_q35_modern_only_device_behind_a_pcie_root_port(boot):
+    g = boot(machine='q35', devices=[
+        '-device', 'pcie-root-port,id=rp1,chassis=1,slot=1',
+        '-device', 'virtio-rng-pci,bus=rp1'])
+    found = probe(g)
+    assert len(found) == 1
+    address, kind, transport, device_id = found[0]
+    assert kind == 'rng' and transport == 'modern'
+    assert device_id == 0x1044                  # modern-only: 0x1040 + type 4
+    assert not address.startswith('00:')        # on the root port's secondary bus
+    assert g.eval('len(virtio.find("rng").read(32))') == 32
+    # A modern-only device has no legacy interface to fall back to: the probe says so.
+    g.exec('devs = virtio.probe(transport="legacy")')
+    assert g.eval('[d.KIND for d in devs]') == [None]
+    assert 'legacy' in g.eval('str(devs[0].error)')
+
+
+@pytest.mark.parametrize('transport', ['legacy', 'modern'])
+def test_pc_device_behind_a_pci_bridge(boot, transport):
+    g = boot(machine='pc', devices=[
+        '-device', 'pci-bridge,id=br1,chassis_nr=1',
+        '-device', 'virtio-rng-pci,bus=br1,addr=0x3'])
+    found = probe(g, transport)
+    assert [(a, k, t) for a, k, t, _ in found] == [('01:03.0', 'rng', transport)]
+    assert g.eval('len(virtio.find("rng").read(32))') == 32
