@@ -117,16 +117,8 @@ class PackedVirtqueue(Virtqueue):
         """Offer one request (see SplitVirtqueue.add). Returns its buffer ID."""
         nr = len(readable)
         n = nr + len(writable)
-        if n == 0:
-            raise VirtioError('%s: a request needs at least one buffer' % self.name)
-        use_indirect = 1 < n <= self.indirect_max
+        use_indirect = self._fits(n)
         need = 1 if use_indirect else n
-        if need > self.num_free:
-            if need > self.size:
-                raise VirtioError('%s: %d buffers can never fit a ring of %d'
-                                  % (self.name, n, self.size))
-            raise VirtqueueFull('%s: %d descriptors needed, %d free (%d requests in flight)'
-                                % (self.name, need, self.num_free, self.in_flight))
         bid = self._id_free
         self._id_free = self._id_next[bid]
         first_at = self.desc + DESC_SIZE * self._next_avail

@@ -101,6 +101,21 @@ class Virtqueue:
     """What split and packed rings share: collecting and waiting for
     completions on top of their pop()."""
 
+    def _fits(self, n):
+        """Check that a request of n buffers can be added now; whether it
+        goes into an indirect table (one ring descriptor) or the ring (n)."""
+        if n == 0:
+            raise VirtioError('%s: a request needs at least one buffer' % self.name)
+        use_indirect = 1 < n <= self.indirect_max
+        need = 1 if use_indirect else n
+        if need > self.num_free:
+            if need > self.size:
+                raise VirtioError('%s: %d buffers can never fit a ring of %d'
+                                  % (self.name, n, self.size))
+            raise VirtqueueFull('%s: %d descriptors needed, %d free (%d requests in flight)'
+                                % (self.name, need, self.num_free, self.in_flight))
+        return use_indirect
+
     def collect(self):
         """Every completion available now, as a list of (token, length)."""
         out = []
@@ -235,16 +250,8 @@ class SplitVirtqueue(Virtqueue):
             self._owned('add')
         nr = len(readable)
         n = nr + len(writable)
-        if n == 0:
-            raise VirtioError('%s: a request needs at least one buffer' % self.name)
-        use_indirect = 1 < n <= self.indirect_max
+        use_indirect = self._fits(n)
         need = 1 if use_indirect else n
-        if need > self.num_free:
-            if need > self.size:
-                raise VirtioError('%s: %d buffers can never fit a ring of %d'
-                                  % (self.name, n, self.size))
-            raise VirtqueueFull('%s: %d descriptors needed, %d free (%d requests in flight)'
-                                % (self.name, need, self.num_free, self.in_flight))
         head = self._free_head
         wlen = 0
         if use_indirect:
