@@ -267,12 +267,7 @@ class Port:
             self._take(out, n - len(out))
             if len(out) >= n:
                 break
-            self.rxq.kick()         # buffers read empty go back before we wait
-            if self._fill():
-                continue
-            self.dev.poll()
-            self._usable()
-            if deadline.expired():
+            if not self._more(deadline):
                 break
         self.rxq.kick()
         return bytes(out)
@@ -298,15 +293,21 @@ class Port:
                 if i >= 0:
                     break
                 continue
-            self.rxq.kick()
-            if self._fill():
-                continue
-            self.dev.poll()
-            self._usable()
-            if deadline.expired():
+            if not self._more(deadline):
                 break
         self.rxq.kick()
         return bytes(out)
+
+    def _more(self, deadline):
+        """Nothing left to take: give emptied buffers back (before we wait),
+        take what arrived, serve the control queue. False once the deadline
+        has passed with nothing new."""
+        self.rxq.kick()
+        if self._fill():
+            return True
+        self.dev.poll()
+        self._usable()
+        return not deadline.expired()
 
     def readinto(self, buf):
         """The stream protocol, non-blocking: bytes copied into buf, or None
