@@ -152,8 +152,26 @@ class PciFunction:
         self.interrupt_pin = irq >> 8
         self.secondary_bus = None
         self.subordinate_bus = None
-        self.bars = _size_bars(self, nbars)
-        self.capabilities = self._walk_capabilities()
+        # BARs and capabilities are read when first asked for: a scan then
+        # costs a few config reads per function, and only the functions a
+        # driver binds (or the resource allocator places) are sized.
+        self._nbars = nbars
+        self._bars = None
+        self._capabilities = None
+
+    @property
+    def bars(self):
+        """The implemented BARs, decoded and sized (see _size_bars)."""
+        if self._bars is None:
+            self._bars = _size_bars(self, self._nbars)
+        return self._bars
+
+    @property
+    def capabilities(self):
+        """The capability list as (ID, config-space offset) pairs."""
+        if self._capabilities is None:
+            self._capabilities = self._walk_capabilities()
+        return self._capabilities
 
     # -- configuration space access --------------------------------------
     def _select(self, offset):

@@ -194,9 +194,17 @@ class PciBusModel:
     """One PCI bus: slots of functions; `bridge` is the bridge above it."""
 
     def __init__(self, number=0, bridge=None):
-        self.number = number
+        self._number = number
         self.bridge = bridge
         self.functions = {}          # (slot, function) -> PciDevice
+
+    @property
+    def number(self):
+        """Bus 0, or the secondary bus number its bridge holds right now (as
+        configuration space says, however it was written)."""
+        if self.bridge is not None:
+            return self.bridge.secondary_number
+        return self._number
 
     def place(self, dev, slot=None, function=0):
         if slot is None:
@@ -287,10 +295,6 @@ class PciBridge(PciDevice):
     @property
     def subordinate_number(self):
         return self.config[0x1A]
-
-    def config_write(self, offset, size, value):
-        PciDevice.config_write(self, offset, size, value)
-        self.secondary.number = self.config[0x19]
 
     def windows(self):
         """The forwarding windows: list of ('io'|'mem', base, limit)."""
