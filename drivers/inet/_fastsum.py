@@ -20,3 +20,21 @@ def words_sum(buf, start: int, end: int) -> int:
     if i < end:
         s += p[i] << 8
     return s
+
+
+@micropython.viper
+def checksum(buf, start: int, end: int, acc: int) -> int:
+    """The Internet checksum of buf[start:end] with acc (a small unfolded sum) added in:
+    words_sum, the carries folded in and the complement taken, in one native call."""
+    p = ptr8(buf)
+    i = start
+    last = end - 1
+    s = acc
+    while i < last:
+        s += (p[i] << 8) | p[i + 1]
+        i += 2
+    if i < end:
+        s += p[i] << 8
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s ^ 0xFFFF

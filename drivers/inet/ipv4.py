@@ -14,13 +14,13 @@ DEFAULT_TTL = 64         # RFC 1700 recommends 64
 FLAG_MF = 0x2000         # more fragments
 OFFSET_MASK = 0x1FFF     # fragment offset, in 8-byte units
 
-_HEADER = ">BBHHHBBH4s4s"    # version/IHL, TOS, total length, identification,
+HEADER_FORMAT = ">BBHHHBBH4s4s"    # version/IHL, TOS, total length, identification,
                              # flags/fragment offset, TTL, protocol, checksum, src, dst
 
 
 def write_header(buf, off, total_len, ident, proto, src, dst, ttl=DEFAULT_TTL):
     """Write a 20-byte header at buf[off:] and fill in its checksum."""
-    struct.pack_into(_HEADER, buf, off, (VERSION << 4) | 5, 0, total_len, ident & 0xFFFF,
+    struct.pack_into(HEADER_FORMAT, buf, off, (VERSION << 4) | 5, 0, total_len, ident & 0xFFFF,
                      0, ttl, proto, 0, src, dst)
     struct.pack_into(">H", buf, off + 10, checksum(buf, off, off + HEADER_LEN))
 

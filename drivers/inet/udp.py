@@ -6,11 +6,11 @@
 import struct
 
 from inet.addr import ip_ntoa
-from inet.checksum import fold, ones_sum
+from inet.checksum import checksum, ones_sum
 from inet.ipv4 import PROTO_UDP
 
 HEADER_LEN = 8
-_HEADER = ">HHHH"          # source port, destination port, length, checksum
+HEADER_FORMAT = ">HHHH"          # source port, destination port, length, checksum
 
 EPHEMERAL_FIRST = 49152    # ports picked for sockets bound to port 0 (RFC 6335 dynamic range)
 EPHEMERAL_LAST = 65535
@@ -19,19 +19,23 @@ QUEUE_LEN = 32             # datagrams held per socket before new ones are dropp
 
 def header_fields(frame, off):
     """-> (source port, destination port, length, checksum)."""
-    return struct.unpack_from(_HEADER, frame, off)
+    return struct.unpack_from(HEADER_FORMAT, frame, off)
 
 
 def write_header(buf, off, sport, dport, length):
-    struct.pack_into(_HEADER, buf, off, sport, dport, length, 0)
+    struct.pack_into(HEADER_FORMAT, buf, off, sport, dport, length, 0)
 
 
 def datagram_checksum(buf, ip_off, udp_off, length):
     """The checksum field value for the datagram at buf[udp_off:udp_off + length] whose
     IPv4 header (holding the pseudo-header's addresses) is at buf[ip_off:]. Returns 0 when
     verifying a datagram that carries a correct one."""
+    if udp_off == ip_off + 20:
+        # No IP options: the addresses (the header's last 8 bytes) and the datagram are
+        # one contiguous span, summed in one go.
+        return checksum(buf, ip_off + 12, udp_off + length, PROTO_UDP + length)
     acc = ones_sum(buf, ip_off + 12, ip_off + 20, PROTO_UDP + length)
-    return ~fold(ones_sum(buf, udp_off, udp_off + length, acc)) & 0xFFFF
+    return checksum(buf, udp_off, udp_off + length, acc)
 
 
 class Socket:
@@ -74,10 +78,11 @@ class Socket:
         """Send every queued datagram back to where it came from (the echo service, RFC 862).
         -> how many were echoed."""
         q = self._queue
+        reply = self.stack.udp_reply
+        port = self.port
         n = 0
         while q:
-            e = q.pop(0)
-            self.stack.udp_reply(self.port, e)
+            reply(port, q.pop(0))
             n += 1
         return n
 

@@ -477,3 +477,56 @@ def test_own_address_and_bad_mtu_are_refused_clearly():
     with pytest.raises(ValueError) as e:
         inet.Stack(FakeLink(clock, mtu=0), clock)
     assert str(e.value) == "link MTU 0 is outside 68..65535"
+
+
+def _udp_frame(data=b"hello", dport=9, dst=GUEST_IP, dst_mac=GUEST_MAC, opts=b"", off=0,
+               csum=None, pad=b""):
+    """A UDP datagram from the gateway as raw frame bytes (dpkt fills in the checksums
+    unless csum is given)."""
+    u = dpkt.udp.UDP(sport=40000, dport=dport, data=data)
+    u.ulen = len(u)
+    ip = dpkt.ip.IP(src=GW_IP, dst=dst, p=17, ttl=64, id=7, data=u, opts=opts)
+    ip._flags_offset = off
+    ip.hl = 5 + len(opts) // 4
+    ip.len = len(ip)
+    raw = bytes(dpkt.ethernet.Ethernet(dst=dst_mac, src=GW_MAC, type=IP_ETH, data=ip))
+    if csum is not None:
+        at = 14 + ip.hl * 4 + 6
+        raw = raw[:at] + csum.to_bytes(2, "big") + raw[at + 2:]
+    return raw + pad
+
+
+@pytest.mark.parametrize("frame, got, reason", [
+    (_udp_frame(), b"hello", None),
+    (_udp_frame(pad=b"\x00" * 20), b"hello", None),                   # Ethernet padding
+    (_udp_frame(csum=0), b"hello", None),                              # no checksum sent
+    (_udp_frame(opts=b"\x01\x01\x01\x00"), b"hello", None),            # IP options skipped
+    (_udp_frame(dst=b"\xff\xff\xff\xff", dst_mac=b"\xff" * 6), b"hello", None),
+    (_udp_frame(csum=0x1234), None, "bad_checksum"),
+    (_udp_frame(off=0x2000), None, "fragment"),                        # more fragments
+    (_udp_frame(off=0x0001), None, "fragment"),                        # offset 8
+    (_udp_frame(dport=10), None, "no_port"),
+    (_udp_frame(dst=b"\x0a\x00\x02\x10"), None, "not_for_us"),        # another address
+    (_udp_frame(dst_mac=b"\x52\x54\x00\x00\x00\x01"), None, "not_for_us"),
+    (_udp_frame()[:40], None, "truncated"),
+], ids=["plain", "padded", "no_checksum", "ip_options", "broadcast", "bad_checksum", "mf",
+        "offset", "no_port", "other_ip", "other_mac", "truncated"])
+def test_udp_datagrams_are_delivered_or_dropped_by_what_they_hold(frame, got, reason):
+    clock, link, gw, s = configured()
+    u = s.socket(9)
+    s.input(frame)
+    assert u.recv() == got
+    assert s.dropped() == (0 if reason is None else 1)
+    if reason is not None:
+        assert s.drops[reason] == 1
+    assert accounted(s)
+
+
+def test_udp_queue_full_is_counted_whichever_path_the_datagram_takes():
+    clock, link, gw, s = configured()
+    u = s.socket(9)
+    u.queue_len = 1
+    s.input(_udp_frame(b"first"))
+    s.input(_udp_frame(b"second"))
+    s.input(_udp_frame(b"third", opts=b"\x01\x01\x01\x00"))
+    assert s.drops["queue_full"] == 2 and u.recv() == b"first" and accounted(s)
