@@ -28,7 +28,8 @@ IP_OFF = ETH                                  # where the IPv4 header starts in 
 L4_OFF = ETH + ipv4.HEADER_LEN                # where ICMP/UDP start in frames we build
 UDP_DATA_OFF = L4_OFF + udp.HEADER_LEN
 # For the per-frame UDP paths: module globals are one lookup, module attributes two.
-_IPV4_UDP_HEADERS = ipv4.HEADER_FORMAT + udp.HEADER_FORMAT[1:]   # packed in one call
+_ETH_IPV4_UDP_HEADERS = ">H" + ipv4.HEADER_FORMAT[1:] + udp.HEADER_FORMAT[1:]  # one pack
+_ETHERTYPE_IPV4 = ethernet.ETHERTYPE_IPV4
 _UDP_HEADER = udp.HEADER_FORMAT
 _IPV4_IHL5 = (ipv4.VERSION << 4) | 5          # version 4, no options
 _IP_HLEN = ipv4.HEADER_LEN
@@ -368,18 +369,37 @@ class Stack:
         self._transmit(L4_OFF + n, frame[6:12], ethernet.ETHERTYPE_IPV4, "tx_icmp", True)
 
     def _udp_output(self, sport, dst, dport, data, dst_mac, src, csum=0, reply=False):
+        """Build and send a UDP datagram in one piece (what _transmit does, inlined: this
+        is the per-datagram path of the echo service). csum: a checksum known to be right
+        (a reply's), else 0 to compute it."""
         n = len(data)
-        length = udp.HEADER_LEN + n
+        length = _UDP_HLEN + n
+        end = UDP_DATA_OFF + n
         tx = self._tx
-        tx[UDP_DATA_OFF:UDP_DATA_OFF + n] = data
+        tx[UDP_DATA_OFF:end] = data
+        tx[0:6] = dst_mac
         self._ident = ident = (self._ident + 1) & 0xFFFF
-        _pack_into(_IPV4_UDP_HEADERS, tx, IP_OFF, _IPV4_IHL5, 0, _IP_HLEN + length, ident, 0,
-                   _TTL, _PROTO_UDP, 0, src, dst, sport, dport, length, 0)
+        _pack_into(_ETH_IPV4_UDP_HEADERS, tx, 12, _ETHERTYPE_IPV4, _IPV4_IHL5, 0,
+                   _IP_HLEN + length, ident, 0, _TTL, _PROTO_UDP, 0, src, dst, sport, dport,
+                   length, csum)
         _pack_into(">H", tx, IP_OFF + 10, checksum_acc(tx, IP_OFF, L4_OFF, 0))
         if not csum:
-            csum = checksum_acc(tx, IP_OFF + 12, L4_OFF + length, _PROTO_UDP + length) or 0xFFFF
-        _pack_into(">H", tx, L4_OFF + 6, csum)
-        self._transmit(L4_OFF + length, dst_mac, ethernet.ETHERTYPE_IPV4, "tx_udp", reply)
+            csum = checksum_acc(tx, IP_OFF + 12, end, _PROTO_UDP + length) or 0xFFFF
+            _pack_into(">H", tx, L4_OFF + 6, csum)
+        if end < _MIN_FRAME:
+            tx[end:_MIN_FRAME] = _PAD[end:]
+            end = _MIN_FRAME
+        try:
+            self.link.send(self._txv[:end])
+        except OSError:
+            if not reply:
+                raise
+            self.stats["tx_errors"] += 1
+            return
+        st = self.stats
+        st["tx_frames"] += 1
+        st["tx_bytes"] += end
+        st["tx_udp"] += 1
 
     def udp_send(self, sport, host, dport, data):
         """Send a UDP datagram from port sport to (host, dport). See Socket.sendto."""
