@@ -41,8 +41,8 @@ from array import array
 from virtio import features
 from virtio.device import CORE_FEATURES, VirtioDevice
 from virtio.errors import DeviceError, VirtioError, VirtioTimeout
-from virtio.virtqueue import (VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
-                              VIRTQ_USED_F_NO_NOTIFY, need_event)
+from virtio.fastring import publish, ring_state
+from virtio.virtqueue import VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE
 
 VIRTIO_ID_BLOCK = const(2)
 REQUESTQ = const(0)
@@ -146,6 +146,8 @@ BOUNCE_BYTES = const(512 * 1024)
 # The driver's numbers live in one array('I') (one lookup for the viper
 # versions of the ring functions): ST_WORDS words of state, then a record of
 # SLOT_WORDS words per slot. Objects (tags, buffers) in one list, two per slot.
+# The first words are virtio.fastring's shared ring header (RING_*), again as
+# literals for viper; a host test checks they agree.
 ST_CHAINS = const(0)        # where slot chains live: the indirect tables, or the ring's table
 ST_AVAIL = const(1)
 ST_USED = const(2)
@@ -153,7 +155,7 @@ ST_MASK = const(3)          # queue size - 1
 ST_AVAIL_IDX = const(4)     # our shadow of avail->idx
 ST_KICKED = const(5)        # avail idx when the device was last told
 ST_LAST_USED = const(6)     # used idx we have consumed up to
-ST_HDRS = const(7)
+ST_EVENT_IDX = const(7)     # the shared header ends here (virtio.fastring.RING_WORDS)
 ST_STATUS = const(8)
 ST_BLOCK = const(9)         # descriptors per slot: header, segments, status
 ST_INDIRECT = const(10)     # 1: a slot's chain is its own indirect table
@@ -161,7 +163,7 @@ ST_NSLOTS = const(11)
 ST_NFREE = const(12)        # free slots: the first ST_NFREE S_FREE entries
 ST_DEPTH = const(13)
 ST_SYNC = const(14)         # 1 while a read()/write()/... transfer is outstanding
-ST_EVENT_IDX = const(15)
+ST_HDRS = const(15)
 ST_FAST_CAP = const(16)     # capacity when below FAST_CAPACITY, else 0 (no fast path)
 ST_BLOCK_MASK = const(17)   # block_size - 1
 ST_PER_REQUEST = const(18)  # data bytes per request at most
@@ -344,15 +346,11 @@ class BlkDevice(VirtioDevice):
         block = nseg + 2
         indirect = self.has(features.INDIRECT_DESC)
         nslots = n if indirect else n // block
-        st = self._st = words(ST_WORDS + SLOT_WORDS * nslots)
-        st[ST_AVAIL] = vq.avail
-        st[ST_USED] = vq.used
-        st[ST_MASK] = n - 1
+        st = self._st = ring_state(vq, ST_WORDS + SLOT_WORDS * nslots)
         st[ST_BLOCK] = block
         st[ST_INDIRECT] = 1 if indirect else 0
         st[ST_NSLOTS] = nslots
         st[ST_NFREE] = nslots
-        st[ST_EVENT_IDX] = 1 if self.has(features.EVENT_IDX) else 0
         st[ST_SIZE_MAX] = seg
         st[ST_PER_REQUEST] = per
         st[ST_CHECK_LEN] = 0 if self.transport.legacy_layout else 1
@@ -386,7 +384,7 @@ class BlkDevice(VirtioDevice):
             self.native = True
             self._build_chains = self._build_chains_v
             self._post = self._post_v
-            self._publish = self._publish_v
+            self._publish = self._publish_native
             self._reap = self._reap_v
             self.submit_read = self._submit_read_v
             self.submit_write = self._submit_write_v
@@ -1088,22 +1086,12 @@ class BlkDevice(VirtioDevice):
         st[ST_AVAIL_IDX] = (i + 1) & 0xFFFF
 
     def _publish(self):
-        """Make the posted entries visible (avail idx after a barrier,
-        2.7.13.3) and say whether the device wants a notification (2.7.10)."""
-        hw = self.hw
-        st = self._st
-        new = st[ST_AVAIL_IDX]
-        old = st[ST_KICKED]
-        if new == old:
-            return False
-        hw.barrier()
-        hw.write16(st[ST_AVAIL] + AVAIL_IDX, new)
-        hw.barrier()        # idx visible before we read the device's wish
-        st[ST_KICKED] = new
-        if st[ST_EVENT_IDX]:
-            avail_event = st[ST_USED] + USED_RING + USED_ELEM_BYTES * (st[ST_MASK] + 1)
-            return need_event(hw.read16(avail_event), new, old)
-        return not hw.read16(st[ST_USED]) & VIRTQ_USED_F_NO_NOTIFY
+        """Make the posted entries visible and say whether the device wants
+        a notification (virtio.fastring.publish, 2.7.13.3 and 2.7.10)."""
+        return publish(self.hw, self._st)
+
+    def _publish_native(self):
+        return publish_native(self.hw, self._st)
 
     def _reap(self):
         """Take every completion off the used ring (2.7.14); returns how many."""
@@ -1266,6 +1254,7 @@ DRIVER = BlkDevice
 
 try:
     import micropython
+    from virtio.fastring import publish_native
     NATIVE = True
 except ImportError:
     NATIVE = False
@@ -1326,26 +1315,6 @@ if NATIVE:
             head = slot * block
         ptr16(st[ST_AVAIL] + AVAIL_RING)[i & int(st[ST_MASK])] = head
         st[ST_AVAIL_IDX] = (i + 1) & 0xFFFF
-
-    @micropython.viper
-    def _publish_v(self) -> int:
-        st = ptr32(self._st)
-        new = int(st[ST_AVAIL_IDX])
-        old = int(st[ST_KICKED])
-        if new == old:
-            return 0
-        ptr16(st[ST_AVAIL])[1] = new        # avail->idx (x86 keeps stores in order)
-        st[ST_KICKED] = new
-        self._barrier()                     # idx visible before we read the device's wish
-        if st[ST_EVENT_IDX]:
-            event = int(ptr16(st[ST_USED] + USED_RING
-                              + uint(USED_ELEM_BYTES * (int(st[ST_MASK]) + 1)))[0])
-            if ((new - event - 1) & 0xFFFF) < ((new - old) & 0xFFFF):
-                return 1
-            return 0
-        if ptr16(st[ST_USED])[0] & _F_NO_NOTIFY:
-            return 0
-        return 1
 
     @micropython.viper
     def _reap_v(self) -> int:
@@ -1639,7 +1608,6 @@ if NATIVE:
     BlkDevice._submit_batch_v = _submit_batch_v
     BlkDevice._take_done_v = _take_done_v
     BlkDevice._post_v = _post_v
-    BlkDevice._publish_v = _publish_v
     BlkDevice._reap_v = _reap_v
     BlkDevice._submit_read_v = _submit_read_v
     BlkDevice._submit_write_v = _submit_write_v

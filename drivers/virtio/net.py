@@ -41,7 +41,7 @@ except ImportError:
 from virtio import features
 from virtio.device import CORE_FEATURES, VirtioDevice
 from virtio.errors import DeviceError, VirtioError, VirtioTimeout
-from virtio.virtqueue import need_event
+from virtio.fastring import publish, ring_state
 
 VIRTIO_ID_NET = const(1)
 
@@ -158,7 +158,6 @@ IDLE_POLLS = const(4)           # empty polls in a wait before refill and reclai
 # the viper code can build in (a host test checks they match virtio.virtqueue).
 DESC_BYTES = const(16)
 D_LEN = const(8)
-AVAIL_IDX = const(2)
 AVAIL_RING = const(4)
 USED_IDX = const(2)
 USED_RING = const(4)
@@ -169,6 +168,8 @@ _F_NO_NOTIFY = const(1)         # VIRTQ_USED_F_NO_NOTIFY
 # The state of one ring, in an array('I') (one lookup for viper): Q_WORDS
 # words, then a stack of buffer numbers (receive: used, waiting for the next
 # refill; transmit: free), then one busy flag per buffer (with the device).
+# The first words are virtio.fastring's shared ring header (RING_*), again as
+# literals for viper; a host test checks they agree.
 Q_DESC = const(0)
 Q_AVAIL = const(1)
 Q_USED = const(2)
@@ -279,7 +280,7 @@ class NetDevice(VirtioDevice):
         if NATIVE and getattr(self.hw, '__name__', None) == 'x86':
             # The target: the viper ring methods (end of this file).
             self._pop = self._pop_v
-            self._publish = self._publish_v
+            self._publish = self._publish_native
             self._refill_ring = self._refill_ring_v
             self._tx_post = self._tx_post_v
         self._setup_receive()
@@ -299,12 +300,7 @@ class NetDevice(VirtioDevice):
 
     def _ring_state(self, vq, n):
         """The array describing split ring vq for n buffers."""
-        q = array('I', bytes(4 * (Q_WORDS + 2 * n)))
-        q[Q_DESC] = vq.desc
-        q[Q_AVAIL] = vq.avail
-        q[Q_USED] = vq.used
-        q[Q_MASK] = vq.size - 1
-        q[Q_EVENT_IDX] = 1 if self.has(features.EVENT_IDX) else 0
+        q = ring_state(vq, Q_WORDS + 2 * n)
         q[Q_PER] = 2 if self.split_header else 1
         q[Q_N] = n
         q[Q_HDR] = self.hdr_len
@@ -615,21 +611,12 @@ class NetDevice(VirtioDevice):
         q[Q_IN_FLIGHT] += 1
 
     def _publish(self, q):
-        """Make the posted entries visible (avail idx after a barrier,
-        2.7.13.3-4) and say whether the device wants a notification (2.7.10)."""
-        hw = self.hw
-        new = q[Q_AVAIL_IDX]
-        old = q[Q_KICKED]
-        if new == old:
-            return False
-        hw.barrier()
-        hw.write16(q[Q_AVAIL] + AVAIL_IDX, new)
-        hw.barrier()        # idx visible before we read the device's wish
-        q[Q_KICKED] = new
-        if q[Q_EVENT_IDX]:
-            avail_event = q[Q_USED] + USED_RING + 8 * (q[Q_MASK] + 1)
-            return need_event(hw.read16(avail_event), new, old)
-        return not hw.read16(q[Q_USED]) & _F_NO_NOTIFY
+        """Make the posted entries visible and say whether the device wants
+        a notification (virtio.fastring.publish, 2.7.13.3 and 2.7.10)."""
+        return publish(self.hw, q)
+
+    def _publish_native(self, q):
+        return publish_native(self.hw, q)
 
     def _refill_ring(self, q):
         """Post every buffer on the receive stack; True to notify."""
@@ -805,6 +792,7 @@ DRIVER = NetDevice
 
 try:
     import micropython
+    from virtio.fastring import publish_native
     NATIVE = True
 except ImportError:
     NATIVE = False
@@ -835,25 +823,6 @@ if NATIVE:
         s[Q_WORDS + n + i] = 0
         s[Q_IN_FLIGHT] = int(s[Q_IN_FLIGHT]) - 1
         return i
-
-    @micropython.viper
-    def _publish_v(self, q) -> int:
-        s = ptr32(q)
-        new = int(s[Q_AVAIL_IDX])
-        old = int(s[Q_KICKED])
-        if new == old:
-            return 0
-        ptr16(s[Q_AVAIL])[1] = new          # avail->idx (x86 keeps stores in order)
-        s[Q_KICKED] = new
-        self._barrier()                     # idx visible before we read the device's wish
-        if s[Q_EVENT_IDX]:
-            event = int(ptr16(s[Q_USED] + USED_RING + uint(8 * (int(s[Q_MASK]) + 1)))[0])
-            if ((new - event - 1) & 0xFFFF) < ((new - old) & 0xFFFF):
-                return 1
-            return 0
-        if ptr16(s[Q_USED])[0] & _F_NO_NOTIFY:
-            return 0
-        return 1
 
     @micropython.viper
     def _refill_ring_v(self, q) -> int:
@@ -893,6 +862,5 @@ if NATIVE:
         return int(self._publish(q))
 
     NetDevice._pop_v = _pop_v
-    NetDevice._publish_v = _publish_v
     NetDevice._refill_ring_v = _refill_ring_v
     NetDevice._tx_post_v = _tx_post_v

@@ -382,3 +382,17 @@ def test_random_traffic_keeps_every_token_once(ops, indirect, seed):
     assert not outstanding and len(done) == len(set(done))
     assert vq.num_free == 8 and vq.in_flight == 0
     assert model.errors == []
+
+
+def test_drivers_that_drive_their_rings_share_fastrings_header_layout():
+    # blk and net repeat virtio.fastring's RING_* word numbers as literals for
+    # viper; a mismatch would make the shared publish() read the wrong words.
+    from virtio import blk as B, fastring as R, net as N
+    header = [R.RING_DESC, R.RING_AVAIL, R.RING_USED, R.RING_MASK, R.RING_AVAIL_IDX,
+              R.RING_KICKED, R.RING_LAST_USED, R.RING_EVENT_IDX]
+    assert header == list(range(R.RING_WORDS))
+    assert [B.ST_CHAINS, B.ST_AVAIL, B.ST_USED, B.ST_MASK, B.ST_AVAIL_IDX, B.ST_KICKED,
+            B.ST_LAST_USED, B.ST_EVENT_IDX] == header
+    assert [N.Q_DESC, N.Q_AVAIL, N.Q_USED, N.Q_MASK, N.Q_AVAIL_IDX, N.Q_KICKED,
+            N.Q_LAST_USED, N.Q_EVENT_IDX] == header
+    assert B.ST_WORDS > R.RING_WORDS and N.Q_WORDS > R.RING_WORDS

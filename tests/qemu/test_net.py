@@ -76,6 +76,7 @@ def make(per, n, size, native):
     f._barrier = x86.barrier
     vq = Ring()
     vq.size = size
+    vq.event_idx = True                 # as negotiated above
     vq.desc = x86.dma_alloc(16 * size, 16)
     vq.avail = x86.dma_alloc(6 + 2 * size, 2)
     vq.used = x86.dma_alloc(6 + 8 * size, 4)
@@ -84,7 +85,7 @@ def make(per, n, size, native):
     f._txq = None
     if native:
         f._pop = f._pop_v
-        f._publish = f._publish_v
+        f._publish = f._publish_native
         f._refill_ring = f._refill_ring_v
         f._tx_post = f._tx_post_v
     return f, vq, q
