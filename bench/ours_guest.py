@@ -144,7 +144,9 @@ def run(image, master_disk, work_dir, selected, timeout=240, log=print):
                     for name in ('udp_rtt', 'udp_rtt_p99', 'udp_rate'):
                         results[name] = {'value': None, 'error': why, 'na': True}
                 out, err = repl.finish(60)
-                texts.append(out)
+                # The server's own "@@ udp_server" line was read by the expect above:
+                # put it back, or its RESULT would land in the workload before it.
+                texts.append('@@ udp_server\n' + out)
         repl.start('import x86\nx86.poweroff()\n')
         try:
             q.wait_exit(10)
