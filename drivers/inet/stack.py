@@ -328,6 +328,12 @@ class Stack:
         tx[0:6] = dst_mac
         tx[12] = ethertype >> 8
         tx[13] = ethertype & 0xFF
+        self._send(n, counter, reply)
+
+    def _send(self, n, counter, reply):
+        """Pad the frame in the transmit buffer to the Ethernet minimum, hand its n bytes
+        to the link and count it. A reply the link refuses is counted, not raised."""
+        tx = self._tx
         if n < _MIN_FRAME:
             tx[n:_MIN_FRAME] = _PAD[n:]
             n = _MIN_FRAME
@@ -369,8 +375,8 @@ class Stack:
         self._transmit(L4_OFF + n, frame[6:12], ethernet.ETHERTYPE_IPV4, "tx_icmp", True)
 
     def _udp_output(self, sport, dst, dport, data, dst_mac, src, csum=0, reply=False):
-        """Build and send a UDP datagram in one piece (what _transmit does, inlined: this
-        is the per-datagram path of the echo service). csum: a checksum known to be right
+        """Build and send a UDP datagram in one piece (all headers in one pack: this is
+        the per-datagram path of the echo service). csum: a checksum known to be right
         (a reply's), else 0 to compute it."""
         n = len(data)
         length = _UDP_HLEN + n
@@ -386,20 +392,7 @@ class Stack:
         if not csum:
             csum = checksum_acc(tx, IP_OFF + 12, end, _PROTO_UDP + length) or 0xFFFF
             _pack_into(">H", tx, L4_OFF + 6, csum)
-        if end < _MIN_FRAME:
-            tx[end:_MIN_FRAME] = _PAD[end:]
-            end = _MIN_FRAME
-        try:
-            self.link.send(self._txv[:end])
-        except OSError:
-            if not reply:
-                raise
-            self.stats["tx_errors"] += 1
-            return
-        st = self.stats
-        st["tx_frames"] += 1
-        st["tx_bytes"] += end
-        st["tx_udp"] += 1
+        self._send(end, "tx_udp", reply)
 
     def udp_send(self, sport, host, dport, data):
         """Send a UDP datagram from port sport to (host, dport). See Socket.sendto."""

@@ -14,7 +14,6 @@ except ImportError:
 
 import struct
 
-from virtio import features
 from virtio.errors import DeviceError, VirtioError, VirtqueueFull
 from virtio.virtqueue import (DEFAULT_INDIRECT_MAX, DESC_SIZE, VIRTQ_DESC_F_INDIRECT,
                               VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, Virtqueue,
@@ -45,14 +44,7 @@ class PackedVirtqueue(Virtqueue):
         if size < 1 or size > MAX_PACKED_SIZE:
             raise VirtioError('queue %d: packed ring size %d is not in 1..%d'
                               % (index, size, MAX_PACKED_SIZE))
-        self.hw = hw
-        self.transport = transport
-        self.index = index
-        self.size = size
-        self.name = name or '%s queue %d' % (transport.pci.address, index)
-        self.check = check
-        self.event_idx = features.has(negotiated, features.EVENT_IDX)
-        self.indirect_max = indirect_max if features.has(negotiated, features.INDIRECT_DESC) else 0
+        self._init_common(hw, transport, index, size, negotiated, indirect_max, name, check)
         # Descriptor ring (16-aligned), driver and device event suppression
         # structures (4-aligned), 2.8.10.1.
         self.desc = hw.dma_alloc(DESC_SIZE * size, 16)

@@ -101,6 +101,18 @@ class Virtqueue:
     """What split and packed rings share: collecting and waiting for
     completions on top of their pop()."""
 
+    def _init_common(self, hw, transport, index, size, negotiated, indirect_max, name, check):
+        """What both ring formats keep: where the queue is, its name for
+        errors, and the negotiated ring features they act on."""
+        self.hw = hw
+        self.transport = transport
+        self.index = index
+        self.size = size
+        self.name = name or '%s queue %d' % (transport.pci.address, index)
+        self.check = check
+        self.event_idx = features.has(negotiated, features.EVENT_IDX)
+        self.indirect_max = indirect_max if features.has(negotiated, features.INDIRECT_DESC) else 0
+
     def _fits(self, n):
         """Check that a request of n buffers can be added now; whether it
         goes into an indirect table (one ring descriptor) or the ring (n)."""
@@ -161,14 +173,7 @@ class SplitVirtqueue(Virtqueue):
         if size < 1 or size > MAX_SPLIT_SIZE or size & (size - 1):
             raise VirtioError('queue %d: split ring size %d is not a power of 2 up to %d'
                               % (index, size, MAX_SPLIT_SIZE))
-        self.hw = hw
-        self.transport = transport
-        self.index = index
-        self.size = size
-        self.name = name or '%s queue %d' % (transport.pci.address, index)
-        self.check = check
-        self.event_idx = features.has(negotiated, features.EVENT_IDX)
-        self.indirect_max = indirect_max if features.has(negotiated, features.INDIRECT_DESC) else 0
+        self._init_common(hw, transport, index, size, negotiated, indirect_max, name, check)
         self._alloc_rings()
         # Driver-side bookkeeping: never read back from device memory.
         self._next = list(range(1, size + 1))     # free list links
