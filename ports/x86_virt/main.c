@@ -165,6 +165,7 @@ soft_reset:
     mp_printf(&mp_plat_print, "MPY: soft reboot\n");
     gc_sweep_all();
     mp_deinit();
+    dma_reclaim();
     goto soft_reset;
 }
 

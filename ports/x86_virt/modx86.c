@@ -208,6 +208,37 @@ static mp_obj_t x86_dma_alloc(size_t n_args, const mp_obj_t *pos_args, mp_map_t 
 }
 static MP_DEFINE_CONST_FUN_OBJ_KW(x86_dma_alloc_obj, 1, x86_dma_alloc);
 
+// At a soft reset Python's objects are gone, so nothing of ours still uses the DMA
+// memory they allocated, but a device may still be writing into it (a posted receive
+// buffer). Stop every PCI function's DMA (clear Bus Master Enable, PCI 3.0 6.2.2: the
+// drivers set it again when they bind a device, after resetting it), then hand out
+// the DMA area afresh. Without this, each soft reset (mpremote does one per command)
+// followed by virtio.probe() would leak the rings of every device.
+#define PCI_COMMAND             0x04
+#define PCI_COMMAND_BUS_MASTER  0x0004
+#define PCI_HEADER_TYPE_REG     0x0c
+void dma_reclaim(void) {
+    for (int bus = 0; bus < 256; bus++) {
+        for (int dev = 0; dev < 32; dev++) {
+            if ((pci_config_read32(bus, dev, 0, 0) & 0xffff) == 0xffff) {
+                continue;
+            }
+            bool multi = (pci_config_read32(bus, dev, 0, PCI_HEADER_TYPE_REG) >> 16) & 0x80;
+            for (int fn = 0; fn < (multi ? 8 : 1); fn++) {
+                if ((pci_config_read32(bus, dev, fn, 0) & 0xffff) == 0xffff) {
+                    continue;
+                }
+                uint32_t cmd = pci_config_read32(bus, dev, fn, PCI_COMMAND) & 0xffff;
+                if (cmd & PCI_COMMAND_BUS_MASTER) {
+                    // The status half written as 0: its bits are write-1-to-clear.
+                    pci_config_write32(bus, dev, fn, PCI_COMMAND, cmd & ~PCI_COMMAND_BUS_MASTER);
+                }
+            }
+        }
+    }
+    dma_area_next = dma_area_start;
+}
+
 static mp_obj_t x86_bytearray_at(mp_obj_t addr, mp_obj_t n_in) {
     mp_int_t n = mp_obj_get_int(n_in);
     if (n < 0) {

@@ -112,6 +112,7 @@ uint32_t timer_tsc_khz(void);
 // ---- Memory (main.c) ------------------------------------------------------
 
 extern uintptr_t dma_area_start, dma_area_end, dma_area_next;
+void dma_reclaim(void);                // at every soft reset: devices stop DMA, the area starts afresh
 extern uintptr_t heap_area_start, heap_area_end;
 
 // ---- Power (power.c) ------------------------------------------------------
