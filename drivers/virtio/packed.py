@@ -65,11 +65,7 @@ class PackedVirtqueue(Virtqueue):
         self._kick_pos = 0            # ring position at the last kick
         self.notifications = 0
         self._ring = desc_table(hw, self.desc, DESC_SIZE * size)
-        self.indirect = 0
-        if self.indirect_max:
-            nbytes = size * self.indirect_max * DESC_SIZE
-            self.indirect = hw.dma_alloc(nbytes, DESC_SIZE)
-            self._tables = desc_table(hw, self.indirect, nbytes)
+        self._alloc_indirect()
         self.suppress_interrupts()
 
     def enable(self):

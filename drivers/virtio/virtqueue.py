@@ -113,6 +113,16 @@ class Virtqueue:
         self.event_idx = features.has(negotiated, features.EVENT_IDX)
         self.indirect_max = indirect_max if features.has(negotiated, features.INDIRECT_DESC) else 0
 
+    def _alloc_indirect(self):
+        """The indirect tables, indirect_max descriptors for each request
+        that may be in flight (2.7.5.3, 2.8.7), allocated once so that
+        add() allocates nothing."""
+        self.indirect = 0
+        if self.indirect_max:
+            nbytes = self.size * self.indirect_max * DESC_SIZE
+            self.indirect = self.hw.dma_alloc(nbytes, DESC_SIZE)
+            self._tables = desc_table(self.hw, self.indirect, nbytes)
+
     def _fits(self, n):
         """Check that a request of n buffers can be added now; whether it
         goes into an indirect table (one ring descriptor) or the ring (n)."""
@@ -189,11 +199,7 @@ class SplitVirtqueue(Virtqueue):
         self.notifications = 0
         self.owner = None             # a driver that drives this ring itself (take_over)
         self._ring = desc_table(hw, self.desc, DESC_SIZE * size)
-        self.indirect = 0
-        if self.indirect_max:
-            nbytes = size * self.indirect_max * DESC_SIZE
-            self.indirect = hw.dma_alloc(nbytes, DESC_SIZE)
-            self._tables = desc_table(hw, self.indirect, nbytes)
+        self._alloc_indirect()
         self.suppress_interrupts()
 
     def _alloc_rings(self):
