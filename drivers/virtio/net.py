@@ -323,21 +323,34 @@ class NetDevice(VirtioDevice):
         if self.mergeable and room > MRG_BUFFER:
             room = MRG_BUFFER       # a large packet spans several buffers
         self.rx_size = self._rx_room = room
-        per = 2 if self.split_header else 1
-        n = min(self.rx_buffers, vq.size // per)
-        self._rx_base = self.hw.dma_alloc(n * room, 16)
-        q = self._rxq = self._ring_state(vq, n)
+        self._rx_base, q = self._prebuild(vq, self.rx_buffers, room, room, _F_WRITE)
+        self._rxq = q
+        n = q[Q_N]
         for i in range(n):
-            a = self._rx_base + i * room
-            d = vq.desc + i * per * DESC_BYTES
-            if per == 2:
-                self._write_desc(d, a, hl, _F_WRITE | _F_NEXT, i * 2 + 1)
-                self._write_desc(d + DESC_BYTES, a + hl, room - hl, _F_WRITE, 0)
-            else:
-                self._write_desc(d, a, room, _F_WRITE, 0)
             q[Q_WORDS + i] = i
         q[Q_NSTACK] = n
         self._refill_ring(q)        # published now; the notification after DRIVER_OK
+
+    def _prebuild(self, vq, wanted, room, length, flags):
+        """At most `wanted` buffers of `room` bytes in DMA memory, each with
+        its descriptors written once: one of `length` bytes, or (legacy
+        framing, 5.1.6.6) the header's and then the rest chained. flags:
+        VIRTQ_DESC_F_WRITE for the receiveq, 0 for the transmitq. Returns
+        (their base address, the ring's state array)."""
+        hl = self.hdr_len
+        per = 2 if self.split_header else 1
+        n = min(wanted, vq.size // per)
+        base = self.hw.dma_alloc(n * room, 16)
+        q = self._ring_state(vq, n)
+        for i in range(n):
+            a = base + i * room
+            d = vq.desc + i * per * DESC_BYTES
+            if per == 2:
+                self._write_desc(d, a, hl, flags | _F_NEXT, i * 2 + 1)
+                self._write_desc(d + DESC_BYTES, a + hl, length - hl, flags, 0)
+            else:
+                self._write_desc(d, a, length, flags, 0)
+        return base, q
 
     def _setup_transmit(self):
         """Preallocate the transmit buffers and their descriptors. A
@@ -346,18 +359,10 @@ class NetDevice(VirtioDevice):
         vq = self.transmitq
         hl = self.hdr_len
         room = self._tx_room = hl + self.max_frame
-        per = 2 if self.split_header else 1
-        n = min(self.tx_buffers, vq.size // per)
-        self._tx_base = self.hw.dma_alloc(n * room, 16)
-        q = self._txq = self._ring_state(vq, n)
+        self._tx_base, q = self._prebuild(vq, self.tx_buffers, room, hl, 0)
+        self._txq = q
+        n = q[Q_N]
         for i in range(n):
-            a = self._tx_base + i * room
-            d = vq.desc + i * per * DESC_BYTES
-            if per == 2:
-                self._write_desc(d, a, hl, _F_NEXT, i * 2 + 1)
-                self._write_desc(d + DESC_BYTES, a + hl, 0, 0, 0)
-            else:
-                self._write_desc(d, a, hl, 0, 0)
             q[Q_WORDS + n - 1 - i] = i          # the free stack, buffer 0 on top
         q[Q_NSTACK] = n
 
