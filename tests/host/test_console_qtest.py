@@ -4,9 +4,7 @@ the host side a unix socket this test connects and closes, data both ways."""
 
 import os
 import random
-import shutil
 import socket
-import tempfile
 import threading
 
 import pytest
@@ -17,14 +15,6 @@ from virtio import console as C
 from tests.host.qtest import qtest_factory  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.qemu
-
-
-@pytest.fixture
-def sockdir():
-    # Unix socket paths must stay short (108 bytes): not under pytest's tmp_path.
-    d = tempfile.mkdtemp(prefix='vcon')
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def chardev(sockdir, name):

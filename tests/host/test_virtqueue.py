@@ -13,7 +13,7 @@ from virtio.virtqueue import (VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT,
                               VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, SplitVirtqueue, need_event)
 
 from tests.host.models import GenericDevice
-from tests.host.models.bench import bring_up
+from tests.host.models.bench import bring_up, buf
 
 SPLIT = F.mask(F.VERSION_1, F.INDIRECT_DESC, F.EVENT_IDX)
 NO_INDIRECT = F.mask(F.VERSION_1, F.EVENT_IDX)
@@ -25,14 +25,6 @@ def setup(mode='modern', wanted=SPLIT, queue_size=8, alias=True, **model_kw):
     model = GenericDevice(**model_kw)
     m, dev = bring_up(model, mode, wanted=wanted, alias=alias)
     return m, model, dev.vq
-
-
-def buf(m, data=b'', size=None):
-    """A DMA buffer holding `data` (or `size` zero bytes)."""
-    n = size if size is not None else len(data)
-    a = m.dma_alloc(max(n, 1), 16)
-    m.write(a, data)
-    return a, n
 
 
 def read_desc(m, vq, i):

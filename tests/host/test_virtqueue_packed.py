@@ -13,7 +13,7 @@ from virtio.packed import (RING_EVENT_FLAGS_DISABLE, VIRTQ_DESC_F_AVAIL, VIRTQ_D
 from virtio.virtqueue import VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE
 
 from tests.host.models import GenericDevice
-from tests.host.models.bench import bring_up
+from tests.host.models.bench import bring_up, buf
 
 PACKED = F.mask(F.VERSION_1, F.RING_PACKED, F.INDIRECT_DESC, F.EVENT_IDX)
 DIRECT = F.mask(F.VERSION_1, F.RING_PACKED, F.EVENT_IDX)
@@ -26,13 +26,6 @@ def setup(wanted=PACKED, queue_size=8, alias=True, **model_kw):
     m, dev = bring_up(model, wanted=wanted, alias=alias)
     assert dev.vq.kind == 'packed'
     return m, model, dev.vq
-
-
-def buf(m, data=b'', size=None):
-    n = size if size is not None else len(data)
-    a = m.dma_alloc(max(n, 1), 16)
-    m.write(a, data)
-    return a, n
 
 
 def slot(m, vq, i):

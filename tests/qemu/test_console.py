@@ -4,9 +4,7 @@
 the REPL is reachable over the console port (x86.dupterm)."""
 import os
 import random
-import shutil
 import socket
-import tempfile
 import threading
 import time
 
@@ -15,14 +13,6 @@ import pytest
 pytestmark = pytest.mark.qemu
 
 ECHO_BYTES = 1 << 20
-
-
-@pytest.fixture
-def sockdir():
-    # Unix socket paths must stay short (108 bytes): not under pytest's tmp_path.
-    d = tempfile.mkdtemp(prefix='vcon')
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def socket_chardev(sockdir, name):

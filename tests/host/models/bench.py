@@ -53,3 +53,11 @@ def bring_up(model, transport=None, wanted=None, queue_size=None, indirect_max=N
     dev.indirect_max = indirect_max
     dev.init()
     return m, dev
+
+
+def buf(m, data=b'', size=None):
+    """A DMA buffer holding `data` (or `size` zero bytes): (address, length)."""
+    n = size if size is not None else len(data)
+    a = m.dma_alloc(max(n, 1), 16)
+    m.write(a, data)
+    return a, n
