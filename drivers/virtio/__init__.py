@@ -84,9 +84,7 @@ def probe(hw=None, transport=None):
     VirtIO function and initialize it. transport: None (modern when the
     device offers it), 'legacy' or 'modern'. Returns the devices, bound or
     not, in PCI order; virtio.find() then looks them up."""
-    if hw is None:
-        import x86
-        hw = x86
+    hw = pci.port_hw(hw)
     fns = pci.scan(hw)
     if not pci.firmware_assigned(fns):
         # No firmware ran (host bench, QEMU under qtest): place every BAR.

@@ -338,10 +338,21 @@ def _size_bars(fn, count):
     return bars
 
 
-def scan(hw):
+def port_hw(hw=None):
+    """`hw` itself, or on the target (hw=None) the port's x86 module: the
+    default of every entry point a user calls from the REPL."""
+    if hw is None:
+        import x86
+        hw = x86
+    return hw
+
+
+def scan(hw=None):
     """Enumerate every function on bus 0 and on every bus behind a PCI-to-PCI
     bridge, depth first. Bridges that no firmware numbered get secondary and
-    subordinate bus numbers here. Returns the list of PciFunction."""
+    subordinate bus numbers here. Returns the list of PciFunction. On the
+    target hw defaults to the x86 module, as for virtio.probe()."""
+    hw = port_hw(hw)
     found = []
     _scan_bus(hw, 0, None, found, [1], {})
     return found

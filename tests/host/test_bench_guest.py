@@ -460,8 +460,8 @@ def test_guest_workloads_drive_the_real_block_driver_on_the_model():
     B = pytest.importorskip('virtio.blk')
     import virtio
     from tests.host.models import Machine
-    from tests.host.models.blk import BlkDevice
-    model = BlkDevice(disk=bytearray(pattern.make_bytes(0, 2048)))
+    from tests.host.models.blk import BlkModel
+    model = BlkModel(disk=bytearray(pattern.make_bytes(0, 2048)))
     dev, = virtio.probe(Machine([model]))
     assert isinstance(dev, B.BlkDevice)
     p = run_guest(ours_blk.read, dev, 'read_4k_d32', 4096, 32, 'rand', 1 << 20, 200, 10000)

@@ -14,7 +14,7 @@ from virtio import blk as B
 from virtio.errors import DeviceError, VirtioError, VirtioTimeout
 
 from tests.host.models import Machine
-from tests.host.models.blk import AddressingMachine, BlkDevice, VIRTIO_BLK_F_DISCARD, \
+from tests.host.models.blk import AddressingMachine, BlkModel, VIRTIO_BLK_F_DISCARD, \
     VIRTIO_BLK_F_FLUSH, DEFAULT_FEATURES, VIRTIO_BLK_F_CONFIG_WCE, VIRTIO_BLK_F_WRITE_ZEROES
 
 SECTOR = 512
@@ -27,7 +27,7 @@ def pattern(nbytes, seed=0):
 
 def up(machine=Machine, transport=None, **model_kw):
     """(machine, model, driver) with the blk driver bound through virtio.probe."""
-    model = BlkDevice(**model_kw)
+    model = BlkModel(**model_kw)
     m = machine([model])
     devs = virtio.probe(m, transport)
     dev, = devs
@@ -83,14 +83,14 @@ def test_read_only_and_4096_byte_blocks_show_in_the_configuration():
 
 
 def test_garbage_configuration_leaves_the_device_unbound_naming_the_field():
-    model = BlkDevice(misbehave='garbage_config')
+    model = BlkModel(misbehave='garbage_config')
     devs = virtio.probe(Machine([model]))
     assert isinstance(devs[0], virtio.UnboundDevice)
     assert 'capacity' in devs[0].error and 'outside' in devs[0].error
 
 
 def test_block_size_not_a_power_of_two_is_refused():
-    model = BlkDevice(blk_size=1536)
+    model = BlkModel(blk_size=1536)
     devs = virtio.probe(Machine([model]))
     assert isinstance(devs[0], virtio.UnboundDevice)
     assert 'blk_size = 1536' in devs[0].error
@@ -391,7 +391,7 @@ def test_size_max_below_a_block_still_makes_whole_block_requests():
 
 
 def test_limits_that_cannot_carry_one_block_leave_the_device_unbound():
-    devs = virtio.probe(Machine([BlkDevice(blk_size=4096, seg_max=2, size_max=1024)]))
+    devs = virtio.probe(Machine([BlkModel(blk_size=4096, seg_max=2, size_max=1024)]))
     assert isinstance(devs[0], virtio.UnboundDevice)
     assert 'seg_max 2 x size_max 1024 cannot carry one 4096-byte block' in devs[0].error
 

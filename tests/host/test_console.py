@@ -14,14 +14,14 @@ from virtio import transport as tp
 from virtio.errors import DeviceError, VirtioError, VirtioTimeout
 
 from tests.host.models import Machine
-from tests.host.models.console import ConsoleDevice, HostPort
+from tests.host.models.console import ConsoleModel, HostPort
 
 MODES = ['legacy', 'transitional', 'modern']
 
 
 def bring_up(*ports, **kw):
     """A console model with these ports, probed: (model, driver)."""
-    model = ConsoleDevice(ports=ports, **kw)
+    model = ConsoleModel(ports=ports, **kw)
     virtio.probe(Machine([model]))
     return model, virtio.find('console')
 
@@ -321,7 +321,7 @@ def test_a_device_that_never_answers_leaves_no_ports_and_no_hang():
 
 
 def test_bad_max_nr_ports_fails_the_bring_up():
-    model = ConsoleDevice(ports=[HostPort(console=True)], max_ports=4)
+    model = ConsoleModel(ports=[HostPort(console=True)], max_ports=4)
     model.cfg[4:8] = struct.pack('<I', 9)        # more ports than the 10 queues allow
     (dev,) = virtio.probe(Machine([model]))
     assert 'config max_nr_ports = 0x9 is outside [0x1, 0x4]' in str(dev)

@@ -10,7 +10,7 @@ from virtio import features as F, transport as tp
 from virtio.device import VirtioDevice
 from virtio.errors import DeviceError, NegotiationError, VirtioError, VirtioTimeout
 
-from tests.host.models import BlkDevice, GenericDevice
+from tests.host.models import BlkModel, GenericModel
 from tests.host.models.bench import GenericDriver, bring_up, machine_with
 from tests.host.models.virtio import F_BAD_FEATURE
 from virtio.transport import open_transport
@@ -21,7 +21,7 @@ def model_of(m):
 
 
 def test_modern_init_walks_the_status_sequence():
-    m, dev = bring_up(GenericDevice())
+    m, dev = bring_up(GenericModel())
     assert model_of(m).status_writes == [
         0, tp.ACKNOWLEDGE, tp.ACKNOWLEDGE | tp.DRIVER,
         tp.ACKNOWLEDGE | tp.DRIVER | tp.FEATURES_OK,
@@ -31,7 +31,7 @@ def test_modern_init_walks_the_status_sequence():
 
 
 def test_legacy_init_has_no_features_ok_step():
-    m, dev = bring_up(GenericDevice(), 'legacy')
+    m, dev = bring_up(GenericModel(), 'legacy')
     assert model_of(m).status_writes == [0, 1, 3, 7]
     assert model_of(m).errors == []
 
@@ -41,7 +41,7 @@ def test_queue_is_set_up_before_driver_ok():
         def setup(self):
             GenericDriver.setup(self)
             self.status_at_setup = self.transport.get_status()
-    m, dev = bring_up(GenericDevice(), driver=Watch)
+    m, dev = bring_up(GenericModel(), driver=Watch)
     assert dev.status_at_setup == tp.ACKNOWLEDGE | tp.DRIVER | tp.FEATURES_OK
 
 
@@ -49,7 +49,7 @@ def test_negotiated_is_offered_and_supported():
     class Picky(GenericDriver):
         SUPPORTED_FEATURES = F.mask(3, 5)
         FEATURE_NAMES = {3: 'THREE', 5: 'FIVE', 7: 'SEVEN'}
-    model = GenericDevice(features=F.mask(5, 7, 9), event_idx=False)
+    model = GenericModel(features=F.mask(5, 7, 9), event_idx=False)
     m, dev = bring_up(model, driver=Picky)
     assert dev.features == F.mask(5, F.INDIRECT_DESC, F.VERSION_1)
     assert dev.offered == F.mask(5, 7, 9, F.INDIRECT_DESC, F.VERSION_1, F.RING_RESET)
@@ -59,7 +59,7 @@ def test_negotiated_is_offered_and_supported():
 
 
 def test_legacy_never_acknowledges_bad_feature_or_legacy_only_bits():
-    model = GenericDevice(features=0xFFFFFF)
+    model = GenericModel(features=0xFFFFFF)
     m, dev = bring_up(model, 'legacy', wanted=(1 << 64) - 1)
     acked = [v for sel, v in model.feature_writes]
     assert acked and all(not v & F_BAD_FEATURE for v in acked)
@@ -73,7 +73,7 @@ def test_legacy_never_acknowledges_bad_feature_or_legacy_only_bits():
        mode=st.sampled_from(['legacy', 'modern']))
 def test_driver_writes_only_offered_bits(offered, wanted, mode):
     wanted |= F.mask(F.VERSION_1)       # a modern device needs it accepted
-    model = GenericDevice(features=offered)
+    model = GenericModel(features=offered)
     m, dev = bring_up(model, mode, wanted=wanted)
     written = 0
     for sel, v in model.feature_writes:
@@ -87,7 +87,7 @@ def test_driver_writes_only_offered_bits(offered, wanted, mode):
 
 @pytest.mark.parametrize('mode', ['modern'])
 def test_refused_features_ok_fails_the_device_and_names_step_and_device(mode):
-    model = BlkDevice(misbehave='refuse_features_ok')
+    model = BlkModel(misbehave='refuse_features_ok')
     m, (fn,) = machine_with(model)
 
     class Blk(VirtioDevice):
@@ -105,12 +105,12 @@ def test_refused_features_ok_fails_the_device_and_names_step_and_device(mode):
 
 
 def test_refused_features_ok_does_not_matter_to_legacy():
-    m, dev = bring_up(GenericDevice(misbehave='refuse_features_ok'), 'legacy')
+    m, dev = bring_up(GenericModel(misbehave='refuse_features_ok'), 'legacy')
     assert dev.transport.get_status() & tp.DRIVER_OK
 
 
 def test_modern_device_without_version_1_is_refused():
-    model = GenericDevice(mode='modern')
+    model = GenericModel(mode='modern')
     model.features &= ~(1 << 32)
     with pytest.raises(NegotiationError) as e:
         bring_up(model)
@@ -124,7 +124,7 @@ def test_setup_failure_sets_failed_and_names_the_setup_step():
         def setup(self):
             self.setup_queue(0)
             self.setup_queue(1)
-    model = GenericDevice(queue_sizes=(8,))
+    model = GenericModel(queue_sizes=(8,))
     with pytest.raises(NegotiationError) as e:
         bring_up(model, driver=TwoQueues)
     assert str(e.value) == ('00:03.0 virtio-generic: setup step: 00:03.0 virtio-generic: '
@@ -134,7 +134,7 @@ def test_setup_failure_sets_failed_and_names_the_setup_step():
 
 
 def test_reset_that_never_completes_is_a_timeout_naming_the_step():
-    model = GenericDevice(misbehave='stuck_reset')
+    model = GenericModel(misbehave='stuck_reset')
     m, (fn,) = machine_with(model)
     t = open_transport(m, fn)
     t.set_status(tp.ACKNOWLEDGE)
@@ -148,23 +148,23 @@ def test_reset_that_never_completes_is_a_timeout_naming_the_step():
 
 
 def test_queue_size_smaller_than_maximum_and_too_large():
-    m, dev = bring_up(GenericDevice(queue_sizes=(64,)), queue_size=16)
+    m, dev = bring_up(GenericModel(queue_sizes=(64,)), queue_size=16)
     assert dev.vq.size == 16 and model_of(m).queues[0].size == 16
     with pytest.raises(NegotiationError) as e:
-        bring_up(GenericDevice(queue_sizes=(64,)), queue_size=128)
+        bring_up(GenericModel(queue_sizes=(64,)), queue_size=128)
     assert 'queue 0 size 128 is above the device maximum 64' in str(e.value)
 
 
 def test_packed_ring_chosen_when_negotiated():
-    m, dev = bring_up(GenericDevice(mode='modern', packed=True))
+    m, dev = bring_up(GenericModel(mode='modern', packed=True))
     assert dev.has(F.RING_PACKED) and dev.vq.kind == 'packed'
-    m, dev = bring_up(GenericDevice(mode='modern', packed=True),
+    m, dev = bring_up(GenericModel(mode='modern', packed=True),
                       wanted=F.mask(F.VERSION_1, F.INDIRECT_DESC))
     assert not dev.has(F.RING_PACKED) and dev.vq.kind == 'split'
 
 
 def test_device_needs_reset_is_reported_by_check():
-    model = GenericDevice()
+    model = GenericModel()
     m, dev = bring_up(model)
     dev.check()
     model.set_needs_reset()
@@ -176,7 +176,7 @@ def test_device_needs_reset_is_reported_by_check():
 
 
 def test_device_needs_reset_raised_while_waiting_instead_of_a_timeout():
-    model = GenericDevice(misbehave='needs_reset')
+    model = GenericModel(misbehave='needs_reset')
     m, dev = bring_up(model)
     buf = m.dma_alloc(16)
     dev.vq.add([], [(buf, 16)], 'req')
@@ -187,7 +187,7 @@ def test_device_needs_reset_raised_while_waiting_instead_of_a_timeout():
 
 
 def test_read_config_retries_until_generation_is_stable():
-    model = BlkDevice()
+    model = BlkModel()
     m, (fn,) = machine_with(model)
     dev = VirtioDevice(open_transport(m, fn))
     changes = [3]
@@ -206,7 +206,7 @@ def test_read_config_retries_until_generation_is_stable():
 
 
 def test_check_config_rejects_garbage():
-    model = BlkDevice(misbehave='garbage_config')
+    model = BlkModel(misbehave='garbage_config')
     m, (fn,) = machine_with(model)
     dev = VirtioDevice(open_transport(m, fn))
     dev.NAME = 'virtio-blk'
@@ -219,7 +219,7 @@ def test_check_config_rejects_garbage():
 
 
 def test_reset_stops_the_device():
-    model = GenericDevice()
+    model = GenericModel()
     m, dev = bring_up(model)
     dev.reset()
     assert model.status == 0 and not model.queues[0].enabled and dev.queues == []

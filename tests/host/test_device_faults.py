@@ -6,7 +6,7 @@ import pytest
 from virtio import features as F
 from virtio.errors import DeviceError
 
-from tests.host.models import GenericDevice
+from tests.host.models import GenericModel
 from tests.host.models.bench import bring_up
 
 SPLIT = F.mask(F.VERSION_1, F.EVENT_IDX)
@@ -15,7 +15,7 @@ RINGS = [('modern', SPLIT), ('legacy', SPLIT), ('modern', PACKED)]
 
 
 def setup(mode, wanted, misbehave, size=8):
-    model = GenericDevice(mode='modern' if wanted == PACKED else 'transitional',
+    model = GenericModel(mode='modern' if wanted == PACKED else 'transitional',
                           packed=wanted == PACKED, queue_sizes=(size,))
     m, dev = bring_up(model, mode, wanted=wanted)
     model.misbehave = misbehave

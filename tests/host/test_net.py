@@ -12,7 +12,7 @@ from virtio.errors import DeviceError, VirtioError, VirtioTimeout
 from tests.host.models.bench import machine_with
 from tests.host.models.net import (BROADCAST, DEFAULT_MAC, F_CTRL_MAC_ADDR, F_CTRL_RX,
                                    F_CTRL_VQ, F_MAC, F_MRG_RXBUF, F_STATUS, QEMU_FEATURES,
-                                   NetDevice, Reflector)
+                                   NetModel, Reflector)
 from virtio.transport import open_transport
 
 OTHER_MAC = bytes([0x02, 0, 0, 0, 0, 0x99])
@@ -20,7 +20,7 @@ GROUP_MAC = bytes([0x01, 0x00, 0x5E, 0, 0, 1])
 
 
 def up(model, transport=None, **driver_kw):
-    """The model in a fresh Machine, driven by NetDevice. -> (machine, driver)."""
+    """The model in a fresh Machine, driven by the NetDevice driver. -> (machine, driver)."""
     m, fns = machine_with(model)
     dev = N.NetDevice(open_transport(m, fns[0], transport), **driver_kw)
     dev.init()
@@ -56,7 +56,7 @@ def idle_full(dev):
 # -- negotiation and identity -------------------------------------------------------------
 
 def test_accepts_what_it_handles_and_nothing_of_the_offloads_or_vlan():
-    model = NetDevice(mode='legacy')
+    model = NetModel(mode='legacy')
     m, dev = up(model)
     assert dev.feature_names() == ('MAC|MRG_RXBUF|STATUS|CTRL_VQ|CTRL_RX|CTRL_MAC_ADDR|'
                                    'ANY_LAYOUT|INDIRECT_DESC|EVENT_IDX')
@@ -65,7 +65,7 @@ def test_accepts_what_it_handles_and_nothing_of_the_offloads_or_vlan():
 
 
 def test_control_features_are_refused_without_a_controlq():
-    model = NetDevice(mode='modern', features=F_MAC | F_CTRL_RX | F_CTRL_MAC_ADDR)
+    model = NetModel(mode='modern', features=F_MAC | F_CTRL_RX | F_CTRL_MAC_ADDR)
     m, dev = up(model)
     assert dev.controlq is None
     assert not dev.has(N.VIRTIO_NET_F_CTRL_RX) and not dev.has(N.VIRTIO_NET_F_CTRL_MAC_ADDR)
@@ -76,7 +76,7 @@ def test_control_features_are_refused_without_a_controlq():
 
 
 def test_probe_binds_the_driver_and_describes_the_link():
-    m = machine_with(NetDevice(mode='modern'))[0]
+    m = machine_with(NetModel(mode='modern'))[0]
     virtio.probe(m)
     dev = virtio.find('net')
     assert isinstance(dev, N.NetDevice)
@@ -92,7 +92,7 @@ def test_probe_binds_the_driver_and_describes_the_link():
 def test_header_format_round_trip(mode, transport, feats, hdr_len):
     """Frames cross intact both ways, so driver and device agree on the header size;
     in memory the frame starts hdr_len bytes into the receive buffer."""
-    model = NetDevice(mode=mode, features=feats, peer=Reflector())
+    model = NetModel(mode=mode, features=feats, peer=Reflector())
     m, dev = up(model, transport)
     assert dev.hdr_len == hdr_len
     for n in (60, 61, 1000, 1514):
@@ -108,7 +108,7 @@ def test_header_format_round_trip(mode, transport, feats, hdr_len):
 
 
 def test_legacy_framing_without_any_layout_gives_the_header_its_own_descriptor():
-    model = NetDevice(mode='legacy', any_layout=False, peer=Reflector())
+    model = NetModel(mode='legacy', any_layout=False, peer=Reflector())
     m, dev = up(model)
     assert dev.split_header and not dev.has(F.ANY_LAYOUT)
     out = from_guest(200, seed=3)
@@ -120,14 +120,14 @@ def test_legacy_framing_without_any_layout_gives_the_header_its_own_descriptor()
 
 
 def test_mac_from_the_device_when_offered():
-    model = NetDevice(mode='modern', mac=bytes([0x52, 0x54, 0, 1, 2, 3]))
+    model = NetModel(mode='modern', mac=bytes([0x52, 0x54, 0, 1, 2, 3]))
     m, dev = up(model)
     assert dev.mac == bytes([0x52, 0x54, 0, 1, 2, 3])
     assert model.promisc is False       # the device filters on it now
 
 
 def test_without_f_mac_a_locally_administered_address_is_set_on_the_device():
-    model = NetDevice(mode='modern', features=QEMU_FEATURES & ~F_MAC)
+    model = NetModel(mode='modern', features=QEMU_FEATURES & ~F_MAC)
     m, dev = up(model)
     assert dev.mac != DEFAULT_MAC and len(dev.mac) == 6
     assert dev.mac[0] & 0x03 == 0x02        # locally administered, unicast
@@ -141,7 +141,7 @@ def test_without_f_mac_a_locally_administered_address_is_set_on_the_device():
 
 
 def test_without_f_mac_and_no_way_to_tell_the_device_it_stays_promiscuous():
-    model = NetDevice(mode='modern', features=F_STATUS)
+    model = NetModel(mode='modern', features=F_STATUS)
     m, dev = up(model)
     assert dev.mac[0] & 0x03 == 0x02 and model.promisc is True
     model.deliver(to_guest(dst=dev.mac))
@@ -149,14 +149,14 @@ def test_without_f_mac_and_no_way_to_tell_the_device_it_stays_promiscuous():
 
 
 def test_two_devices_get_different_local_addresses():
-    m, fns = machine_with(NetDevice(mode='modern', features=F_STATUS),
-                          NetDevice(mode='modern', features=F_STATUS))
+    m, fns = machine_with(NetModel(mode='modern', features=F_STATUS),
+                          NetModel(mode='modern', features=F_STATUS))
     macs = [N.NetDevice(open_transport(m, fn)).init().mac for fn in fns]
     assert macs[0] != macs[1]
 
 
 def test_link_status_follows_the_device():
-    model = NetDevice(mode='modern')
+    model = NetModel(mode='modern')
     m, dev = up(model)
     assert dev.link_up is True
     model.set_link(False)
@@ -167,7 +167,7 @@ def test_link_status_follows_the_device():
 
 
 def test_without_f_status_the_link_is_assumed_up():
-    model = NetDevice(mode='modern', features=F_MAC, link_up=False)
+    model = NetModel(mode='modern', features=F_MAC, link_up=False)
     m, dev = up(model)
     assert dev.link_up is True
 
@@ -175,7 +175,7 @@ def test_without_f_status_the_link_is_assumed_up():
 # -- MTU ---------------------------------------------------------------------------------
 
 def test_default_mtu_1500_and_send_beyond_it_raises():
-    model = NetDevice(mode='modern')
+    model = NetModel(mode='modern')
     m, dev = up(model)
     assert dev.mtu == 1500
     dev.send(from_guest(1514))
@@ -189,7 +189,7 @@ def test_default_mtu_1500_and_send_beyond_it_raises():
 
 
 def test_mtu_from_the_device():
-    model = NetDevice(mode='modern', mtu=1400, peer=Reflector())
+    model = NetModel(mode='modern', mtu=1400, peer=Reflector())
     m, dev = up(model)
     assert dev.has(N.VIRTIO_NET_F_MTU) and dev.mtu == 1400
     dev.send(from_guest(1414))
@@ -199,14 +199,14 @@ def test_mtu_from_the_device():
 
 
 def test_an_impossible_mtu_fails_initialization_and_says_why():
-    m = machine_with(NetDevice(mode='modern', mtu=20))[0]
+    m = machine_with(NetModel(mode='modern', mtu=20))[0]
     dev, = virtio.probe(m)
     assert isinstance(dev, virtio.UnboundDevice)
     assert 'config mtu = 0x14 is outside [0x44, 0xffff]' in dev.error
 
 
 def test_frames_over_the_mtu_from_the_device_are_dropped_and_counted():
-    model = NetDevice(mode='modern')
+    model = NetModel(mode='modern')
     m, dev = up(model)
     model.deliver(to_guest(1518, seed=1))    # fits the buffer (room for a VLAN tag)
     model.deliver(DEFAULT_MAC + b'\x02\x00')    # a runt: not even an Ethernet header
@@ -220,7 +220,7 @@ def test_frames_over_the_mtu_from_the_device_are_dropped_and_counted():
 
 @pytest.mark.parametrize('mode', ['legacy', 'modern'])
 def test_receive_buffers_are_refilled_past_the_ring_size(mode):
-    model = NetDevice(mode=mode)
+    model = NetModel(mode=mode)
     m, dev = up(model)
     n = dev.rx_count
     assert n == 256 and full(dev)
@@ -233,7 +233,7 @@ def test_receive_buffers_are_refilled_past_the_ring_size(mode):
 
 
 def test_a_burst_larger_than_the_ring_waits_in_the_device_and_arrives_in_order():
-    model = NetDevice(mode='modern')
+    model = NetModel(mode='modern')
     m, dev = up(model)
     for k in range(600):
         model.deliver(to_guest(100, seed=k))
@@ -249,7 +249,7 @@ def test_a_burst_larger_than_the_ring_waits_in_the_device_and_arrives_in_order()
 
 
 def test_recv_waits_for_a_frame_that_arrives_while_it_polls():
-    model = NetDevice(mode='modern', rx_on_tick=True)
+    model = NetModel(mode='modern', rx_on_tick=True)
     m, dev = up(model)
     model.deliver(to_guest(seed=5))         # lands at the next tick: while recv waits
     assert dev.recv(0) is None
@@ -257,13 +257,13 @@ def test_recv_waits_for_a_frame_that_arrives_while_it_polls():
 
 
 def test_recv_gives_up_after_its_timeout():
-    m, dev = up(NetDevice(mode='modern'))
+    m, dev = up(NetModel(mode='modern'))
     assert dev.recv(5) is None
     assert dev.recv() is None
 
 
 def test_received_frames_are_copies_that_later_traffic_does_not_change():
-    model = NetDevice(mode='modern', peer=Reflector())
+    model = NetModel(mode='modern', peer=Reflector())
     m, dev = up(model, rx_buffers=1)
     model.deliver(to_guest(seed=1))
     first = dev.recv(100)
@@ -274,7 +274,7 @@ def test_received_frames_are_copies_that_later_traffic_does_not_change():
 
 def test_merged_receive_buffers_are_joined():
     """MRG_RXBUF: a device may spread a packet over several buffers (num_buffers)."""
-    model = NetDevice(mode='modern', chunk=500)
+    model = NetModel(mode='modern', chunk=500)
     m, dev = up(model)
     model.deliver(to_guest(1514, seed=9))
     model.deliver(to_guest(300, seed=10))
@@ -284,7 +284,7 @@ def test_merged_receive_buffers_are_joined():
 
 
 def test_merged_packet_over_the_mtu_is_dropped_whole():
-    model = NetDevice(mode='modern', chunk=500)
+    model = NetModel(mode='modern', chunk=500)
     m, dev = up(model)
     model.deliver(to_guest(1700, seed=1))       # four buffers, 1700 > 1514
     model.deliver(to_guest(80, seed=2))
@@ -296,7 +296,7 @@ def test_merged_packet_over_the_mtu_is_dropped_whole():
 
 @pytest.mark.parametrize('mode', ['legacy', 'modern'])
 def test_transmit_buffers_are_reclaimed_past_the_ring_size(mode):
-    model = NetDevice(mode=mode)
+    model = NetModel(mode=mode)
     m, dev = up(model)
     for k in range(300):
         dev.send(from_guest(60 + k, seed=k))
@@ -307,7 +307,7 @@ def test_transmit_buffers_are_reclaimed_past_the_ring_size(mode):
 
 
 def test_send_waits_for_a_device_that_completes_late():
-    model = NetDevice(mode='modern', completion='deferred', auto_complete=True)
+    model = NetModel(mode='modern', completion='deferred', auto_complete=True)
     m, dev = up(model)
     for k in range(150):        # more than the 64 transmit buffers
         dev.send(from_guest(100, seed=k))
@@ -318,7 +318,7 @@ def test_send_waits_for_a_device_that_completes_late():
 
 
 def test_a_device_that_keeps_every_transmit_buffer_times_out():
-    model = NetDevice(mode='modern')
+    model = NetModel(mode='modern')
     m, dev = up(model)
     model.misbehave = 'never_complete'
     dev.tx_timeout_ms = 20
@@ -332,7 +332,7 @@ def test_a_device_that_keeps_every_transmit_buffer_times_out():
 
 def test_transmit_used_length_is_ignored():
     """5.1.6.1: old legacy devices put the buffer length in the transmit used length."""
-    model = NetDevice(mode='legacy', misbehave='tx_used_len')
+    model = NetModel(mode='legacy', misbehave='tx_used_len')
     m, dev = up(model)
     for k in range(100):
         dev.send(from_guest(seed=k))
@@ -342,7 +342,7 @@ def test_transmit_used_length_is_ignored():
 
 
 def test_transmitted_header_is_all_zeros():
-    model = NetDevice(mode='modern')
+    model = NetModel(mode='modern')
     m, dev = up(model)
     a = dev._tx_base                    # buffer 0 goes first
     dev.send(from_guest())
@@ -351,7 +351,7 @@ def test_transmitted_header_is_all_zeros():
 
 def test_packed_rings_are_not_negotiated_the_split_ones_work():
     """The driver drives split rings itself (like virtio.blk): RING_PACKED stays off."""
-    model = NetDevice(mode='modern', packed=True, peer=Reflector())
+    model = NetModel(mode='modern', packed=True, peer=Reflector())
     m, dev = up(model)
     assert not dev.has(F.RING_PACKED) and dev.receiveq.kind == 'split'
     for k in range(300):
@@ -372,7 +372,7 @@ def test_ring_flag_literals_match_the_core():
 
 @pytest.mark.parametrize('misbehave', ['rx_short', 'rx_oversized', 'bad_num_buffers'])
 def test_bad_receive_completions_are_counted_and_their_buffers_recycled(misbehave):
-    model = NetDevice(mode='modern')
+    model = NetModel(mode='modern')
     m, dev = up(model)
     model.misbehave = misbehave
     model.deliver(to_guest(seed=1))
@@ -384,7 +384,7 @@ def test_bad_receive_completions_are_counted_and_their_buffers_recycled(misbehav
 
 
 def test_a_used_id_that_is_not_ours_raises():
-    model = NetDevice(mode='modern')
+    model = NetModel(mode='modern')
     m, dev = up(model)
     model.misbehave = 'rx_bad_id'
     model.deliver(to_guest())
@@ -397,7 +397,7 @@ def test_a_used_id_that_is_not_ours_raises():
 
 @pytest.mark.parametrize('queue', ['rx', 'tx'])
 def test_a_used_idx_running_ahead_raises_and_changes_nothing(queue):
-    model = NetDevice(mode='modern')
+    model = NetModel(mode='modern')
     m, dev = up(model)
     model.misbehave = 'used_idx_jump'
     with pytest.raises(DeviceError) as e:
@@ -418,7 +418,7 @@ def test_a_used_idx_running_ahead_raises_and_changes_nothing(queue):
 
 
 def test_device_needs_reset_while_waiting_is_reported():
-    model = NetDevice(mode='modern')
+    model = NetModel(mode='modern')
     m, dev = up(model)
     model.set_needs_reset()
     with pytest.raises(DeviceError) as e:
@@ -429,7 +429,7 @@ def test_device_needs_reset_while_waiting_is_reported():
 # -- the controlq -------------------------------------------------------------------------------
 
 def test_promiscuous_mode_decides_whether_frames_for_others_arrive():
-    model = NetDevice(mode='modern')
+    model = NetModel(mode='modern')
     m, dev = up(model)
     assert model.commands == [(0, 0, b'\x00')]     # PROMISC off at start: we have F_MAC
     model.deliver(to_guest(dst=OTHER_MAC, seed=1))
@@ -446,7 +446,7 @@ def test_promiscuous_mode_decides_whether_frames_for_others_arrive():
 
 
 def test_mac_table_and_allmulti():
-    model = NetDevice(mode='legacy')
+    model = NetModel(mode='legacy')
     m, dev = up(model)
     dev.set_mac_filter([OTHER_MAC], [GROUP_MAC])
     assert model.commands[-1] == (1, 0, b'\x01\x00\x00\x00' + OTHER_MAC
@@ -465,7 +465,7 @@ def test_mac_table_and_allmulti():
 
 
 def test_mac_table_arguments_are_checked_before_anything_is_sent():
-    model = NetDevice(mode='modern')
+    model = NetModel(mode='modern')
     m, dev = up(model)
     sent = len(model.commands)
     with pytest.raises(ValueError):
@@ -483,7 +483,7 @@ def test_mac_table_arguments_are_checked_before_anything_is_sent():
 
 
 def test_set_mac_moves_the_filter():
-    model = NetDevice(mode='modern')
+    model = NetModel(mode='modern')
     m, dev = up(model)
     new = bytes([0x02, 1, 2, 3, 4, 5])
     dev.set_mac(new)
@@ -493,7 +493,7 @@ def test_set_mac_moves_the_filter():
 
 
 def test_a_refused_command_raises_with_the_ack():
-    model = NetDevice(mode='modern')
+    model = NetModel(mode='modern')
     m, dev = up(model)
     model.misbehave = 'ctrl_err'
     with pytest.raises(DeviceError) as e:
@@ -504,7 +504,7 @@ def test_a_refused_command_raises_with_the_ack():
 
 
 def test_a_command_never_answered_times_out_and_blocks_the_next_one():
-    model = NetDevice(mode='modern')
+    model = NetModel(mode='modern')
     m, dev = up(model)
     model.misbehave = 'ctrl_silent'
     dev.ctrl_timeout_ms = 10
@@ -517,7 +517,7 @@ def test_a_command_never_answered_times_out_and_blocks_the_next_one():
 
 
 def test_a_device_refusing_filter_commands_at_start_stays_promiscuous_and_works():
-    model = NetDevice(mode='modern', misbehave='ctrl_err', peer=Reflector())
+    model = NetModel(mode='modern', misbehave='ctrl_err', peer=Reflector())
     m, dev = up(model)
     assert dev.promiscuous is True and model.promisc is True
     assert dev.filter_error == ('00:03.0 virtio-net: control command RX_PROMISC refused '

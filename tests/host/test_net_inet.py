@@ -6,13 +6,13 @@ from hypothesis import given, settings, strategies as st
 
 import inet
 
-from tests.host.models.net import DEFAULT_MAC, F_MRG_RXBUF, QEMU_FEATURES, NetDevice, Reflector
+from tests.host.models.net import DEFAULT_MAC, F_MRG_RXBUF, QEMU_FEATURES, NetModel, Reflector
 from tests.host.test_inet_sim import Gateway
 from tests.host.test_net import full, up
 
 
 def test_stack_leases_pings_and_echoes_through_the_driver():
-    model = NetDevice(mode='modern')
+    model = NetModel(mode='modern')
     m, dev = up(model)
     gw = Gateway(model)
     s = inet.Stack(dev, m)
@@ -31,7 +31,7 @@ def test_stack_leases_pings_and_echoes_through_the_driver():
 
 
 def test_the_stack_sees_the_driver_mtu():
-    model = NetDevice(mode='legacy', mtu=1400)
+    model = NetModel(mode='legacy', mtu=1400)
     m, dev = up(model)
     Gateway(model)
     s = inet.Stack(dev, m, '10.0.2.15', gateway='10.0.2.2')
@@ -57,7 +57,7 @@ def test_random_traffic_and_faults_are_all_accounted_for(items, mode, mrg):
     runt or over the MTU; each bad completion is counted as an error (a packet spread over
     several buffers may count once per buffer); the receiveq is full again after each."""
     feats = QEMU_FEATURES if mrg else QEMU_FEATURES & ~F_MRG_RXBUF
-    model = NetDevice(mode=mode, features=feats, chunk=700 if mrg else None)
+    model = NetModel(mode=mode, features=feats, chunk=700 if mrg else None)
     m, dev = up(model)
     good = faulty = 0
     for k, (n, fault) in enumerate(items):
@@ -84,7 +84,7 @@ def test_random_traffic_and_faults_are_all_accounted_for(items, mode, mrg):
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.integers(14, 1514), min_size=1, max_size=80))
 def test_random_frames_round_trip(sizes):
-    model = NetDevice(mode='modern', peer=Reflector())
+    model = NetModel(mode='modern', peer=Reflector())
     m, dev = up(model, rx_buffers=8, tx_buffers=4)
     for k, n in enumerate(sizes):
         out = bytes([0x02, 0, 0, 0, 0, 1]) + DEFAULT_MAC + bytes([(k + i) & 0xFF

@@ -8,8 +8,8 @@ import pytest
 from virtio import pci
 from virtio.errors import VirtioError
 
-from tests.host.models import (BlkDevice, GenericDevice, Machine, PciBridge, PlainDevice,
-                               RngDevice)
+from tests.host.models import (BlkModel, GenericModel, Machine, PciBridge, PlainDevice,
+                               RngModel)
 from tests.host.models.pci import PciDevice
 
 
@@ -31,7 +31,7 @@ class CountingHw:
 
 
 def test_scan_lists_functions_like_lspci():
-    m = Machine([BlkDevice(), RngDevice(mode='modern')])
+    m = Machine([BlkModel(), RngModel(mode='modern')])
     fns = pci.scan(m)
     assert [str(f) for f in fns] == [
         '00:00.0 0600: 8086:1237 (rev 02)',
@@ -49,7 +49,7 @@ def test_scan_lists_functions_like_lspci():
 
 
 def test_absent_slots_cost_one_read_and_no_function_probe():
-    m = Machine([(17, RngDevice())])
+    m = Machine([(17, RngModel())])
     hw = CountingHw(m)
     fns = pci.scan(hw)
     assert [f.address for f in fns] == ['00:00.0', '00:11.0']
@@ -63,7 +63,7 @@ def test_absent_slots_cost_one_read_and_no_function_probe():
 
 
 def test_multifunction_device_all_functions_found():
-    m = Machine([(5, 0, RngDevice()), (5, 2, PlainDevice()), (5, 7, RngDevice(mode='modern'))])
+    m = Machine([(5, 0, RngModel()), (5, 2, PlainDevice()), (5, 7, RngModel(mode='modern'))])
     fns = pci.scan(m)
     assert [f.address for f in fns] == ['00:00.0', '00:05.0', '00:05.2', '00:05.7']
     assert fns[1].multifunction
@@ -72,7 +72,7 @@ def test_multifunction_device_all_functions_found():
 
 def test_function_behind_missing_function0_is_invisible():
     # Without function 0 nothing in the slot answers (PCI 3.0 requires it).
-    m = Machine([(6, 1, RngDevice())])
+    m = Machine([(6, 1, RngModel())])
     assert [f.address for f in pci.scan(m)] == ['00:00.0']
 
 
@@ -115,7 +115,7 @@ def test_io_bar_of_16_bit_decoder_sized_from_low_half():
 
 
 def test_capability_list_walk_of_a_modern_virtio_function():
-    fn = pci.scan(Machine([RngDevice(mode='modern')]))[1]
+    fn = pci.scan(Machine([RngModel(mode='modern')]))[1]
     assert fn.capabilities == [(0x11, 0x98), (0x09, 0x84), (0x09, 0x70), (0x09, 0x60),
                                (0x09, 0x50), (0x09, 0x40)]
     assert fn.find_capability(0x11) == 0x98
@@ -137,9 +137,9 @@ def test_no_capabilities_when_status_bit_clear():
 
 
 def test_bridges_get_bus_numbers_and_devices_behind_are_found():
-    m = Machine([RngDevice(),
-                 PciBridge([RngDevice(mode='modern'),
-                            PciBridge([BlkDevice(), PlainDevice()])]),
+    m = Machine([RngModel(),
+                 PciBridge([RngModel(mode='modern'),
+                            PciBridge([BlkModel(), PlainDevice()])]),
                  PciBridge([], pcie=True)])
     fns = pci.scan(m)
     assert [f.address for f in fns] == ['00:00.0', '00:03.0', '00:04.0', '01:00.0',
@@ -154,7 +154,7 @@ def test_bridges_get_bus_numbers_and_devices_behind_are_found():
 
 
 def test_bus_numbers_from_firmware_are_kept():
-    m = Machine([PciBridge([RngDevice()])])
+    m = Machine([PciBridge([RngModel()])])
     br = m.root.functions[(3, 0)]
     br.config[0x18:0x1B] = bytes([0, 7, 9])          # as a BIOS numbered it
     fns = pci.scan(m)
@@ -166,8 +166,8 @@ def test_assign_resources_places_bars_aligned_inside_windows_without_overlap():
     m = Machine([PlainDevice(bars=BAR_KINDS[:3]),
                  PciBridge([PlainDevice(bars=[(0, 0x100, 'io', False), (1, 0x100000, 'mem32', False),
                                               (2, 0x800000, 'mem64', True)]),
-                            PciBridge([RngDevice(mode='modern')])]),
-                 BlkDevice()])
+                            PciBridge([RngModel(mode='modern')])]),
+                 BlkModel()])
     fns = pci.scan(m)
     assert pci.unassigned(fns)
     pci.assign_resources(m, fns)

@@ -12,7 +12,7 @@ from virtio.errors import VirtioError, VirtioTimeout
 from virtio.regs import PortWindow
 from virtio.trace import Traced
 
-from tests.host.models import BlkDevice, GenericDevice, Machine, PciBridge, PlainDevice, RngDevice
+from tests.host.models import BlkModel, GenericModel, Machine, PciBridge, PlainDevice, RngModel
 
 
 def lines_of(fn):
@@ -26,8 +26,8 @@ def lines_of(fn):
 
 
 def test_probe_binds_known_devices_and_lists_unknown_ones():
-    m = Machine([RngDevice(), PlainDevice(), GenericDevice(device_type=9, mode='modern'),
-                 RngDevice(mode='legacy')])
+    m = Machine([RngModel(), PlainDevice(), GenericModel(device_type=9, mode='modern'),
+                 RngModel(mode='legacy')])
     devs = virtio.probe(m)
     assert [str(d) for d in devs] == [
         '00:03.0 virtio-rng modern 8q features=INDIRECT_DESC|EVENT_IDX|VERSION_1',
@@ -40,7 +40,7 @@ def test_probe_binds_known_devices_and_lists_unknown_ones():
 
 
 def test_probe_assigns_resources_only_when_no_firmware_did():
-    model = RngDevice()
+    model = RngModel()
     m = Machine([model])
     virtio.probe(m)
     bar4 = model.bar_base(model.bars[4])
@@ -51,7 +51,7 @@ def test_probe_assigns_resources_only_when_no_firmware_did():
 
 
 def test_probe_leaves_a_firmware_assignment_alone_and_reports_the_gap():
-    a, b = RngDevice(), RngDevice(mode='modern')
+    a, b = RngModel(), RngModel(mode='modern')
     m = Machine([a, b])
     virtio.probe(m)
     b.config[0x20:0x28] = bytes([0xC, 0, 0, 0, 0, 0, 0, 0])      # BAR4 lost its address
@@ -64,7 +64,7 @@ def test_probe_leaves_a_firmware_assignment_alone_and_reports_the_gap():
 
 
 def test_find_by_kind_and_index():
-    m = Machine([RngDevice(), GenericDevice(device_type=9, mode='modern'), RngDevice(mode='modern')])
+    m = Machine([RngModel(), GenericModel(device_type=9, mode='modern'), RngModel(mode='modern')])
     virtio.probe(m)
     assert virtio.find('rng').pci.address == '00:03.0'
     assert virtio.find('rng', 1).pci.address == '00:05.0'
@@ -76,7 +76,7 @@ def test_find_by_kind_and_index():
 
 
 def test_probe_with_transport_request():
-    m = Machine([RngDevice(), RngDevice(mode='modern')])
+    m = Machine([RngModel(), RngModel(mode='modern')])
     devs = virtio.probe(m, transport='legacy')
     assert devs[0].transport.name == 'legacy'
     assert 'unbound: VirtioError: 00:04.0: no legacy interface' in str(devs[1])
@@ -86,7 +86,7 @@ def test_probe_with_transport_request():
 
 def test_failing_driver_import_leaves_device_unbound(monkeypatch):
     monkeypatch.setitem(virtio.DRIVERS, 9, 'nosuchdriver')
-    m = Machine([GenericDevice(device_type=9, mode='modern')])
+    m = Machine([GenericModel(device_type=9, mode='modern')])
     (dev,) = virtio.probe(m)
     assert str(dev).startswith('00:03.0 virtio-9p 1af4:1049 unbound: driver virtio.nosuchdriver '
                                'unavailable (')
@@ -96,12 +96,12 @@ def test_driver_raising_at_import_leaves_device_unbound(monkeypatch):
     monkeypatch.setitem(virtio.DRIVERS, 9, 'exploding')
     mod = types.ModuleType('virtio.exploding')
     monkeypatch.setitem(sys.modules, 'virtio.exploding', mod)     # imported, no DRIVER
-    (dev,) = virtio.probe(Machine([GenericDevice(device_type=9, mode='modern')]))
+    (dev,) = virtio.probe(Machine([GenericModel(device_type=9, mode='modern')]))
     assert 'unbound: ' in str(dev) and 'DRIVER' in str(dev)
 
 
 def test_device_whose_initialization_fails_is_listed_with_the_reason():
-    m = Machine([RngDevice(misbehave='refuse_features_ok'), RngDevice(mode='modern')])
+    m = Machine([RngModel(misbehave='refuse_features_ok'), RngModel(mode='modern')])
     devs = virtio.probe(m)
     assert str(devs[0]) == ('00:03.0 virtio-rng 1af4:1005 unbound: NegotiationError: 00:03.0 '
                             'virtio-rng: FEATURES_OK step: device did not accept FEATURES_OK '
@@ -110,8 +110,8 @@ def test_device_whose_initialization_fails_is_listed_with_the_reason():
 
 
 def test_devices_behind_bridges_and_multifunction_are_probed():
-    m = Machine([PciBridge([RngDevice(mode='modern'), PciBridge([RngDevice()])]),
-                 (9, 0, RngDevice(mode='legacy')), (9, 3, RngDevice())])
+    m = Machine([PciBridge([RngModel(mode='modern'), PciBridge([RngModel()])]),
+                 (9, 0, RngModel(mode='legacy')), (9, 3, RngModel())])
     devs = virtio.probe(m)
     assert [(d.pci.address, d.KIND, d.transport.name) for d in devs] == [
         ('01:00.0', 'rng', 'modern'), ('02:00.0', 'rng', 'modern'),
@@ -121,7 +121,7 @@ def test_devices_behind_bridges_and_multifunction_are_probed():
 
 
 def test_device_type_from_ids():
-    m = Machine([BlkDevice(), BlkDevice(mode='modern'), GenericDevice(device_type=9, mode='modern')])
+    m = Machine([BlkModel(), BlkModel(mode='modern'), GenericModel(device_type=9, mode='modern')])
     fns = [f for f in pci.scan(m) if tp.is_virtio(f)]
     assert [tp.device_type(f) for f in fns] == [2, 2, 9]
     assert not tp.is_virtio(pci.scan(Machine([PlainDevice()]))[1])
@@ -134,7 +134,7 @@ def expected_random(n, seed=1):
 
 @pytest.mark.parametrize('mode', ['legacy', 'transitional', 'modern'])
 def test_rng_read_returns_the_device_bytes(mode):
-    model = RngDevice(mode=mode)
+    model = RngModel(mode=mode)
     virtio.probe(Machine([model]))
     rng = virtio.find('rng')
     data = rng.read(100)
@@ -144,7 +144,7 @@ def test_rng_read_returns_the_device_bytes(mode):
 
 
 def test_rng_read_gathers_short_answers():
-    model = RngDevice(max_bytes=5)
+    model = RngModel(max_bytes=5)
     virtio.probe(Machine([model]))
     data = virtio.find('rng').read(23)
     assert data == expected_random(25)[:23]
@@ -152,7 +152,7 @@ def test_rng_read_gathers_short_answers():
 
 
 def test_rng_read_times_out_when_the_device_gives_nothing():
-    model = RngDevice(completion='lazy')       # takes buffers only when told
+    model = RngModel(completion='lazy')       # takes buffers only when told
     virtio.probe(Machine([model]))
     rng = virtio.find('rng')
     with pytest.raises(VirtioTimeout) as e:
@@ -169,7 +169,7 @@ def test_rng_read_times_out_when_the_device_gives_nothing():
 
 
 def test_trace_lines_of_a_legacy_bring_up():
-    m = Machine([RngDevice()])
+    m = Machine([RngModel()])
     out = lines_of(lambda: virtio.probe(m, transport='legacy'))
     assert out[:6] == [
         '00:03.0 legacy device_status <- 0x00 RESET',
@@ -188,7 +188,7 @@ def test_trace_lines_of_a_legacy_bring_up():
 
 
 def test_trace_lines_of_a_modern_bring_up_and_a_kick():
-    m = Machine([RngDevice(mode='modern')])
+    m = Machine([RngModel(mode='modern')])
     out = lines_of(lambda: virtio.probe(m))
     assert '00:03.0 modern device_feature[1] -> 0x00000101 VERSION_1|RING_RESET' in out
     assert '00:03.0 modern driver_feature[1] <- 0x00000001 VERSION_1' in out
@@ -200,7 +200,7 @@ def test_trace_lines_of_a_modern_bring_up_and_a_kick():
 
 
 def test_trace_is_free_when_off():
-    m = Machine([RngDevice(mode='legacy')])
+    m = Machine([RngModel(mode='legacy')])
     (dev,) = virtio.probe(m)
     assert type(dev.transport.regs) is PortWindow
     virtio.trace(True, lambda line: None)
@@ -215,7 +215,7 @@ def test_trace_shows_device_specific_feature_names():
 
     class Named(VirtioDevice):
         FEATURE_NAMES = {9: 'FLUSH', 6: 'BLK_SIZE'}
-    m = Machine([BlkDevice(mode='legacy')])
+    m = Machine([BlkModel(mode='legacy')])
     fns = pci.scan(m)
     pci.assign_resources(m, fns)
     dev = Named(open_transport(m, fns[1]))

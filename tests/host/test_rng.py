@@ -10,7 +10,7 @@ import pytest
 import virtio
 from virtio.errors import DeviceError, VirtioTimeout
 
-from tests.host.models import Machine, RngDevice
+from tests.host.models import Machine, RngModel
 
 RANDOM_PY = os.path.join(os.path.dirname(__file__), '..', '..', 'firmware', 'random.py')
 
@@ -29,7 +29,7 @@ def load_random():
 
 
 def test_reads_are_not_constant_and_sizes_are_exact():
-    rng = rng_on(RngDevice(mode='modern'))
+    rng = rng_on(RngModel(mode='modern'))
     chunks = [rng.read(n) for n in (1, 7, 64, 65, 300)]
     assert [len(c) for c in chunks] == [1, 7, 64, 65, 300]
     assert len(set(chunks[2:])) == 3 and len(set(chunks[4])) > 100
@@ -41,7 +41,7 @@ def test_reads_are_not_constant_and_sizes_are_exact():
 def test_a_rate_limited_device_gives_a_timeout_with_what_arrived():
     """16 bytes per 10 s (QEMU: max-bytes=16,period=10000): the first 16 come,
     then nothing; read() says so instead of hanging."""
-    model = RngDevice(rate=(16, 10000))
+    model = RngModel(rate=(16, 10000))
     rng = rng_on(model)
     with pytest.raises(VirtioTimeout) as e:
         rng.read(40, timeout_ms=20)
@@ -54,7 +54,7 @@ def test_a_rate_limited_device_gives_a_timeout_with_what_arrived():
 
 
 def test_a_rate_limited_device_is_read_across_periods():
-    model = RngDevice(rate=(16, 2))         # 16 bytes every 2 ms
+    model = RngModel(rate=(16, 2))         # 16 bytes every 2 ms
     rng = rng_on(model)
     data = rng.read(100, timeout_ms=1000)
     assert len(data) == 100 and model.given >= 100
@@ -66,13 +66,13 @@ def test_a_rate_limited_device_is_read_across_periods():
     ('oversized_len', 'used length 576 for head 0 exceeds its 64 writable bytes'),
 ])
 def test_a_misbehaving_device_is_a_device_error(misbehave, message):
-    rng = rng_on(RngDevice(misbehave=misbehave))
+    rng = rng_on(RngModel(misbehave=misbehave))
     with pytest.raises(DeviceError, match=message):
         rng.read(8)
 
 
 def test_a_device_that_never_answers_times_out():
-    rng = rng_on(RngDevice(misbehave='never_complete'))
+    rng = rng_on(RngModel(misbehave='never_complete'))
     with pytest.raises(VirtioTimeout, match='no entropy within 5 ms'):
         rng.read(8, timeout_ms=5)
 
@@ -80,12 +80,12 @@ def test_a_device_that_never_answers_times_out():
 # -- the frozen random module ------------------------------------------------------------
 
 def test_random_seeds_itself_from_virtio_rng():
-    model = RngDevice()
+    model = RngModel()
     rng_on(model)
     r = load_random()
     assert r.seeded_from == 'virtio-rng'
     assert model.given == 64                # one 64-byte request gave the 16-byte seed
-    model2 = RngDevice(seed=2)
+    model2 = RngModel(seed=2)
     rng_on(model2)
     r2 = load_random()
     assert [r.getrandbits(32) for _ in range(4)] != [r2.getrandbits(32) for _ in range(4)]

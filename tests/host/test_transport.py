@@ -12,26 +12,26 @@ from virtio.modern import ModernTransport
 from virtio.regs import CfgWindow, MemWindow, PortWindow
 from virtio.transport import open_transport
 
-from tests.host.models import BlkDevice, GenericDevice, Machine, RngDevice
+from tests.host.models import BlkModel, GenericModel, Machine, RngModel
 from tests.host.models.bench import bring_up, machine_with
 
 
 def test_transitional_device_is_driven_modern_by_default():
-    m, (fn,) = machine_with(BlkDevice())
+    m, (fn,) = machine_with(BlkModel())
     t = open_transport(m, fn)
     assert isinstance(t, ModernTransport) and t.name == 'modern'
     assert not t.legacy_layout
 
 
 def test_transitional_device_legacy_on_request():
-    m, (fn,) = machine_with(BlkDevice())
+    m, (fn,) = machine_with(BlkModel())
     t = open_transport(m, fn, 'legacy')
     assert isinstance(t, LegacyTransport) and t.name == 'legacy'
     assert t.legacy_layout
 
 
 def test_legacy_only_device_is_driven_legacy():
-    m, (fn,) = machine_with(BlkDevice(mode='legacy'))
+    m, (fn,) = machine_with(BlkModel(mode='legacy'))
     assert open_transport(m, fn).name == 'legacy'
     with pytest.raises(VirtioError) as e:
         open_transport(m, fn, 'modern')
@@ -39,7 +39,7 @@ def test_legacy_only_device_is_driven_legacy():
 
 
 def test_modern_only_device_refuses_legacy():
-    m, (fn,) = machine_with(BlkDevice(mode='modern'))
+    m, (fn,) = machine_with(BlkModel(mode='modern'))
     with pytest.raises(VirtioError) as e:
         open_transport(m, fn, 'legacy')
     assert str(e.value).startswith('00:03.0: no legacy interface')
@@ -48,7 +48,7 @@ def test_modern_only_device_refuses_legacy():
 
 
 def test_legacy_features_are_32_bits_with_legacy_only_bits():
-    m, (fn,) = machine_with(BlkDevice())
+    m, (fn,) = machine_with(BlkModel())
     t = open_transport(m, fn, 'legacy')
     f = t.device_features()
     assert f == 0x79006E54          # what QEMU 7.2's virtio-blk shows
@@ -57,7 +57,7 @@ def test_legacy_features_are_32_bits_with_legacy_only_bits():
 
 
 def test_modern_features_are_64_bits():
-    m, (fn,) = machine_with(BlkDevice())
+    m, (fn,) = machine_with(BlkModel())
     t = open_transport(m, fn)
     assert t.device_features() == 0x10130006E54    # QEMU 7.2 virtio-blk, modern
     t.set_driver_features(0x100000044)
@@ -68,7 +68,7 @@ def test_modern_features_are_64_bits():
 
 @pytest.mark.parametrize('mode', ['legacy', 'modern'])
 def test_status_register_round_trip(mode):
-    m, (fn,) = machine_with(BlkDevice())
+    m, (fn,) = machine_with(BlkModel())
     t = open_transport(m, fn, mode)
     t.reset()
     assert t.get_status() == 0
@@ -81,7 +81,7 @@ def test_status_register_round_trip(mode):
 
 @pytest.mark.parametrize('mode', ['legacy', 'modern'])
 def test_reset_times_out_when_status_never_reads_zero(mode):
-    m, (fn,) = machine_with(BlkDevice(misbehave='stuck_reset'))
+    m, (fn,) = machine_with(BlkModel(misbehave='stuck_reset'))
     t = open_transport(m, fn, mode)
     t.set_status(tp.ACKNOWLEDGE)
     with pytest.raises(VirtioTimeout) as e:
@@ -91,7 +91,7 @@ def test_reset_times_out_when_status_never_reads_zero(mode):
 
 
 def test_queue_discovery_on_both_transports():
-    m, (fn,) = machine_with(GenericDevice(queue_sizes=(256, 256, 64)))
+    m, (fn,) = machine_with(GenericModel(queue_sizes=(256, 256, 64)))
     for mode in ('legacy', 'modern'):
         t = open_transport(m, fn, mode)
         assert t.num_queues() == 3
@@ -100,7 +100,7 @@ def test_queue_discovery_on_both_transports():
 
 
 def test_legacy_queue_address_is_a_page_number_of_the_legacy_layout():
-    m, dev = bring_up(GenericDevice(queue_sizes=(16,)), 'legacy')
+    m, dev = bring_up(GenericModel(queue_sizes=(16,)), 'legacy')
     vq = dev.vq
     q = m.root.functions[(3, 0)].queues[0]
     assert q.pfn == vq.desc >> 12 and vq.desc % 4096 == 0
@@ -109,7 +109,7 @@ def test_legacy_queue_address_is_a_page_number_of_the_legacy_layout():
 
 
 def test_legacy_queue_size_is_fixed():
-    m, (fn,) = machine_with(GenericDevice(queue_sizes=(16,)))
+    m, (fn,) = machine_with(GenericModel(queue_sizes=(16,)))
     t = open_transport(m, fn, 'legacy')
     with pytest.raises(VirtioError) as e:
         t.enable_queue(0, 8, 0x100000, *ring_layout(0x100000, 8))
@@ -120,7 +120,7 @@ def test_legacy_queue_size_is_fixed():
 
 
 def test_modern_queue_registers_take_64_bit_addresses_and_smaller_size():
-    m, (fn,) = machine_with(GenericDevice(mode='modern', queue_sizes=(64, 32)))
+    m, (fn,) = machine_with(GenericModel(mode='modern', queue_sizes=(64, 32)))
     t = open_transport(m, fn)
     t.enable_queue(1, 16, 0x1_2345_6780, 0x2_0000_0002, 0x3_0000_0004)
     q = m.root.functions[(3, 0)].queues[1]
@@ -130,7 +130,7 @@ def test_modern_queue_registers_take_64_bit_addresses_and_smaller_size():
 
 @pytest.mark.parametrize('multiplier', [0, 2, 4, 0x100])
 def test_modern_notify_uses_notify_off_multiplier(multiplier):
-    model = GenericDevice(mode='modern', queue_sizes=(8, 8, 8), notify_multiplier=multiplier)
+    model = GenericModel(mode='modern', queue_sizes=(8, 8, 8), notify_multiplier=multiplier)
     m, (fn,) = machine_with(model)
     t = open_transport(m, fn)
     for i in range(3):
@@ -142,7 +142,7 @@ def test_modern_notify_uses_notify_off_multiplier(multiplier):
 
 
 def test_legacy_notify_reaches_the_queue():
-    model = GenericDevice(queue_sizes=(8, 8))
+    model = GenericModel(queue_sizes=(8, 8))
     m, (fn,) = machine_with(model)
     t = open_transport(m, fn, 'legacy')
     t.notify(1)
@@ -155,7 +155,7 @@ def _blk_capacity(t):
 
 @pytest.mark.parametrize('mode', ['legacy', 'modern'])
 def test_device_config_reads(mode):
-    m, (fn,) = machine_with(BlkDevice(sectors=4096))
+    m, (fn,) = machine_with(BlkModel(sectors=4096))
     t = open_transport(m, fn, mode)
     assert _blk_capacity(t) == 4096
     assert t.config_read32(12) == 254          # seg_max
@@ -169,7 +169,7 @@ def test_device_config_reads(mode):
 
 
 def test_legacy_config_moves_when_msix_is_enabled():
-    model = BlkDevice(sectors=777)
+    model = BlkModel(sectors=777)
     m, (fn,) = machine_with(model)
     cap = fn.find_capability(pci.CAP_ID_MSIX)
     fn.write16(cap + 2, fn.read16(cap + 2) | pci.MSIX_CONTROL_ENABLE)
@@ -181,7 +181,7 @@ def test_legacy_config_moves_when_msix_is_enabled():
 
 @pytest.mark.parametrize('mode', ['legacy', 'modern'])
 def test_config_access_out_of_range_is_refused_before_touching_the_device(mode):
-    model = RngDevice()
+    model = RngModel()
     m, (fn,) = machine_with(model)
     t = open_transport(m, fn, mode)
     with pytest.raises(VirtioError) as e:
@@ -193,7 +193,7 @@ def test_config_access_out_of_range_is_refused_before_touching_the_device(mode):
 
 
 def test_modern_config_generation_follows_device_changes():
-    model = BlkDevice()
+    model = BlkModel()
     m, (fn,) = machine_with(model)
     t = open_transport(m, fn)
     g = t.config_generation()
@@ -205,7 +205,7 @@ def test_modern_config_generation_follows_device_changes():
 
 @pytest.mark.parametrize('mode', ['legacy', 'modern'])
 def test_isr_read_clears(mode):
-    model = BlkDevice()
+    model = BlkModel()
     m, (fn,) = machine_with(model)
     t = open_transport(m, fn, mode)
     model.set_config(0, struct.pack('<Q', 5))
@@ -214,7 +214,7 @@ def test_isr_read_clears(mode):
 
 
 def test_transport_enables_decoding_and_bus_mastering():
-    m, (fn,) = machine_with(BlkDevice())
+    m, (fn,) = machine_with(BlkModel())
     fn.write16(pci.COMMAND, 0)
     open_transport(m, fn, 'legacy')
     assert fn.command & 7 == pci.COMMAND_IO_SPACE | pci.COMMAND_BUS_MASTER
@@ -224,7 +224,7 @@ def test_transport_enables_decoding_and_bus_mastering():
 
 
 def test_unassigned_bar_is_a_clear_error():
-    m = Machine([BlkDevice()])
+    m = Machine([BlkModel()])
     fn = [f for f in pci.scan(m) if tp.is_virtio(f)][0]
     with pytest.raises(VirtioError) as e:
         open_transport(m, fn, 'modern')
@@ -235,7 +235,7 @@ def test_unassigned_bar_is_a_clear_error():
 
 
 def test_32_bit_modern_bar_uses_plain_mmio():
-    m, (fn,) = machine_with(RngDevice(mode='modern', modern_bar=2, modern_bar64=False))
+    m, (fn,) = machine_with(RngModel(mode='modern', modern_bar=2, modern_bar64=False))
     t = open_transport(m, fn)
     assert isinstance(t.common_cfg, MemWindow)
     assert fn.bar(2).base < 1 << 32 and not fn.bar(2).is64
@@ -248,7 +248,7 @@ def _above_4g(model):
 
 
 def test_bar_above_4gib_is_reached_through_pci_cfg_window():
-    model = BlkDevice(mode='modern', sectors=1234)
+    model = BlkModel(mode='modern', sectors=1234)
     m, fn = _above_4g(model)
     t = open_transport(m, fn)
     assert isinstance(t.common_cfg, CfgWindow) and isinstance(t.notify_cfg, CfgWindow)
@@ -264,7 +264,7 @@ def test_bar_above_4gib_is_reached_through_pci_cfg_window():
 
 
 def test_bar_above_4gib_without_pci_cfg_capability_is_refused():
-    model = BlkDevice(mode='modern', pci_cfg_cap=False)
+    model = BlkModel(mode='modern', pci_cfg_cap=False)
     m, fn = _above_4g(model)
     with pytest.raises(VirtioError) as e:
         open_transport(m, fn)
@@ -281,6 +281,6 @@ def test_a_32_bit_cpu_cannot_touch_memory_above_4gib_in_the_model():
 
 
 def test_windows_are_port_io_for_legacy():
-    m, (fn,) = machine_with(RngDevice())
+    m, (fn,) = machine_with(RngModel())
     t = open_transport(m, fn, 'legacy')
     assert type(t.regs) is PortWindow and t.regs.base == fn.bar(0).base

@@ -12,7 +12,7 @@ from virtio.errors import VirtioError, VirtioTimeout, VirtqueueFull
 from virtio.virtqueue import (VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT,
                               VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, SplitVirtqueue, need_event)
 
-from tests.host.models import GenericDevice
+from tests.host.models import GenericModel
 from tests.host.models.bench import bring_up, buf
 
 SPLIT = F.mask(F.VERSION_1, F.INDIRECT_DESC, F.EVENT_IDX)
@@ -22,7 +22,7 @@ PLAIN = F.mask(F.VERSION_1)
 
 def setup(mode='modern', wanted=SPLIT, queue_size=8, alias=True, **model_kw):
     model_kw.setdefault('queue_sizes', (queue_size,))
-    model = GenericDevice(**model_kw)
+    model = GenericModel(**model_kw)
     m, dev = bring_up(model, mode, wanted=wanted, alias=alias)
     return m, model, dev.vq
 

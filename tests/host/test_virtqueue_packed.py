@@ -12,7 +12,7 @@ from virtio.packed import (RING_EVENT_FLAGS_DISABLE, VIRTQ_DESC_F_AVAIL, VIRTQ_D
                            PackedVirtqueue)
 from virtio.virtqueue import VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE
 
-from tests.host.models import GenericDevice
+from tests.host.models import GenericModel
 from tests.host.models.bench import bring_up, buf
 
 PACKED = F.mask(F.VERSION_1, F.RING_PACKED, F.INDIRECT_DESC, F.EVENT_IDX)
@@ -22,7 +22,7 @@ PLAIN = F.mask(F.VERSION_1, F.RING_PACKED)
 
 def setup(wanted=PACKED, queue_size=8, alias=True, **model_kw):
     model_kw.setdefault('queue_sizes', (queue_size,))
-    model = GenericDevice(mode='modern', packed=True, **model_kw)
+    model = GenericModel(mode='modern', packed=True, **model_kw)
     m, dev = bring_up(model, wanted=wanted, alias=alias)
     assert dev.vq.kind == 'packed'
     return m, model, dev.vq

@@ -73,3 +73,12 @@ def test_soft_resets_give_the_dma_memory_back(boot, tmp_disk):
         assert start == first               # the area starts afresh at each soft reset
     assert g.eval('virtio.find("blk").read(0, 1)') == b'\x5a' * 512
     assert len(g.eval('virtio.find("rng").read(16)')) == 16
+
+
+def test_pci_scan_with_no_argument_uses_the_port_module(boot):
+    # As a user types it at the REPL: no hardware module to pass, as for probe().
+    g = boot(machine='pc', devices=['-device', 'virtio-rng-pci'])
+    g.exec('import virtio.pci')
+    ids = g.eval('[(f.vendor_id, f.device_id) for f in virtio.pci.scan()]')
+    assert (0x1AF4, 0x1005) in ids             # the transitional virtio-rng
+    assert (0x8086, 0x1237) in ids             # the i440FX host bridge

@@ -80,7 +80,7 @@ def blk_config(capacity, seg_max=254, blk_size=SECTOR_SIZE, size_max=0, writebac
     return cfg
 
 
-class BlkDevice(VirtioPciModel):
+class BlkModel(VirtioPciModel):
     DEVICE_TYPE = 2
     NAME = 'virtio-blk'
 

@@ -2,7 +2,7 @@
 side the tests drive: what a chardev would send and receive, its opening and
 closing, port hot-plug.
 
-    model = ConsoleDevice(ports=[HostPort(console=True),
+    model = ConsoleModel(ports=[HostPort(console=True),
                                  HostPort(name='org.example.0', host_connected=False)])
     ... the driver initializes ...
     model.host_send(1, b'hello')          # the host writes to port 1
@@ -85,7 +85,7 @@ class HostPort:
         return '<HostPort %s %r>' % (self.id, self.name)
 
 
-class ConsoleDevice(VirtioPciModel):
+class ConsoleModel(VirtioPciModel):
     DEVICE_TYPE = 3
     NAME = 'virtio-console'
 

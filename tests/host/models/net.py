@@ -70,7 +70,7 @@ class Reflector:
         self.link.deliver(frame[6:12] + frame[0:6] + frame[12:])
 
 
-class NetDevice(VirtioPciModel):
+class NetModel(VirtioPciModel):
     DEVICE_TYPE = 1
     NAME = 'virtio-net'
 

@@ -11,7 +11,7 @@ import time
 from tests.host.models.virtio import VirtioPciModel
 
 
-class RngDevice(VirtioPciModel):
+class RngModel(VirtioPciModel):
     DEVICE_TYPE = 4
     NAME = 'virtio-rng'
 

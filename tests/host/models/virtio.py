@@ -681,7 +681,7 @@ class VirtioPciModel(PciDevice):
         self.queues[index].ring.set_no_notify(on)
 
 
-class GenericDevice(VirtioPciModel):
+class GenericModel(VirtioPciModel):
     """A device for ring and transport tests. Type 4 (entropy) IDs by default
     so transitional mode has a legacy ID; any type works in modern mode."""
 
