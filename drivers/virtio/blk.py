@@ -38,7 +38,7 @@ except ImportError:
 import struct
 from array import array
 
-from virtio import features
+from virtio import features, wait
 from virtio.device import CORE_FEATURES, VirtioDevice
 from virtio.errors import DeviceError, VirtioError, VirtioTimeout
 from virtio.fastring import publish, ring_state
@@ -139,7 +139,6 @@ MAX_TRANSFER = const(8 << 20)           # bytes per request unless the device sa
 EARLY_KICK_BYTES = const(256 * 1024)    # a split transfer's parts this big go at once
 DEFAULT_DEPTH = const(128)              # requests in flight at most
 DEFAULT_TIMEOUT_MS = const(5000)
-POLL_BATCH = const(64)                  # ring polls between looks at the clock
 BOUNCE_SLOTS = const(64)                # bounced requests in flight at most
 BOUNCE_BYTES = const(512 * 1024)
 
@@ -238,13 +237,12 @@ class BlkDevice(VirtioDevice):
         VIRTIO_BLK_F_SIZE_MAX, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_GEOMETRY, VIRTIO_BLK_F_RO,
         VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_TOPOLOGY,
         VIRTIO_BLK_F_CONFIG_WCE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_WRITE_ZEROES)
+    # Prebuilt chains are a split-ring technique here: no RING_PACKED.
+    RING_FEATURES = CORE_FEATURES & ~features.mask(features.RING_PACKED)
     FEATURE_NAMES = FEATURE_NAMES
 
     def __init__(self, transport, wanted=None):
-        if wanted is None:
-            wanted = self.SUPPORTED_FEATURES | CORE_FEATURES
-        # Prebuilt chains are a split-ring technique: no RING_PACKED.
-        VirtioDevice.__init__(self, transport, wanted & ~features.mask(features.RING_PACKED))
+        VirtioDevice.__init__(self, transport, wanted)
         self.timeout_ms = DEFAULT_TIMEOUT_MS
         self._max_transfer = MAX_TRANSFER
         self.requestq = None
@@ -260,7 +258,7 @@ class BlkDevice(VirtioDevice):
 
     # -- set-up (5.2.5) ------------------------------------------------------------------------
     def setup(self):
-        self._who = '%s %s' % (self.pci.address, self.NAME)
+        self._who = '%s %s' % (self.address, self.NAME)
         self.read_config(self._read_config)
         # The ring's own descriptor bookkeeping stays unused: our slots own
         # every descriptor (so no indirect area of its own either).
@@ -353,7 +351,7 @@ class BlkDevice(VirtioDevice):
         st[ST_NFREE] = nslots
         st[ST_SIZE_MAX] = seg
         st[ST_PER_REQUEST] = per
-        st[ST_CHECK_LEN] = 0 if self.transport.legacy_layout else 1
+        st[ST_CHECK_LEN] = 0 if self.transport.legacy_interface else 1
         st[ST_HDRS] = hw.dma_alloc(SLOT_BYTES * nslots, 16)
         st[ST_STATUS] = hw.dma_alloc(nslots, 4)
         self._set_capacity()
@@ -1221,22 +1219,13 @@ class BlkDevice(VirtioDevice):
             return
         if self.in_flight == 0:
             raise VirtioError('%s: nothing in flight to wait for' % self._who)
-        hw = self.hw
         if timeout_ms is None:
             timeout_ms = self.timeout_ms
-        start = hw.ticks_ms()
-        polls = 0
-        reap = self._reap
-        while True:
-            if reap():
-                return
-            polls += 1
-            if polls >= POLL_BATCH:
-                polls = 0
-                self.check()
-                if hw.ticks_diff(hw.ticks_ms(), start) > timeout_ms:
-                    raise VirtioTimeout('%s: no completion within %d ms (%d requests in flight)'
-                                        % (self._who, timeout_ms, self.in_flight))
+        wait.until(self.hw, self._reap, timeout_ms, self.check, self._late)
+
+    def _late(self, timeout_ms):
+        return ('%s: no completion within %d ms (%d requests in flight)'
+                % (self._who, timeout_ms, self.in_flight))
 
 
 DRIVER = BlkDevice

@@ -38,7 +38,7 @@ try:
 except ImportError:
     array = None
 
-from virtio import features
+from virtio import features, wait
 from virtio.device import CORE_FEATURES, VirtioDevice
 from virtio.errors import DeviceError, VirtioError, VirtioTimeout
 from virtio.fastring import publish, ring_state
@@ -110,8 +110,11 @@ SUPPORTED_FEATURES = features.mask(
     VIRTIO_NET_F_MTU, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS,
     VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_MAC_ADDR,
     features.ANY_LAYOUT)
-# Bits that require VIRTIO_NET_F_CTRL_VQ (5.1.3.1).
-NEEDS_CTRL_VQ = features.mask(VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_MAC_ADDR)
+# What each bit needs (5.1.3.1): the control commands need the control queue.
+FEATURE_DEPENDENCIES = {
+    VIRTIO_NET_F_CTRL_RX: (VIRTIO_NET_F_CTRL_VQ,),
+    VIRTIO_NET_F_CTRL_MAC_ADDR: (VIRTIO_NET_F_CTRL_VQ,),
+}
 
 # struct virtio_net_config (5.1.4).
 CONFIG_MAC = const(0)
@@ -151,8 +154,6 @@ RX_REFILL_BATCH = const(16)     # used receive buffers held back at most before 
 TX_BUFFERS = const(64)
 MRG_BUFFER = const(2048)        # receive buffer size cap when packets may span buffers
 TX_TIMEOUT_MS = const(1000)
-POLL_BATCH = const(64)          # receive polls between two looks at the clock
-IDLE_POLLS = const(4)           # empty polls in a wait before refill and reclaim
 
 # Split ring layout (2.7.5, 2.7.6, 2.7.8), and the flags again as literals
 # the viper code can build in (a host test checks they match virtio.virtqueue).
@@ -201,21 +202,18 @@ def local_mac(seed):
     return bytes(out)
 
 
-# Ring features: the core's, less RING_PACKED (the rings here are split).
-RING_FEATURES = CORE_FEATURES & ~features.mask(features.RING_PACKED)
-
-
 class NetDevice(VirtioDevice):
     KIND = 'net'
     DEVICE_TYPE = VIRTIO_ID_NET
     NAME = 'virtio-net'
     SUPPORTED_FEATURES = SUPPORTED_FEATURES
+    # The core's, less RING_PACKED (the rings here are split).
+    RING_FEATURES = CORE_FEATURES & ~features.mask(features.RING_PACKED)
+    FEATURE_DEPENDENCIES = FEATURE_DEPENDENCIES
     FEATURE_NAMES = FEATURE_NAMES
 
     def __init__(self, transport, wanted=None, rx_buffers=RX_BUFFERS, tx_buffers=TX_BUFFERS):
-        if wanted is None:
-            wanted = SUPPORTED_FEATURES | RING_FEATURES
-        VirtioDevice.__init__(self, transport, wanted & ~features.mask(features.RING_PACKED))
+        VirtioDevice.__init__(self, transport, wanted)
         self.rx_buffers = rx_buffers
         self.tx_buffers = tx_buffers
         self.mac = None
@@ -250,13 +248,6 @@ class NetDevice(VirtioDevice):
                                             'up' if self.link_up else 'down')
 
     # -- negotiation and set-up (5.1.5) ----------------------------------------------
-    def _negotiate(self):
-        # A driver must not accept a feature whose prerequisite it did not
-        # accept (2.2): without a controlq, no control commands.
-        if not features.has(self.transport.device_features(), VIRTIO_NET_F_CTRL_VQ):
-            self.wanted &= ~NEEDS_CTRL_VQ
-        VirtioDevice._negotiate(self)
-
     def setup(self):
         v1 = self.has(features.VERSION_1)
         self.mergeable = self.has(VIRTIO_NET_F_MRG_RXBUF)
@@ -292,9 +283,7 @@ class NetDevice(VirtioDevice):
             self.mac = self.read_config(
                 lambda: bytes([t.config_read8(CONFIG_MAC + i) for i in range(ETH_ALEN)]))
         else:
-            p = self.pci
-            self.mac = local_mac(self.hw.ticks_us() ^ (p.bus << 16) ^ (p.device << 8)
-                                 ^ p.function)
+            self.mac = local_mac(self.hw.ticks_us() ^ hash(self.address))
         if self.has(VIRTIO_NET_F_MTU):
             self.mtu = self.check_config('mtu', t.config_read16(CONFIG_MTU), MIN_MTU, MAX_MTU)
 
@@ -436,18 +425,11 @@ class NetDevice(VirtioDevice):
             raise
 
     def _wait_transmit(self):
-        hw = self.hw
-        start = hw.ticks_ms()
-        n = 0
-        while not self.reclaim():
-            n += 1
-            if n >= POLL_BATCH:
-                n = 0
-                self.check()
-                if hw.ticks_diff(hw.ticks_ms(), start) >= self.tx_timeout_ms:
-                    raise VirtioTimeout('%s %s: all %d transmit buffers still with the device '
-                                        'after %d ms' % (self.pci.address, self.NAME,
-                                                         self._txq[Q_N], self.tx_timeout_ms))
+        wait.until(self.hw, self.reclaim, self.tx_timeout_ms, self.check, self._tx_late)
+
+    def _tx_late(self, timeout_ms):
+        return ('%s %s: all %d transmit buffers still with the device after %d ms'
+                % (self.address, self.NAME, self._txq[Q_N], timeout_ms))
 
     @property
     def tx_in_flight(self):
@@ -461,21 +443,14 @@ class NetDevice(VirtioDevice):
         frame = self._receive()
         if frame is not None or timeout_ms <= 0:
             return frame
-        hw = self.hw
-        start = hw.ticks_ms()
-        n = 0
-        while True:
-            frame = self._receive()
-            if frame is not None:
-                return frame
-            n += 1
-            if n == IDLE_POLLS:
-                self.housekeeping()     # nothing in sight: a good moment
-            elif n >= POLL_BATCH:
-                n = 0
-                self.check()
-                if hw.ticks_diff(hw.ticks_ms(), start) >= timeout_ms:
-                    return None
+        self.housekeeping()             # nothing in sight: a good moment
+        return wait.until(self.hw, self._receive, timeout_ms, self._idle, None)
+
+    def _idle(self):
+        # Between batches of looks while recv() waits: the health check,
+        # and the housekeeping a long wait needs.
+        self.check()
+        self.housekeeping()
 
     def _take_rx(self):
         """The next receive completion: buffer number (its used length in
@@ -608,7 +583,7 @@ class NetDevice(VirtioDevice):
         """Make buffer i available (2.7.13): its head in the next avail ring
         entry; avail idx itself moves in _publish."""
         if q[Q_WORDS + q[Q_N] + i]:
-            raise VirtioError('%s %s: buffer %d posted twice' % (self.pci.address, self.NAME, i))
+            raise VirtioError('%s %s: buffer %d posted twice' % (self.address, self.NAME, i))
         k = q[Q_AVAIL_IDX]
         self.hw.write16(q[Q_AVAIL] + AVAIL_RING + 2 * (k & q[Q_MASK]), i * q[Q_PER])
         q[Q_AVAIL_IDX] = (k + 1) & 0xFFFF
@@ -665,7 +640,7 @@ class NetDevice(VirtioDevice):
             return -1
         if (idx - last) & 0xFFFF > q[Q_IN_FLIGHT]:
             raise DeviceError('%s %s: queue %s: used idx %d reports %d completions, %d buffers '
-                              'in flight' % (self.pci.address, self.NAME, self._qname(q), idx,
+                              'in flight' % (self.address, self.NAME, self._qname(q), idx,
                                              (idx - last) & 0xFFFF, q[Q_IN_FLIGHT]))
         hw.barrier()        # the entry is read after the index that covers it
         elem = used + USED_RING + 8 * (last & q[Q_MASK])
@@ -674,7 +649,7 @@ class NetDevice(VirtioDevice):
         i = head // per
         if head % per or i >= q[Q_N] or not q[Q_WORDS + q[Q_N] + i]:
             raise DeviceError('%s %s: queue %s: used id %d is not the head of a buffer in '
-                              'flight' % (self.pci.address, self.NAME, self._qname(q), head))
+                              'flight' % (self.address, self.NAME, self._qname(q), head))
         q[Q_LEN] = hw.read32(elem + 4)
         q[Q_LAST_USED] = (last + 1) & 0xFFFF
         q[Q_WORDS + q[Q_N] + i] = 0
@@ -742,7 +717,7 @@ class NetDevice(VirtioDevice):
     def _need(self, bit, what):
         if not self.has(bit):
             raise VirtioError('%s %s: %s needs feature %s, not negotiated (features %s)'
-                              % (self.pci.address, self.NAME, what, FEATURE_NAMES[bit],
+                              % (self.address, self.NAME, what, FEATURE_NAMES[bit],
                                  self.feature_names() or '-'))
 
     def _command(self, cls, cmd, parts):
@@ -757,7 +732,7 @@ class NetDevice(VirtioDevice):
             # The last command timed out: its buffer is ours again only once used.
             if self._used_token(q) is None:
                 raise VirtioError('%s %s: the controlq still holds an unanswered command'
-                                  % (self.pci.address, self.NAME))
+                                  % (self.address, self.NAME))
             self._ctrl_busy = False
         a = self._ctrl
         hw.write(a, bytes([cls, cmd]))
@@ -777,12 +752,12 @@ class NetDevice(VirtioDevice):
             self._used_token(q, timeout_ms)
         except VirtioTimeout:
             raise VirtioTimeout('%s %s: no answer to control command %s within %d ms'
-                                % (self.pci.address, self.NAME, name, timeout_ms))
+                                % (self.address, self.NAME, name, timeout_ms))
         self._ctrl_busy = False
         ack = hw.read8(self._ctrl_ack)
         if ack != VIRTIO_NET_OK:
             raise DeviceError('%s %s: control command %s refused (ack %d%s)'
-                              % (self.pci.address, self.NAME, name, ack,
+                              % (self.address, self.NAME, name, ack,
                                  ', VIRTIO_NET_ERR' if ack == VIRTIO_NET_ERR else ''))
 
 

@@ -39,7 +39,7 @@ class PackedVirtqueue(Virtqueue):
 
     def __init__(self, hw, transport, index, size, negotiated=0,
                  indirect_max=DEFAULT_INDIRECT_MAX, name=None, check=None):
-        if transport.legacy_layout:
+        if transport.legacy_interface:
             raise VirtioError('queue %d: packed rings need the modern interface' % index)
         if size < 1 or size > MAX_PACKED_SIZE:
             raise VirtioError('queue %d: packed ring size %d is not in 1..%d'
