@@ -39,9 +39,10 @@ except ImportError:
     array = None
 
 from virtio import features, wait
+from virtio.buffers import byte_length
 from virtio.device import CORE_FEATURES, VirtioDevice
 from virtio.errors import DeviceError, VirtioError, VirtioTimeout
-from virtio.fastring import publish, ring_state
+from virtio.fastring import kicked, publish, ring_state
 
 VIRTIO_ID_NET = const(1)
 
@@ -222,6 +223,7 @@ class NetDevice(VirtioDevice):
         self.promiscuous = True     # devices start so (QEMU does); see _start()
         self.filter_error = None    # why the device could not filter for us, if so
         self.tx_timeout_ms = TX_TIMEOUT_MS
+        self._held = None           # a received frame whose recv() was cut short
         self.ctrl_timeout_ms = CTRL_TIMEOUT_MS
         self.reset_counters()
 
@@ -318,7 +320,8 @@ class NetDevice(VirtioDevice):
         for i in range(n):
             q[Q_WORDS + i] = i
         q[Q_NSTACK] = n
-        self._refill_ring(q)        # published now; the notification after DRIVER_OK
+        self._refill_ring(q)
+        self._publish(q)            # published now; the notification after DRIVER_OK
 
     def _prebuild(self, vq, wanted, room, length, flags):
         """At most `wanted` buffers of `room` bytes in DMA memory, each with
@@ -367,6 +370,7 @@ class NetDevice(VirtioDevice):
     def _start(self):
         # Buffer notifications only after DRIVER_OK (3.1.1).
         self.transport.notify(RECEIVEQ)
+        kicked(self._rxq)
         # Devices start promiscuous; when the device filters on our address
         # (its MAC, or one we set) let it drop what is not for us. Best
         # effort: a device that refuses stays promiscuous, which still works.
@@ -396,7 +400,7 @@ class NetDevice(VirtioDevice):
         transmission. The frame is copied before send returns. Raises
         ValueError beyond the MTU, VirtioTimeout when the device keeps every
         transmit buffer for tx_timeout_ms."""
-        n = len(frame)
+        n = byte_length(frame, '%s %s: send' % (self.address, self.NAME))
         if n > self.max_frame:
             raise ValueError('frame of %d bytes exceeds the %d-byte limit (MTU %d + %d-byte '
                              'Ethernet header)' % (n, self.max_frame, self.mtu, ETH_HLEN))
@@ -408,8 +412,8 @@ class NetDevice(VirtioDevice):
         q[Q_NSTACK] -= 1                # a free transmit buffer off the stack
         i = q[Q_WORDS + q[Q_NSTACK]]
         self.hw.write(self._tx_base + i * self._tx_room + self.hdr_len, frame)
-        if self._tx_post(q, i, n):
-            self.transport.notify(TRANSMITQ)
+        self._tx_post(q, i, n)
+        self._kick(q, TRANSMITQ)
         self.tx_packets += 1
         self.tx_bytes += n
 
@@ -440,6 +444,10 @@ class NetDevice(VirtioDevice):
     def recv(self, timeout_ms=0):
         """The next received frame as a new bytes object (Ethernet header
         first, no FCS), or None when none arrives within timeout_ms."""
+        frame = self._held
+        if frame is not None:
+            self._held = None
+            return frame
         frame = self._receive()
         if frame is not None or timeout_ms <= 0:
             return frame
@@ -496,10 +504,14 @@ class NetDevice(VirtioDevice):
             frame = self.hw.read(a + hl, n)
             q[Q_WORDS + q[Q_NSTACK]] = i    # _recycle(i) inlined: once per frame
             q[Q_NSTACK] += 1
-            if q[Q_NSTACK] >= RX_REFILL_BATCH:
-                self.refill()
             self.rx_packets += 1
             self.rx_bytes += n
+            if q[Q_NSTACK] >= RX_REFILL_BATCH:
+                try:
+                    self.refill()
+                except BaseException:
+                    self._held = frame      # a Ctrl-C in the refill: recv returns it next
+                    raise
             return frame
 
     def _receive_merged(self, first, length, nbuf):
@@ -551,8 +563,10 @@ class NetDevice(VirtioDevice):
     def refill(self):
         """Make every free receive buffer available to the device again
         (5.1.6.3: keep the receiveq full), with one notification at most."""
-        if self._rxq[Q_NSTACK] and self._refill_ring(self._rxq):
-            self.transport.notify(RECEIVEQ)
+        if self._rxq[Q_NSTACK]:
+            self._refill_ring(self._rxq)
+            self._kick(self._rxq, RECEIVEQ)
+        kicked(self._rxq)
 
     def housekeeping(self):
         """What recv does while it waits in vain: refill the receiveq, and
@@ -590,6 +604,14 @@ class NetDevice(VirtioDevice):
         q[Q_WORDS + q[Q_N] + i] = 1
         q[Q_IN_FLIGHT] += 1
 
+    def _kick(self, q, index):
+        """Publish what was posted on ring q and notify the device if it
+        wants to hear (2.7.10); the notification is only counted as sent
+        once it was (fastring.kicked)."""
+        if self._publish(q):
+            self.transport.notify(index)
+        kicked(q)
+
     def _publish(self, q):
         """Make the posted entries visible and say whether the device wants
         a notification (virtio.fastring.publish, 2.7.13.3 and 2.7.10)."""
@@ -599,22 +621,20 @@ class NetDevice(VirtioDevice):
         return publish_native(self.hw, q)
 
     def _refill_ring(self, q):
-        """Post every buffer on the receive stack; True to notify."""
+        """Post every buffer on the receive stack (not yet published)."""
         for k in range(q[Q_NSTACK]):
             self._post(q, q[Q_WORDS + k])
         q[Q_NSTACK] = 0
-        return self._publish(q)
 
     def _tx_post(self, q, i, n):
-        """Transmit buffer i holding an n-byte frame: set its length, post
-        and publish it. True to notify."""
+        """Transmit buffer i holding an n-byte frame: set its length and
+        post it (not yet published)."""
         d = q[Q_DESC] + i * q[Q_PER] * DESC_BYTES
         if q[Q_PER] == 2:
             self.hw.write32(d + DESC_BYTES + D_LEN, n)
         else:
             self.hw.write32(d + D_LEN, q[Q_HDR] + n)
         self._post(q, i)
-        return self._publish(q)
 
     def _tx_reclaim(self, q):
         """Every used transmit buffer back on the free stack; how many."""
@@ -805,7 +825,7 @@ if NATIVE:
         return i
 
     @micropython.viper
-    def _refill_ring_v(self, q) -> int:
+    def _refill_ring_v(self, q):
         s = ptr32(q)
         ring = ptr16(s[Q_AVAIL] + AVAIL_RING)
         mask = int(s[Q_MASK])
@@ -823,10 +843,9 @@ if NATIVE:
         s[Q_AVAIL_IDX] = k
         s[Q_IN_FLIGHT] = int(s[Q_IN_FLIGHT]) + m
         s[Q_NSTACK] = 0
-        return int(self._publish(q))
 
     @micropython.viper
-    def _tx_post_v(self, q, i: int, n: int) -> int:
+    def _tx_post_v(self, q, i: int, n: int):
         s = ptr32(q)
         per = int(s[Q_PER])
         d = s[Q_DESC] + uint(i * per * DESC_BYTES)
@@ -839,7 +858,6 @@ if NATIVE:
         s[Q_AVAIL_IDX] = (k + 1) & 0xFFFF
         s[Q_WORDS + int(s[Q_N]) + i] = 1
         s[Q_IN_FLIGHT] = int(s[Q_IN_FLIGHT]) + 1
-        return int(self._publish(q))
 
     NetDevice._pop_v = _pop_v
     NetDevice._refill_ring_v = _refill_ring_v

@@ -147,7 +147,9 @@ class Virtqueue:
 
     def wait(self, timeout_ms=DEFAULT_TIMEOUT_MS):
         """Wait (virtio.wait) until one request completes; (token, length).
-        Raises VirtioTimeout after timeout_ms."""
+        Raises VirtioTimeout after timeout_ms. Anything published but not
+        yet notified (a kick cut short) is notified first."""
+        self.kick()
         return wait.until(self.hw, self.pop, timeout_ms, self.check, self._late)
 
     def _late(self, timeout_ms):
@@ -304,7 +306,6 @@ class SplitVirtqueue(Virtqueue):
         old = self._kicked_idx
         if new == old:
             return False
-        self._kicked_idx = new
         hw = self.hw
         hw.barrier()        # idx visible before we read the device's wish
         if self.event_idx:
@@ -314,6 +315,8 @@ class SplitVirtqueue(Virtqueue):
         if need:
             self.transport.notify(self.index)
             self.notifications += 1
+        # Only now: a notification lost to an exception is sent by the next kick.
+        self._kicked_idx = new
         return need
 
     # -- receiving used buffers (2.7.14) -----------------------------------------------------
