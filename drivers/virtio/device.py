@@ -7,7 +7,7 @@
 from virtio import features, transport as tp
 from virtio.errors import DeviceError, NegotiationError, VirtioError, VirtioTimeout
 from virtio.packed import PackedVirtqueue
-from virtio.virtqueue import SplitVirtqueue
+from virtio.split import SplitVirtqueue
 
 # Ring and transport features this core implements (the generic virtqueues).
 CORE_FEATURES = features.mask(features.VERSION_1, features.INDIRECT_DESC,

@@ -40,9 +40,10 @@ except ImportError:
 
 from virtio import features, wait
 from virtio.buffers import byte_length
-from virtio.device import CORE_FEATURES, VirtioDevice
+from virtio.device import VirtioDevice
 from virtio.errors import DeviceError, VirtioError, VirtioTimeout
-from virtio.fastring import kicked, publish, ring_state
+from virtio.virtqueue import (RING_IN_FLIGHT, RING_LEN, VIRTQ_DESC_F_NEXT,
+                              VIRTQ_DESC_F_WRITE)
 
 VIRTIO_ID_NET = const(1)
 
@@ -156,37 +157,16 @@ TX_BUFFERS = const(64)
 MRG_BUFFER = const(2048)        # receive buffer size cap when packets may span buffers
 TX_TIMEOUT_MS = const(1000)
 
-# Split ring layout (2.7.5, 2.7.6, 2.7.8), and the flags again as literals
-# the viper code can build in (a host test checks they match virtio.virtqueue).
-DESC_BYTES = const(16)
-D_LEN = const(8)
-AVAIL_RING = const(4)
-USED_IDX = const(2)
-USED_RING = const(4)
-_F_NEXT = const(1)              # VIRTQ_DESC_F_NEXT
-_F_WRITE = const(2)             # VIRTQ_DESC_F_WRITE
-_F_NO_NOTIFY = const(1)         # VIRTQ_USED_F_NO_NOTIFY
-
-# The state of one ring, in an array('I') (one lookup for viper): Q_WORDS
+# The driver's own numbers for each of its two rings, in an array('I'): Q_WORDS
 # words, then a stack of buffer numbers (receive: used, waiting for the next
-# refill; transmit: free), then one busy flag per buffer (with the device).
-# The first words are virtio.fastring's shared ring header (RING_*), again as
-# literals for viper; a host test checks they agree.
-Q_DESC = const(0)
-Q_AVAIL = const(1)
-Q_USED = const(2)
-Q_MASK = const(3)           # queue size - 1
-Q_AVAIL_IDX = const(4)      # our shadow of avail->idx
-Q_KICKED = const(5)         # avail idx when the device was last told
-Q_LAST_USED = const(6)      # used idx consumed up to
-Q_EVENT_IDX = const(7)
-Q_PER = const(8)            # descriptors per buffer: 1, or 2 (header apart, legacy framing)
-Q_N = const(9)              # buffers
-Q_IN_FLIGHT = const(10)     # buffers with the device
-Q_LEN = const(11)           # used length of the last completion taken
-Q_HDR = const(12)           # virtio_net_hdr bytes
-Q_NSTACK = const(13)        # entries on the stack
-Q_WORDS = const(14)
+# refill; transmit: free). The ring itself (which buffers the device has,
+# indices, used lengths) is the ring module's state (virtio.split or
+# virtio.packed), reached through its steps.
+Q_N = const(0)              # buffers
+Q_HDR = const(1)            # virtio_net_hdr bytes
+Q_PER = const(2)            # descriptors per buffer: 1, or 2 (header apart, legacy framing)
+Q_NSTACK = const(3)         # entries on the stack
+Q_WORDS = const(4)
 
 
 def mac_ntoa(mac):
@@ -208,8 +188,6 @@ class NetDevice(VirtioDevice):
     DEVICE_TYPE = VIRTIO_ID_NET
     NAME = 'virtio-net'
     SUPPORTED_FEATURES = SUPPORTED_FEATURES
-    # The core's, less RING_PACKED (the rings here are split).
-    RING_FEATURES = CORE_FEATURES & ~features.mask(features.RING_PACKED)
     FEATURE_DEPENDENCIES = FEATURE_DEPENDENCIES
     FEATURE_NAMES = FEATURE_NAMES
 
@@ -259,23 +237,16 @@ class NetDevice(VirtioDevice):
         self.split_header = not (v1 or self.has(features.ANY_LAYOUT))
         self._read_identity()
         self.max_frame = ETH_HLEN + self.mtu
-        self.receiveq = self.setup_queue(RECEIVEQ)
-        self.transmitq = self.setup_queue(TRANSMITQ)
-        # Both rings are driven by this driver's own code below (prebuilt buffers).
-        self.receiveq.take_over('the %s driver' % self.NAME)
-        self.transmitq.take_over('the %s driver' % self.NAME)
+        self._rx_name = '%s %s: queue receiveq' % (self.address, self.NAME)
+        self._tx_name = '%s %s: queue transmitq' % (self.address, self.NAME)
+        # Both rings are driven with prebuilt buffers (no indirect tables).
+        self.receiveq = self.setup_queue(RECEIVEQ, None, 0)
+        self.transmitq = self.setup_queue(TRANSMITQ, None, 0)
         if self.has(VIRTIO_NET_F_CTRL_VQ):
             self.controlq = self.setup_queue(CONTROLQ)
             self._ctrl = self.hw.dma_alloc(CTRL_BUFFER + 1, 16)
             self._ctrl_ack = self._ctrl + CTRL_BUFFER
             self._ctrl_busy = False
-        self._barrier = self.hw.barrier
-        if NATIVE and getattr(self.hw, '__name__', None) == 'x86':
-            # The target: the viper ring methods (end of this file).
-            self._pop = self._pop_v
-            self._publish = self._publish_native
-            self._refill_ring = self._refill_ring_v
-            self._tx_post = self._tx_post_v
         self._setup_receive()
         self._setup_transmit()
 
@@ -289,21 +260,6 @@ class NetDevice(VirtioDevice):
         if self.has(VIRTIO_NET_F_MTU):
             self.mtu = self.check_config('mtu', t.config_read16(CONFIG_MTU), MIN_MTU, MAX_MTU)
 
-    def _ring_state(self, vq, n):
-        """The array describing split ring vq for n buffers."""
-        q = ring_state(vq, Q_WORDS + 2 * n)
-        q[Q_PER] = 2 if self.split_header else 1
-        q[Q_N] = n
-        q[Q_HDR] = self.hdr_len
-        return q
-
-    def _write_desc(self, at, addr, length, flags, nxt):
-        hw = self.hw
-        hw.write64(at, addr)
-        hw.write32(at + 8, length)
-        hw.write16(at + 12, flags)
-        hw.write16(at + 14, nxt)
-
     def _setup_receive(self):
         """Preallocate the receive buffers, header and frame back to back,
         each with its descriptors (2.7.5), and make them all available
@@ -314,35 +270,47 @@ class NetDevice(VirtioDevice):
         if self.mergeable and room > MRG_BUFFER:
             room = MRG_BUFFER       # a large packet spans several buffers
         self.rx_size = self._rx_room = room
-        self._rx_base, q = self._prebuild(vq, self.rx_buffers, room, room, _F_WRITE)
+        self._rx_base, q, self._rx_ring = self._prebuild(vq, self.rx_buffers, room, room,
+                                                         VIRTQ_DESC_F_WRITE)
         self._rxq = q
         n = q[Q_N]
         for i in range(n):
             q[Q_WORDS + i] = i
         q[Q_NSTACK] = n
         self._refill_ring(q)
-        self._publish(q)            # published now; the notification after DRIVER_OK
+        self._publish(self.hw, self._rx_ring)   # published now; notified after DRIVER_OK
 
     def _prebuild(self, vq, wanted, room, length, flags):
         """At most `wanted` buffers of `room` bytes in DMA memory, each with
         its descriptors written once: one of `length` bytes, or (legacy
         framing, 5.1.6.6) the header's and then the rest chained. flags:
-        VIRTQ_DESC_F_WRITE for the receiveq, 0 for the transmitq. Returns
-        (their base address, the ring's state array)."""
+        VIRTQ_DESC_F_WRITE for the receiveq, 0 for the transmitq. The ring
+        is handed over (its steps kept). Returns (their base address, the
+        driver's array for the ring, the ring's state)."""
         hl = self.hdr_len
         per = 2 if self.split_header else 1
         n = min(wanted, vq.size // per)
         base = self.hw.dma_alloc(n * room, 16)
-        q = self._ring_state(vq, n)
+        steps = vq.take_over('the %s driver' % self.NAME, n, per, False)
+        self._steps = steps
+        self._post = steps.post
+        self._pop = steps.pop
+        self._publish = steps.publish
+        t = array('I', bytes(4 * 3 * n * per))
         for i in range(n):
             a = base + i * room
-            d = vq.desc + i * per * DESC_BYTES
+            o = 3 * i * per
             if per == 2:
-                self._write_desc(d, a, hl, flags | _F_NEXT, i * 2 + 1)
-                self._write_desc(d + DESC_BYTES, a + hl, length - hl, flags, 0)
+                t[o:o + 6] = array('I', [a, hl, flags | VIRTQ_DESC_F_NEXT,
+                                         a + hl, length - hl, flags])
             else:
-                self._write_desc(d, a, length, flags, 0)
-        return base, q
+                t[o:o + 3] = array('I', [a, length, flags])
+        steps.build(self.hw, vq.st, t)
+        q = array('I', bytes(4 * (Q_WORDS + n)))
+        q[Q_PER] = per
+        q[Q_N] = n
+        q[Q_HDR] = hl
+        return base, q, vq.st
 
     def _setup_transmit(self):
         """Preallocate the transmit buffers and their descriptors. A
@@ -351,7 +319,7 @@ class NetDevice(VirtioDevice):
         vq = self.transmitq
         hl = self.hdr_len
         room = self._tx_room = hl + self.max_frame
-        self._tx_base, q = self._prebuild(vq, self.tx_buffers, room, hl, 0)
+        self._tx_base, q, self._tx_ring = self._prebuild(vq, self.tx_buffers, room, hl, 0)
         self._txq = q
         n = q[Q_N]
         for i in range(n):
@@ -370,7 +338,7 @@ class NetDevice(VirtioDevice):
     def _start(self):
         # Buffer notifications only after DRIVER_OK (3.1.1).
         self.transport.notify(RECEIVEQ)
-        kicked(self._rxq)
+        self._steps.kicked(self._rx_ring)
         # Devices start promiscuous; when the device filters on our address
         # (its MAC, or one we set) let it drop what is not for us. Best
         # effort: a device that refuses stays promiscuous, which still works.
@@ -413,7 +381,7 @@ class NetDevice(VirtioDevice):
         i = q[Q_WORDS + q[Q_NSTACK]]
         self.hw.write(self._tx_base + i * self._tx_room + self.hdr_len, frame)
         self._tx_post(q, i, n)
-        self._kick(q, TRANSMITQ)
+        self._kick(self._tx_ring, TRANSMITQ)
         self.tx_packets += 1
         self.tx_bytes += n
 
@@ -438,7 +406,7 @@ class NetDevice(VirtioDevice):
     @property
     def tx_in_flight(self):
         """Transmit buffers with the device (not reclaimed yet)."""
-        return self._txq[Q_IN_FLIGHT]
+        return self._tx_ring[RING_IN_FLIGHT]
 
     # -- receive (5.1.6.4) -------------------------------------------------------------
     def recv(self, timeout_ms=0):
@@ -462,9 +430,9 @@ class NetDevice(VirtioDevice):
 
     def _take_rx(self):
         """The next receive completion: buffer number (its used length in
-        Q_LEN), or -1. Counts and re-raises a ring the device broke."""
+        the ring's RING_LEN word), or -1. Counts and re-raises a ring the device broke."""
         try:
-            return self._pop(self._rxq)
+            return self._pop(self.hw, self._rx_ring, self._rx_name)
         except DeviceError:
             self.rx_errors += 1
             raise
@@ -474,16 +442,17 @@ class NetDevice(VirtioDevice):
         wrong are counted and their buffers recycled; a used id that names
         no buffer in flight leaves the ring unusable and raises DeviceError."""
         q = self._rxq
+        ring = self._rx_ring
         hl = self.hdr_len
         while True:
             try:                        # _take_rx inlined: this runs for every poll
-                i = self._pop(q)
+                i = self._pop(self.hw, ring, self._rx_name)
             except DeviceError:
                 self.rx_errors += 1
                 raise
             if i < 0:
                 return None
-            length = q[Q_LEN]
+            length = ring[RING_LEN]
             a = self._rx_base + i * self._rx_room
             if length < hl or length > self._rx_room:
                 self.rx_errors += 1     # no header, or beyond the buffer
@@ -531,7 +500,7 @@ class NetDevice(VirtioDevice):
             if i < 0:
                 bad = True      # fewer buffers published than num_buffers says
                 break
-            n = q[Q_LEN]
+            n = self._rx_ring[RING_LEN]
             if n > room:
                 self._recycle(i)
                 bad = True
@@ -565,22 +534,20 @@ class NetDevice(VirtioDevice):
         (5.1.6.3: keep the receiveq full), with one notification at most."""
         if self._rxq[Q_NSTACK]:
             self._refill_ring(self._rxq)
-            self._kick(self._rxq, RECEIVEQ)
-        kicked(self._rxq)
+            self._kick(self._rx_ring, RECEIVEQ)
 
     def housekeeping(self):
         """What recv does while it waits in vain: refill the receiveq, and
         reclaim transmit buffers once half of them are with the device."""
         if self._rxq[Q_NSTACK]:
             self.refill()
-        q = self._txq
-        if q[Q_IN_FLIGHT] * 2 > q[Q_N]:
+        if self._tx_ring[RING_IN_FLIGHT] * 2 > self._txq[Q_N]:
             self.reclaim()
 
     @property
     def rx_posted(self):
         """Receive buffers with the device; the others wait for a refill."""
-        return self._rxq[Q_IN_FLIGHT]
+        return self._rx_ring[RING_IN_FLIGHT]
 
     @property
     def rx_count(self):
@@ -592,92 +559,43 @@ class NetDevice(VirtioDevice):
         """How many transmit buffers there are."""
         return self._txq[Q_N]
 
-    # -- the rings: plain versions of what the viper twins do on the target ------------
-    def _post(self, q, i):
-        """Make buffer i available (2.7.13): its head in the next avail ring
-        entry; avail idx itself moves in _publish."""
-        if q[Q_WORDS + q[Q_N] + i]:
-            raise VirtioError('%s %s: buffer %d posted twice' % (self.address, self.NAME, i))
-        k = q[Q_AVAIL_IDX]
-        self.hw.write16(q[Q_AVAIL] + AVAIL_RING + 2 * (k & q[Q_MASK]), i * q[Q_PER])
-        q[Q_AVAIL_IDX] = (k + 1) & 0xFFFF
-        q[Q_WORDS + q[Q_N] + i] = 1
-        q[Q_IN_FLIGHT] += 1
-
-    def _kick(self, q, index):
-        """Publish what was posted on ring q and notify the device if it
-        wants to hear (2.7.10); the notification is only counted as sent
-        once it was (fastring.kicked)."""
-        if self._publish(q):
+    # -- the rings: buffers through the ring's steps (virtio.split / virtio.packed) ------
+    def _kick(self, ring, index):
+        """Publish what was posted on a ring and notify the device if it
+        wants to hear (2.7.10, 2.8.10); the notification counts as sent only
+        once it was (steps.kicked): a kick cut short is completed next time."""
+        if self._publish(self.hw, ring):
             self.transport.notify(index)
-        kicked(q)
-
-    def _publish(self, q):
-        """Make the posted entries visible and say whether the device wants
-        a notification (virtio.fastring.publish, 2.7.13.3 and 2.7.10)."""
-        return publish(self.hw, q)
-
-    def _publish_native(self, q):
-        return publish_native(self.hw, q)
+        self._steps.kicked(ring)
 
     def _refill_ring(self, q):
         """Post every buffer on the receive stack (not yet published)."""
+        post, hw, ring, per = self._post, self.hw, self._rx_ring, q[Q_PER]
         for k in range(q[Q_NSTACK]):
-            self._post(q, q[Q_WORDS + k])
+            post(hw, ring, q[Q_WORDS + k], per, -1, 0, 0, 0)
         q[Q_NSTACK] = 0
 
     def _tx_post(self, q, i, n):
-        """Transmit buffer i holding an n-byte frame: set its length and
-        post it (not yet published)."""
-        d = q[Q_DESC] + i * q[Q_PER] * DESC_BYTES
+        """Transmit buffer i holding an n-byte frame: its length into its
+        (last) descriptor, and posted (not yet published)."""
+        a = self._tx_base + i * self._tx_room
+        hl = q[Q_HDR]
         if q[Q_PER] == 2:
-            self.hw.write32(d + DESC_BYTES + D_LEN, n)
+            self._post(self.hw, self._tx_ring, i, 2, 1, a + hl, n, 0)
         else:
-            self.hw.write32(d + D_LEN, q[Q_HDR] + n)
-        self._post(q, i)
+            self._post(self.hw, self._tx_ring, i, 1, 0, a, hl + n, 0)
 
     def _tx_reclaim(self, q):
         """Every used transmit buffer back on the free stack; how many."""
+        pop, hw, ring, name = self._pop, self.hw, self._tx_ring, self._tx_name
         n = 0
         while True:
-            i = self._pop(q)
+            i = pop(hw, ring, name)
             if i < 0:
                 return n
             q[Q_WORDS + q[Q_NSTACK]] = i
             q[Q_NSTACK] += 1
             n += 1
-
-    def _pop(self, q):
-        """The next used ring entry (2.7.14): the buffer it returns, its used
-        length in q[Q_LEN]; -1 if none. DeviceError, before anything changes,
-        if the used idx runs ahead of what is in flight or the id is not the
-        head of a buffer with the device."""
-        hw = self.hw
-        used = q[Q_USED]
-        idx = hw.read16(used + USED_IDX)
-        last = q[Q_LAST_USED]
-        if idx == last:
-            return -1
-        if (idx - last) & 0xFFFF > q[Q_IN_FLIGHT]:
-            raise DeviceError('%s %s: queue %s: used idx %d reports %d completions, %d buffers '
-                              'in flight' % (self.address, self.NAME, self._qname(q), idx,
-                                             (idx - last) & 0xFFFF, q[Q_IN_FLIGHT]))
-        hw.barrier()        # the entry is read after the index that covers it
-        elem = used + USED_RING + 8 * (last & q[Q_MASK])
-        head = hw.read32(elem)
-        per = q[Q_PER]
-        i = head // per
-        if head % per or i >= q[Q_N] or not q[Q_WORDS + q[Q_N] + i]:
-            raise DeviceError('%s %s: queue %s: used id %d is not the head of a buffer in '
-                              'flight' % (self.address, self.NAME, self._qname(q), head))
-        q[Q_LEN] = hw.read32(elem + 4)
-        q[Q_LAST_USED] = (last + 1) & 0xFFFF
-        q[Q_WORDS + q[Q_N] + i] = 0
-        q[Q_IN_FLIGHT] -= 1
-        return i
-
-    def _qname(self, q):
-        return 'receiveq' if q is self._rxq else 'transmitq'
 
     # -- the controlq (5.1.6.5) ---------------------------------------------------------
     def set_promiscuous(self, on):
@@ -782,83 +700,3 @@ class NetDevice(VirtioDevice):
 
 
 DRIVER = NetDevice
-
-# -- the target: the ring methods in viper ---------------------------------------------
-# MicroPython's native emitter (frozen with mpy-cross -march=x86) runs these
-# in place of the plain methods of the same names, which stay the reference
-# (run and tested under CPython). They work on raw physical addresses, so
-# only where the hardware interface is the target's x86 module: setup()
-# decides. Anything wrong goes to the plain method, which says what.
-
-try:
-    import micropython
-    from virtio.fastring import publish_native
-    NATIVE = True
-except ImportError:
-    NATIVE = False
-
-if NATIVE:
-    @micropython.viper
-    def _pop_v(self, q) -> int:
-        s = ptr32(q)
-        used = s[Q_USED]
-        idx = int(ptr16(used)[1])
-        last = int(s[Q_LAST_USED])
-        if idx == last:
-            return -1
-        if ((idx - last) & 0xFFFF) > int(s[Q_IN_FLIGHT]):
-            return int(NetDevice._pop(self, q))         # raises the DeviceError
-        elem = ptr32(used + USED_RING + uint(8 * (last & int(s[Q_MASK]))))
-        head = int(elem[0])
-        n = int(s[Q_N])
-        i = head
-        if int(s[Q_PER]) == 2:
-            i = head >> 1
-            if head & 1:
-                i = n
-        if uint(i) >= uint(n) or not s[Q_WORDS + n + i]:
-            return int(NetDevice._pop(self, q))         # raises the DeviceError
-        s[Q_LEN] = elem[1]
-        s[Q_LAST_USED] = (last + 1) & 0xFFFF
-        s[Q_WORDS + n + i] = 0
-        s[Q_IN_FLIGHT] = int(s[Q_IN_FLIGHT]) - 1
-        return i
-
-    @micropython.viper
-    def _refill_ring_v(self, q):
-        s = ptr32(q)
-        ring = ptr16(s[Q_AVAIL] + AVAIL_RING)
-        mask = int(s[Q_MASK])
-        per = int(s[Q_PER])
-        n = int(s[Q_N])
-        m = int(s[Q_NSTACK])
-        k = int(s[Q_AVAIL_IDX])
-        j = 0
-        while j < m:
-            i = int(s[Q_WORDS + j])
-            ring[k & mask] = i * per
-            k = (k + 1) & 0xFFFF
-            s[Q_WORDS + n + i] = 1
-            j += 1
-        s[Q_AVAIL_IDX] = k
-        s[Q_IN_FLIGHT] = int(s[Q_IN_FLIGHT]) + m
-        s[Q_NSTACK] = 0
-
-    @micropython.viper
-    def _tx_post_v(self, q, i: int, n: int):
-        s = ptr32(q)
-        per = int(s[Q_PER])
-        d = s[Q_DESC] + uint(i * per * DESC_BYTES)
-        if per == 2:
-            ptr32(d + DESC_BYTES + D_LEN)[0] = n
-        else:
-            ptr32(d + D_LEN)[0] = int(s[Q_HDR]) + n
-        k = int(s[Q_AVAIL_IDX])
-        ptr16(s[Q_AVAIL] + AVAIL_RING)[k & int(s[Q_MASK])] = i * per
-        s[Q_AVAIL_IDX] = (k + 1) & 0xFFFF
-        s[Q_WORDS + int(s[Q_N]) + i] = 1
-        s[Q_IN_FLIGHT] = int(s[Q_IN_FLIGHT]) + 1
-
-    NetDevice._pop_v = _pop_v
-    NetDevice._refill_ring_v = _refill_ring_v
-    NetDevice._tx_post_v = _tx_post_v

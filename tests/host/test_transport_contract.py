@@ -8,7 +8,7 @@ import pytest
 from virtio import features, pci, transport as tp
 from virtio.errors import VirtioError, VirtioTimeout
 from virtio.transport import Transport, open_transport
-from virtio.virtqueue import SplitVirtqueue
+from virtio.split import SplitVirtqueue
 
 from tests.host.models import RngModel
 from tests.host.models.bench import buf, machine_with
