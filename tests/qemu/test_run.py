@@ -1,0 +1,99 @@
+"""tools/run, what `make run` calls: the guest's status reaches the shell; a missing
+QEMU, QEMU's own failure and a KVM that cannot run the guest each end with one line
+and a status of their own (README.md, "Exit codes")."""
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from tests.qemu.harness import ROOT
+
+pytestmark = pytest.mark.qemu
+
+RUN = os.path.join(ROOT, 'tools', 'run')
+EXIT_QEMU_FAILED, EXIT_NOT_STARTED, EXIT_ACCEL_FAILED = 200, 201, 202
+
+
+@pytest.fixture
+def rundir():
+    with tempfile.TemporaryDirectory(prefix='x86virt-run-') as d:
+        yield d
+
+
+def run(cmd, rundir, timeout=120, env=None):
+    """Run `cmd` (tools/run or make) with its own disk and console socket in rundir,
+    so it cannot collide with an interactive `make run`; returns (status, output)."""
+    cmd = cmd + ['DISK=' + os.path.join(rundir, 'disk.img'),
+                 'VCON_SOCKET=' + os.path.join(rundir, 'vcon.sock')]
+    p = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    return p.returncode, out.decode(errors='replace')
+
+
+def script(rundir, source, name='s.py'):
+    path = os.path.join(rundir, name)
+    with open(path, 'w') as f:
+        f.write(source)
+    return 'SCRIPT=' + path
+
+
+def run_lines(out):
+    return [line for line in out.splitlines() if line.startswith('run: ')]
+
+
+@pytest.mark.parametrize('source, status', [
+    ('import sys\nsys.exit(7)\n', 7),
+    ('import x86\nx86.poweroff(0)\n', 0),
+    ('print("done")\n', 0),
+    ('import x86\nx86.poweroff(127)\n', 127),
+])
+def test_the_guest_status_is_the_exit_status(image, rundir, source, status):
+    code, out = run([RUN, script(rundir, source)], rundir)
+    assert code == status, out
+    if status:
+        assert run_lines(out) == ['run: QEMU exited with status %d (guest exit code %d%s)'
+                                  % (status * 2 + 1, status,
+                                     ': CPU exception' if status == 127 else '')]
+    else:
+        assert run_lines(out) == []
+
+
+def test_an_uncaught_exception_exits_1(image, rundir):
+    code, out = run([RUN, script(rundir, 'raise OSError("disk on fire")\n')], rundir)
+    assert code == 1
+    assert 'OSError: disk on fire' in out
+    assert run_lines(out) == ['run: QEMU exited with status 3 (guest exit code 1: '
+                              'uncaught Python exception)']
+
+
+def test_ci_style_make_run_fails_and_says_why(image, rundir):
+    code, out = run(['make', '--no-print-directory', 'run',
+                     script(rundir, 'import sys\nsys.exit(7)\n')], rundir)
+    assert code == 2        # make's own status for a failed recipe: non-zero is what CI needs
+    assert 'run: QEMU exited with status 15 (guest exit code 7)' in out
+    code, out = run(['make', '--no-print-directory', 'run', script(rundir, 'pass\n')], rundir)
+    assert code == 0, out
+
+
+def test_qemu_failing_by_itself_is_not_a_guest_status(image, rundir):
+    code, out = run([RUN, 'QEMU_EXTRA=-no-such-option'], rundir)
+    assert code == EXIT_QEMU_FAILED
+    assert 'invalid option' in out
+    assert run_lines(out) == ['run: QEMU exited with status 1 (QEMU failed, not the guest)']
+
+
+def test_a_qemu_that_cannot_be_executed_is_not_a_guest_status(rundir):
+    not_executable = os.path.join(rundir, 'qemu')
+    open(not_executable, 'w').close()
+    code, out = run([RUN, '--', not_executable, '-m', '64'], rundir)
+    assert code == EXIT_NOT_STARTED
+    assert run_lines(out) == ['run: %s: cannot start it: Permission denied' % not_executable]
