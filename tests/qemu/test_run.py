@@ -91,9 +91,37 @@ def test_qemu_failing_by_itself_is_not_a_guest_status(image, rundir):
     assert run_lines(out) == ['run: QEMU exited with status 1 (QEMU failed, not the guest)']
 
 
+def test_a_mistyped_qemu_is_named_in_one_line(image, rundir):
+    code, out = run([RUN, 'QEMU=qemu-sytem-i386'], rundir)
+    assert code == EXIT_NOT_STARTED
+    assert out.splitlines() == ['run: QEMU=qemu-sytem-i386: no such program on PATH '
+                                '(the default is qemu-system-i386)']
+
+
+def test_make_run_with_a_mistyped_qemu_installs_nothing(image, rundir):
+    # An apt-get first on PATH that records being called: it must not be.
+    fakebin = os.path.join(rundir, 'bin')
+    os.mkdir(fakebin)
+    called = os.path.join(rundir, 'apt-called')
+    with open(os.path.join(fakebin, 'apt-get'), 'w') as f:
+        f.write('#!/bin/sh\necho "$@" >> %s\nexit 1\n' % called)
+    os.chmod(os.path.join(fakebin, 'apt-get'), 0o755)
+    env = dict(os.environ, PATH=fakebin + os.pathsep + os.environ['PATH'])
+    code, out = run(['make', '--no-print-directory', 'run', 'QEMU=qemu-sytem-i386'], rundir,
+                    env=env)
+    assert code != 0
+    assert not os.path.exists(called)
+    ours = [line for line in out.splitlines() if not line.startswith('make: ***')]
+    assert ours == ['setup: QEMU=qemu-sytem-i386: no such program on PATH: '
+                    'check the name (the default is qemu-system-i386)']
+    assert 'guest' not in out
+
+
 def test_a_qemu_that_cannot_be_executed_is_not_a_guest_status(rundir):
     not_executable = os.path.join(rundir, 'qemu')
     open(not_executable, 'w').close()
     code, out = run([RUN, '--', not_executable, '-m', '64'], rundir)
     assert code == EXIT_NOT_STARTED
     assert run_lines(out) == ['run: %s: cannot start it: Permission denied' % not_executable]
+
+
