@@ -125,3 +125,31 @@ def test_a_qemu_that_cannot_be_executed_is_not_a_guest_status(rundir):
     assert run_lines(out) == ['run: %s: cannot start it: Permission denied' % not_executable]
 
 
+def qemu_processes_using(path):
+    """PIDs of processes whose command line mentions `path` (read-only look at /proc)."""
+    pids = []
+    for pid in os.listdir('/proc'):
+        try:
+            with open('/proc/%s/cmdline' % pid, 'rb') as f:
+                if path.encode() in f.read():
+                    pids.append(int(pid))
+        except (OSError, ValueError):
+            pass
+    return pids
+
+
+def test_kvm_that_cannot_run_the_guest_ends_with_one_line(image, rundir):
+    kvm_usable = os.access('/dev/kvm', os.R_OK | os.W_OK)
+    code, out = run([RUN, 'ACCEL=kvm', script(rundir, 'print("ran")\n')], rundir, timeout=60)
+    assert not qemu_processes_using(rundir)
+    if not kvm_usable:
+        # No KVM at all: QEMU refuses to start, which is QEMU's failure, not the guest's.
+        assert code == EXIT_QEMU_FAILED and 'kvm' in out.lower()
+        return
+    if code == 0 and 'ran' in out:
+        pytest.skip('KVM runs this guest on this host')
+    assert code == EXIT_ACCEL_FAILED, out
+    assert run_lines(out) == [
+        'run: the accelerator cannot run this guest (KVM internal error: emulation failure); '
+        'QEMU stopped; use ACCEL=tcg (QEMU\'s dump: build/logs/qemu-stderr.log)']
+    assert 'EAX=' not in out        # the register dump went to the log, not the terminal
