@@ -36,7 +36,7 @@ IMAGE := $(BUILD)/x86_virt/firmware.elf
 all: build
 
 help:
-	@echo "make run      boot the image in QEMU (REPL on this terminal; Ctrl-A X quits)"
+	@echo "make run      boot the image in QEMU (REPL on this terminal; Ctrl-A X quits, Ctrl-A Ctrl-A sends Ctrl-A)"
 	@echo "make test     run the whole test suite (pytest)"
 	@echo "make build    build $(IMAGE)"
 	@echo "make setup    install what is missing (apt packages, .venv, MicroPython source)"

@@ -200,5 +200,6 @@ const char x86_virt_help_text[] =
     "  x86.poweroff(n)   end with status (n << 1) | 1\n"
     "\n"
     "Control commands: Ctrl-C interrupt, Ctrl-D soft reset, Ctrl-E paste mode,\n"
-    "Ctrl-A raw REPL, Ctrl-B friendly REPL. QEMU: Ctrl-A X quits.\n"
+    "Ctrl-A raw REPL, Ctrl-B friendly REPL. On QEMU's -serial mon:stdio (make run)\n"
+    "Ctrl-A is QEMU's escape: Ctrl-A Ctrl-A sends Ctrl-A, Ctrl-A X quits QEMU.\n"
     "For a list of modules: help('modules')\n";
