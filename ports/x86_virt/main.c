@@ -165,6 +165,7 @@ void kmain(uint32_t magic, const multiboot_info_t *mbi) {
 soft_reset:
     gc_init((void *)heap_area_start, (void *)heap_area_end);
     mp_init();
+    help_init();
     readline_init0();
     dupterm_reset();
 
@@ -207,12 +208,12 @@ void x86_idle(void) {
     timer_wait_event(-1);
 }
 
-// The only files are the ROM's (rom.c), and they are read-only.
+// No filesystem yet: the ROM's modules (rom.c) are there for import only.
 mp_obj_t mp_builtin_open(size_t n_args, const mp_obj_t *args, mp_map_t *kwargs) {
     (void)n_args;
     (void)args;
     (void)kwargs;
-    mp_raise_msg(&mp_type_OSError, MP_ERROR_TEXT("no writable filesystem"));
+    mp_raise_msg(&mp_type_OSError, MP_ERROR_TEXT("no filesystem: open() cannot open files (the ROM's modules can be imported, not opened)"));
 }
 MP_DEFINE_CONST_FUN_OBJ_KW(mp_builtin_open_obj, 1, mp_builtin_open);
 
