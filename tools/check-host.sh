@@ -28,6 +28,8 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v sha256sum >/dev/null 2>&1 || missing+=(coreutils)
 command -v tar >/dev/null 2>&1 || missing+=(tar)
+# The host end of the virtio console in README.md (socat - UNIX-CONNECT:...).
+command -v socat >/dev/null 2>&1 || missing+=(socat)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 
