@@ -31,12 +31,12 @@ VENV_STAMP := .venv/.installed
 BENCH_STAMP := .venv/.bench-installed
 IMAGE := $(BUILD)/x86_virt/firmware.elf
 
-.PHONY: all setup host-tools build run test bench clean distclean help FORCE
+.PHONY: all setup host-tools build run run-command test bench clean distclean help FORCE
 
 all: build
 
 help:
-	@echo "make run      boot the image in QEMU (REPL on this terminal; Ctrl-A X quits)"
+	@echo "make run      boot the image in QEMU (REPL on this terminal; Ctrl-A X quits, Ctrl-A Ctrl-A sends Ctrl-A)"
 	@echo "make test     run the whole test suite (pytest)"
 	@echo "make build    build $(IMAGE)"
 	@echo "make setup    install what is missing (apt packages, .venv, MicroPython source)"
@@ -96,15 +96,17 @@ QEMU_ARGS = -accel $(ACCEL) -machine $(MACHINE) -m $(MEM) -nodefaults -no-reboot
 $(DISK):
 	@mkdir -p $(@D); truncate -s $(DISK_SIZE) $@
 
+# tools/run starts QEMU, watches it, and exits with the guest's status (make
+# itself then exits 2 if that is not 0; call tools/run for the status itself).
+CHECK_SCRIPT = if [ -n "$(SCRIPT)" ] && [ ! -f "$(SCRIPT)" ]; then echo "run: SCRIPT=$(SCRIPT): no such file"; exit 1; fi
 run: build $(DISK)
-	@if [ -n "$(SCRIPT)" ] && [ ! -f "$(SCRIPT)" ]; then echo "run: SCRIPT=$(SCRIPT): no such file"; exit 1; fi
-	@echo "$(QEMU) $(strip $(QEMU_ARGS))" | tr -s ' \t' ' '
-	@echo "(Ctrl-A X quits QEMU; x86.poweroff() from Python)"
-	@$(QEMU) $(QEMU_ARGS); status=$$?; \
-	if [ $$status -ne 0 ]; then \
-		if [ $$status -gt 1 ] && [ $$((status & 1)) = 1 ]; then why="guest exit code $$((status >> 1))"; else why="QEMU failed"; fi; \
-		echo "run: QEMU exited with status $$status ($$why)"; \
-	fi; exit $$status
+	@$(CHECK_SCRIPT)
+	@tools/run -- $(QEMU) $(QEMU_ARGS)
+
+# `tools/run VAR=value ...` gets its command line here: one NUL-ended word each.
+run-command: build $(DISK)
+	@$(CHECK_SCRIPT)
+	@printf '%s\0' $(QEMU) $(QEMU_ARGS) > $(RUN_COMMAND_FILE)
 
 # ---- Test, bench -----------------------------------------------------------
 test: build

@@ -11,6 +11,7 @@
 #include "py/objint.h"
 #include "py/smallint.h"
 #include "py/mphal.h"
+#include "shared/runtime/pyexec.h"
 #include "modtime.h"
 #include "x86.h"
 
@@ -325,10 +326,20 @@ static const x86_mem_obj_t x86_mem32_obj = { { &x86_mem_type }, 4 };
 
 // ---- Power ----------------------------------------------------------------
 
+// From the raw REPL (mpremote) the host waits for the end of the code's output
+// and error (Ctrl-D, Ctrl-D) and then closes its end of the serial line; if QEMU
+// went away first, mpremote ends in a pyserial traceback. So end the output as
+// the raw REPL does and give the host this long to let go.
+#define RAW_REPL_GOODBYE_MS     200
+
 static mp_obj_t x86_poweroff_py(size_t n_args, const mp_obj_t *args) {
     mp_int_t code = n_args > 0 ? mp_obj_get_int(args[0]) : 0;
     if (code < 0 || code > 127) {
         mp_raise_ValueError(MP_ERROR_TEXT("exit code must be 0-127"));
+    }
+    if (pyexec_mode_kind == PYEXEC_MODE_RAW_REPL) {
+        mp_hal_stdout_tx_strn("\x04\x04", 2);
+        mp_hal_delay_ms(RAW_REPL_GOODBYE_MS);
     }
     x86_poweroff(code);
 }

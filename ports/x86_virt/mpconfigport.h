@@ -45,6 +45,9 @@
 #define MICROPY_PY_CMATH                    (0)
 #define MICROPY_PY_BUILTINS_HELP            (1)
 #define MICROPY_PY_BUILTINS_HELP_TEXT       x86_virt_help_text
+// help.c puts the port's help() over the core's (builtins.help, at each
+// start): its help('modules') lists the ROM's modules too.
+#define MICROPY_CAN_OVERRIDE_BUILTINS       (1)
 #define MICROPY_PY_MICROPYTHON_MEM_INFO     (1)
 #define MICROPY_PY_IO_IOBASE                (0)
 // Our own `time` (ports/x86_virt/modtime.c): upstream's lives in extmod/.

@@ -93,6 +93,10 @@ void uart_put_hex(uint32_t v);
 int uart_rx_pop(void);          // next received byte, or -1
 bool uart_rx_empty(void);
 
+// ---- help() (help.c) ------------------------------------------------------
+
+void help_init(void);               // after every mp_init(): the port's help() over the core's
+
 // ---- A second terminal (dupterm.c) ---------------------------------------
 
 void dupterm_reset(void);           // at every soft reset: nothing attached

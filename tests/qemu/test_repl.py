@@ -102,6 +102,10 @@ def test_help_names_the_port_module(guest):
     assert 'x86.poweroff()' in guest.exec('help()')
 
 
+def test_help_says_ctrl_a_is_qemus_escape_on_mon_stdio(guest):
+    assert 'Ctrl-A Ctrl-A sends Ctrl-A' in guest.exec('help()')
+
+
 def test_qemu_system_x86_64_boots_the_same_image(boot):
     g = boot(qemu='qemu-system-x86_64', machine='q35')
     assert g.eval('__import__("sys").platform') == 'x86_virt'
