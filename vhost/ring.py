@@ -59,6 +59,15 @@ class Request:
     def write_views(self):
         return [self.mem.view(a, n) for a, n in self.writable]
 
+    def write_range(self, offset, n):
+        """Views of n device-writable bytes from `offset` bytes in (they may
+        span several buffers: VIRTIO_F_VERSION_1 lets a driver lay a request
+        out as it likes, 2.7.4)."""
+        return _range(self.mem, self.writable, offset, n)
+
+    def read_range(self, offset, n):
+        return _range(self.mem, self.readable, offset, n)
+
     def data(self):
         """Everything device-readable, as bytes."""
         return b''.join(bytes(v) for v in self.read_views())
@@ -79,6 +88,21 @@ class Request:
             skip = 0
         self.written = max(self.written, offset + pos)
         return pos
+
+
+def _range(mem, bufs, offset, n):
+    out = []
+    for a, length in bufs:
+        if n <= 0:
+            break
+        if offset >= length:
+            offset -= length
+            continue
+        take = min(length - offset, n)
+        out.append(mem.view(a + offset, take))
+        n -= take
+        offset = 0
+    return out
 
 
 class SplitRing:

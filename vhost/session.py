@@ -283,7 +283,7 @@ class Session:
                 rid, length, jump = dev.used_entry(ring, req)
                 notify |= ring.push(rid, length, req.ndesc, jump)
                 dev.completed += 1
-        except (RingError, m.ProtocolError) as e:
+        except (RingError, m.ProtocolError, ValueError) as e:
             # A driver bug: stop serving this ring (QEMU's virtio_error).
             self.log('queue %d: %s: ring stopped' % (v.index, e))
             self._set_kick_watch(v, None)
