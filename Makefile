@@ -16,6 +16,7 @@ SCRIPT ?=
 DISK ?= build/scratch.img
 DISK_SIZE ?= 64M
 QEMU_EXTRA ?=
+VHOST ?=
 PYTEST_ARGS ?=
 
 # ---- Pins ------------------------------------------------------------------
@@ -43,6 +44,7 @@ help:
 	@echo "make bench    run bench/run.py"
 	@echo "make clean    remove build products (keeps the downloaded source)"
 	@echo "options: QEMU= ACCEL=tcg|kvm MACHINE=pc|q35 MEM=<MiB> SCRIPT=file.py SERIAL=pty DISK= DEVICES= QEMU_EXTRA= PYTEST_ARGS="
+	@echo "         VHOST=rng|blk (that device in Python over vhost-user, docs/vhost-user.md) VHOST_ARGS=\"--seed 1\""
 
 # ---- Set-up ----------------------------------------------------------------
 setup: host-tools $(VENV_STAMP) $(MPY_STAMP)
@@ -100,7 +102,7 @@ run: build $(DISK)
 	@if [ -n "$(SCRIPT)" ] && [ ! -f "$(SCRIPT)" ]; then echo "run: SCRIPT=$(SCRIPT): no such file"; exit 1; fi
 	@echo "$(QEMU) $(strip $(QEMU_ARGS))" | tr -s ' \t' ' '
 	@echo "(Ctrl-A X quits QEMU; x86.poweroff() from Python)"
-	@$(QEMU) $(QEMU_ARGS); status=$$?; \
+	@$(if $(VHOST),.venv/bin/python tools/vhost-run.py $(VHOST) $(VHOST_ARGS) --) $(QEMU) $(QEMU_ARGS); status=$$?; \
 	if [ $$status -ne 0 ]; then \
 		if [ $$status -gt 1 ] && [ $$((status & 1)) = 1 ]; then why="guest exit code $$((status >> 1))"; else why="QEMU failed"; fi; \
 		echo "run: QEMU exited with status $$status ($$why)"; \

@@ -4,6 +4,7 @@ Prints 'vhost: listening on PATH' on stderr once the socket exists (the
 launcher waits for it) and returns when QEMU disconnects."""
 
 import argparse
+import signal
 import sys
 
 from vhost.device import MISBEHAVIOURS, NOT_SIGNALLABLE
@@ -49,6 +50,8 @@ def main(argv=None):
     if args.quiet:
         log = lambda msg: None      # noqa: E731
     server = Server(dev, args.socket, log)
+    # SIGTERM ends the loop through the finally clauses: socket removed.
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
 
     def ready():
         sys.stderr.write('vhost: listening on %s\n' % args.socket)
