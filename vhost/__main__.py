@@ -40,6 +40,7 @@ def main(argv=None):
     p.add_argument('--image', help='blk: the disk image file')
     p.add_argument('--serial', default='vhost-python', help='blk: the GET_ID serial')
     p.add_argument('--read-only', action='store_true', help='blk: offer VIRTIO_BLK_F_RO')
+    p.add_argument('--control', help='a Unix socket taking "misbehave NAME [AFTER]" lines')
     p.add_argument('--quiet', action='store_true', help='log nothing but errors')
     args = p.parse_args(argv)
     try:
@@ -49,7 +50,7 @@ def main(argv=None):
     log = None
     if args.quiet:
         log = lambda msg: None      # noqa: E731
-    server = Server(dev, args.socket, log)
+    server = Server(dev, args.socket, log, args.control)
     # SIGTERM ends the loop through the finally clauses: socket removed.
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
 

@@ -11,8 +11,9 @@ rings (ring.py, packed.py) the memory layout.
         def handle(self, queue, req):       # one chain taken from the ring
             req.write(b'...')               # fill the device-writable buffers
 
-Misbehaviour switches (`misbehave=`), the list of the in-process models
-(tests/host/models/virtio.py), applied after `after` good completions:
+Misbehaviour switches (`misbehave=`, or set_misbehave() at run time), the list
+of the in-process models (tests/host/models/virtio.py), applied after `after`
+more good completions:
   'bad_used_id'     the used id names no descriptor (queue size + 1)
   'oversized_len'   the used length is 512 bytes beyond the writable buffers
   'used_idx_jump'   the used index advances by queue size + 2
@@ -45,17 +46,21 @@ class Device:
     RING_FEATURES = ((1 << F_VERSION_1) | (1 << F_INDIRECT_DESC) | (1 << F_EVENT_IDX)
                      | (1 << F_RING_PACKED))
 
-    def __init__(self, misbehave=None, after=0, log=None):
+    def __init__(self, misbehave=None, after=0):
+        self.completed = 0
+        self.set_misbehave(misbehave, after)
+        self.features = 0           # what the front-end set (SET_FEATURES)
+
+    def set_misbehave(self, misbehave, after=0):
+        """Switch a misbehaviour on (after `after` more good completions) or
+        off (None)."""
         if misbehave in NOT_SIGNALLABLE:
             raise ValueError('misbehaviour %r: %s' % (misbehave, NOT_SIGNALLABLE[misbehave]))
         if misbehave is not None and misbehave not in MISBEHAVIOURS:
             raise ValueError('unknown misbehaviour %r (known: %s)'
                              % (misbehave, ', '.join(MISBEHAVIOURS)))
         self.misbehave = misbehave
-        self.after = after          # good completions before misbehaving
-        self.completed = 0
-        self.features = 0           # what the front-end set (SET_FEATURES)
-        self.log = log or (lambda msg: None)
+        self.after = self.completed + after
 
     # -- what the device is -----------------------------------------------------
     def offered_features(self):

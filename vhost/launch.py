@@ -14,6 +14,7 @@ shareable fd (memory_args), whose size equals -m.
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -50,11 +51,13 @@ class Backend:
         self.dir = tempfile.mkdtemp(prefix='vhost-')
         self.socket = os.path.join(self.dir, '%s.sock' % device)
         self.log_path = os.path.join(self.dir, 'backend.log')
+        self.control = os.path.join(self.dir, 'control.sock')
         self.proc = None
         self.log = ''
 
     def command(self):
-        return [self.python, '-m', 'vhost', self.device, '--socket', self.socket] + self.args
+        return [self.python, '-m', 'vhost', self.device, '--socket', self.socket,
+                '--control', self.control] + self.args
 
     def start(self):
         with open(self.log_path, 'wb') as log:
@@ -69,6 +72,16 @@ class Backend:
                                    % (self.device, self.proc.returncode, self.log.strip()))
             time.sleep(0.02)
         return self
+
+    def misbehave(self, name, after=0):
+        """Switch the running device's misbehaviour (None: behave)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(self.control)
+            s.sendall(('misbehave %s %d\n' % (name or 'none', after)).encode())
+            answer = s.recv(256).decode().strip()
+        if answer != 'ok':
+            raise BackendError('vhost %s: misbehave %s: %s' % (self.device, name, answer))
 
     def qemu_args(self):
         """The chardev and device arguments that connect QEMU to us."""

@@ -32,16 +32,25 @@ def listen(path):
     return sock
 
 
+CONTROL = 'control'
+
+
 class Server:
-    def __init__(self, device, path, log=None):
+    def __init__(self, device, path, log=None, control=None):
         self.device = device
         self.path = path
         self.log = log or log_to_stderr('vhost %s' % device.NAME)
         self.sel = selectors.DefaultSelector()
-        self.listener = listen(path)
         self.conn = None
         self.session = None
         self.errors = []        # ProtocolErrors seen (the front-end misbehaved)
+        self.control = None
+        if control:
+            # Tests switch misbehaviours on and off while the guest runs.
+            self.control = listen(control)
+            self.control_path = control
+            self.sel.register(self.control, selectors.EVENT_READ, CONTROL)
+        self.listener = listen(path)     # last: its file says "ready"
 
     def serve(self, on_listen=None):
         """Accept one front-end and serve it until it disconnects."""
@@ -73,7 +82,9 @@ class Server:
 
     def _step(self):
         for key, _ in self.sel.select():
-            if key.data is None:
+            if key.data == CONTROL:
+                self._command()
+            elif key.data is None:
                 if not self._message():
                     return False
             elif key.data.kick == key.fd:
@@ -102,6 +113,23 @@ class Server:
             m.ack(self.conn, msg.request, True)
         return True
 
+    def _command(self):
+        """One line on the control socket: 'misbehave NAME [AFTER]' or
+        'misbehave none'; answers 'ok' or 'error: ...'."""
+        conn, _ = self.control.accept()
+        with conn:
+            conn.settimeout(5)
+            words = conn.recv(256).decode('ascii', 'replace').split()
+            try:
+                if len(words) not in (2, 3) or words[0] != 'misbehave':
+                    raise ValueError('commands: misbehave NAME [AFTER] | misbehave none')
+                name = None if words[1] == 'none' else words[1]
+                self.device.set_misbehave(name, int(words[2]) if len(words) == 3 else 0)
+                self.log('misbehaviour: %s' % name)
+                conn.sendall(b'ok\n')
+            except ValueError as e:
+                conn.sendall(b'error: %s\n' % str(e).encode())
+
     def _refuse(self, msg, err):
         """The front-end sent something we cannot accept: say so. If it waits
         for an ack, a failing one; if it waits for data, we have none to
@@ -118,11 +146,12 @@ class Server:
     def close(self):
         if self.session is not None:
             self.session.close()
-        for s in (self.conn, self.listener):
+        for s in (self.conn, self.listener, self.control):
             if s is not None:
                 s.close()
         self.sel.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        for path in (self.path, self.control and self.control_path):
+            try:
+                os.unlink(path)
+            except (FileNotFoundError, TypeError):
+                pass
