@@ -41,6 +41,7 @@ def main(argv=None):
     p.add_argument('--serial', default='vhost-python', help='blk: the GET_ID serial')
     p.add_argument('--read-only', action='store_true', help='blk: offer VIRTIO_BLK_F_RO')
     p.add_argument('--control', help='a Unix socket taking "misbehave NAME [AFTER]" lines')
+    p.add_argument('--verbose', action='store_true', help='log every message received')
     p.add_argument('--quiet', action='store_true', help='log nothing but errors')
     args = p.parse_args(argv)
     try:
@@ -50,7 +51,7 @@ def main(argv=None):
     log = None
     if args.quiet:
         log = lambda msg: None      # noqa: E731
-    server = Server(dev, args.socket, log, args.control)
+    server = Server(dev, args.socket, log, args.control, args.verbose)
     # SIGTERM ends the loop through the finally clauses: socket removed.
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
 

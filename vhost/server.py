@@ -36,7 +36,8 @@ CONTROL = 'control'
 
 
 class Server:
-    def __init__(self, device, path, log=None, control=None):
+    def __init__(self, device, path, log=None, control=None, verbose=False):
+        self.verbose = verbose
         self.device = device
         self.path = path
         self.log = log or log_to_stderr('vhost %s' % device.NAME)
@@ -103,6 +104,8 @@ class Server:
         if msg is None:
             self.log('front-end disconnected')
             return False
+        if self.verbose:
+            self.log('<- %r %s' % (msg, msg.payload[:48].hex()))
         try:
             payload = self.session.handle(msg)
         except (ProtocolError, ValueError) as e:

@@ -206,7 +206,7 @@ class Session:
 
     def _start(self, v):
         if not self.mem.regions:
-            raise ProtocolError('queue %d started before SET_MEM_TABLE' % v.index)
+            raise ProtocolError('SET_VRING_KICK: queue %d started before SET_MEM_TABLE' % v.index)
         v.start(self.mem, self.device.has(F_EVENT_IDX), self.device.has(F_INDIRECT_DESC),
                 self._packed())
         self._set_kick_watch(v, v.kick)
