@@ -73,13 +73,21 @@ class Backend:
             time.sleep(0.02)
         return self
 
-    def misbehave(self, name, after=0):
-        """Switch the running device's misbehaviour (None: behave)."""
+    def _control(self, line):
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(5)
             s.connect(self.control)
-            s.sendall(('misbehave %s %d\n' % (name or 'none', after)).encode())
-            answer = s.recv(256).decode().strip()
+            s.sendall(line.encode() + b'\n')
+            return s.recv(256).decode().strip()
+
+    def stats(self):
+        """(requests served, seconds spent serving them) so far."""
+        words = self._control('stats').split()
+        return int(words[1]), int(words[3]) / 1e9
+
+    def misbehave(self, name, after=0):
+        """Switch the running device's misbehaviour (None: behave)."""
+        answer = self._control('misbehave %s %d' % (name or 'none', after))
         if answer != 'ok':
             raise BackendError('vhost %s: misbehave %s: %s' % (self.device, name, answer))
 

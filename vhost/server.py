@@ -118,11 +118,16 @@ class Server:
 
     def _command(self):
         """One line on the control socket: 'misbehave NAME [AFTER]' or
-        'misbehave none'; answers 'ok' or 'error: ...'."""
+        'misbehave none' (answers 'ok' or 'error: ...'), or 'stats' (answers
+        'served N busy_ns T': requests completed, time spent serving)."""
         conn, _ = self.control.accept()
         with conn:
             conn.settimeout(5)
             words = conn.recv(256).decode('ascii', 'replace').split()
+            if words == ['stats']:
+                s = self.session
+                conn.sendall(b'served %d busy_ns %d\n' % (s.served, s.busy_ns))
+                return
             try:
                 if len(words) not in (2, 3) or words[0] != 'misbehave':
                     raise ValueError('commands: misbehave NAME [AFTER] | misbehave none')

@@ -13,6 +13,7 @@ Anything else, or a message out of place, is a ProtocolError naming it.
 """
 
 import os
+import time
 
 from vhost import message as m
 from vhost.device import F_EVENT_IDX, F_INDIRECT_DESC, F_RING_PACKED
@@ -36,6 +37,8 @@ class Session:
         self.protocol_features = 0
         self.features = 0
         self.owner = False
+        self.served = 0             # requests completed, and the time spent serving
+        self.busy_ns = 0            # them (ring walk, device, used ring, interrupt)
         self.watch = None       # callback(vring, fd or None) when a kick fd changes
         self.offered_protocol = self.PROTOCOL_FEATURES
         if device.config() is not None:
@@ -272,6 +275,7 @@ class Session:
             return
         ring, dev = v.ring, self.device
         notify = False
+        t0 = time.perf_counter_ns()
         try:
             while True:
                 req = ring.pop()
@@ -283,6 +287,7 @@ class Session:
                 rid, length, jump = dev.used_entry(ring, req)
                 notify |= ring.push(rid, length, req.ndesc, jump)
                 dev.completed += 1
+                self.served += 1
         except (RingError, m.ProtocolError, ValueError) as e:
             # A driver bug: stop serving this ring (QEMU's virtio_error).
             self.log('queue %d: %s: ring stopped' % (v.index, e))
@@ -291,6 +296,7 @@ class Session:
             v.signal_error()
         if notify:
             v.interrupt()
+        self.busy_ns += time.perf_counter_ns() - t0
 
     def close(self):
         for v in self.vrings:
