@@ -60,6 +60,7 @@ class Server:
         self.conn, _ = self.listener.accept()
         self.listener.close()
         self.session = Session(self.device, self.log)
+        self.session.trace = self.verbose
         self.session.watch = self._watch
         self.sel.register(self.conn, selectors.EVENT_READ, None)
         try:

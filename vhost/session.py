@@ -25,6 +25,10 @@ from vhost.vring import Vring
 MAX_REGIONS = 8
 
 
+def _bufs(bufs):
+    return '[%s]' % ', '.join('0x%x+%d' % b for b in bufs)
+
+
 class Session:
     PROTOCOL_FEATURES = ((1 << m.PROTOCOL_F_MQ) | (1 << m.PROTOCOL_F_REPLY_ACK)
                          | (1 << m.PROTOCOL_F_RESET_DEVICE))
@@ -39,6 +43,7 @@ class Session:
         self.owner = False
         self.served = 0             # requests completed, and the time spent serving
         self.busy_ns = 0            # them (ring walk, device, used ring, interrupt)
+        self.trace = False          # log every request (python -m vhost --verbose)
         self.watch = None       # callback(vring, fd or None) when a kick fd changes
         self.offered_protocol = self.PROTOCOL_FEATURES
         if device.config() is not None:
@@ -285,9 +290,15 @@ class Session:
                     continue
                 dev.handle(v.index, req)
                 rid, length, jump = dev.used_entry(ring, req)
-                notify |= ring.push(rid, length, req.ndesc, jump)
+                wants = ring.push(rid, length, req.ndesc, jump)
+                notify |= wants
                 dev.completed += 1
                 self.served += 1
+                if self.trace:
+                    self.log('queue %d: chain at head %d, readable %s, writable %s -> used '
+                             'id %d len %d%s' % (v.index, req.id, _bufs(req.readable),
+                                                 _bufs(req.writable), rid, length,
+                                                 ', driver wants an interrupt' if wants else ''))
         except (RingError, m.ProtocolError, ValueError) as e:
             # A driver bug: stop serving this ring (QEMU's virtio_error).
             self.log('queue %d: %s: ring stopped' % (v.index, e))
