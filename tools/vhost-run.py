@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Run QEMU with a Python vhost-user device in place of QEMU's own one.
 
-    tools/vhost-run.py rng|blk [--seed N] [--misbehave X] [--after N] -- QEMU ARGS...
+    tools/vhost-run.py rng|blk|net [--seed N] [--misbehave X] [--after N] -- QEMU ARGS...
 
 Takes the whole QEMU command line (as `make run` or tools/run builds it),
 starts the back-end (python -m vhost), rewrites the command line:
   rng: drops `-device virtio-rng-pci...`, adds vhost-user-rng-pci;
   blk: drops `-device virtio-blk-pci...` and its `-drive`, serves that
        drive's file= from Python through vhost-user-blk-pci;
+  net: drops `-device virtio-net-pci...` and its `-netdev`: the guest's cable
+       leads to a Python host at 10.0.2.2 (ARP, ping) through -netdev vhost-user;
   and backs guest RAM (-m) with a shared memfd. Then runs QEMU on this
 terminal and stops the back-end when QEMU ends, whatever happened. Exits
 with QEMU's status.
@@ -24,7 +26,7 @@ sys.path.insert(0, ROOT)
 
 from vhost.launch import Backend, BackendError, memory_args  # noqa: E402
 
-BUILTIN = {'rng': 'virtio-rng-pci', 'blk': 'virtio-blk-pci'}
+BUILTIN = {'rng': 'virtio-rng-pci', 'blk': 'virtio-blk-pci', 'net': 'virtio-net-pci'}
 
 
 def option_value(opts, key):
@@ -36,19 +38,25 @@ def option_value(opts, key):
 
 def rewrite(device, qemu):
     """(QEMU args without the built-in device, the blk image or None, -m in MiB)."""
-    out, image, mem, drive_id = [], None, 128, None
+    out, image, mem, drive_id, netdev_id = [], None, 128, None, None
     i = 0
     while i < len(qemu):
         a = qemu[i]
         val = qemu[i + 1] if i + 1 < len(qemu) else ''
         if a == '-device' and val.split(',')[0] == BUILTIN[device]:
             drive_id = option_value(val, 'drive')
+            netdev_id = option_value(val, 'netdev')
             i += 2
             continue
         if a == '-m':
             mem = int(val.rstrip('M'))
         out.append(a)
         i += 1
+    if device == 'net' and netdev_id is not None:
+        out = [a for k, a in enumerate(out)
+               if not (a == '-netdev' and option_value(out[k + 1], 'id') == netdev_id)
+               and not (k and out[k - 1] == '-netdev'
+                        and option_value(a, 'id') == netdev_id)]
     if device == 'blk':
         if drive_id is None:
             raise SystemExit('vhost-run: no -device virtio-blk-pci,drive=... to replace')

@@ -13,11 +13,12 @@ read the rings in that shared memory and serve requests, as a device would.
     session.py   the front-end's messages, one handler each
     server.py    the socket and the kick eventfds, polled with selectors
     device.py    the Device base class and its misbehaviour switches
-    rng.py, blk.py   the devices
+    rng.py, blk.py, net.py   the devices (net: a Python host at 10.0.2.2, ARP and ping)
     launch.py    start a back-end process and the QEMU arguments that use it
 
     python -m vhost rng --socket /tmp/rng.sock [--seed 1] [--misbehave X]
     python -m vhost blk --socket /tmp/blk.sock --image disk.img
+    python -m vhost net --socket /tmp/net.sock
 
 docs/vhost-user.md walks through writing a device.
 """

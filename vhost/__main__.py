@@ -23,12 +23,15 @@ def make_device(args):
             raise SystemExit('vhost blk: --image FILE is required')
         return BlkDevice(args.image, serial=args.serial.encode(), read_only=args.read_only,
                          **common)
-    raise SystemExit('vhost: unknown device %r (rng, blk)' % args.device)
+    if args.device == 'net':
+        from vhost.net import NetDevice
+        return NetDevice(**common)
+    raise SystemExit('vhost: unknown device %r (rng, blk, net)' % args.device)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog='python -m vhost', description=__doc__)
-    p.add_argument('device', choices=('rng', 'blk'))
+    p.add_argument('device', choices=('rng', 'blk', 'net'))
     p.add_argument('--socket', required=True, help='Unix socket path to listen on')
     p.add_argument('--misbehave', choices=MISBEHAVIOURS + tuple(NOT_SIGNALLABLE),
                    help='misbehaviour switch (see vhost/device.py)')

@@ -50,6 +50,7 @@ class Device:
         self.completed = 0
         self.set_misbehave(misbehave, after)
         self.features = 0           # what the front-end set (SET_FEATURES)
+        self.session = None         # set by the session serving this device
 
     def set_misbehave(self, misbehave, after=0):
         """Switch a misbehaviour on (after `after` more good completions) or
@@ -90,11 +91,23 @@ class Device:
     # -- serving ------------------------------------------------------------------
     def handle(self, queue, req):
         """Serve one request: read req.data() / req.read_views(), write with
-        req.write() or into req.write_views() (then set req.written)."""
+        req.write() or into req.write_views() (then set req.written). Return
+        False to keep it (a receive buffer waiting for data) and hand it back
+        later with self.complete(queue, req)."""
         raise NotImplementedError
 
+    def complete(self, queue, req):
+        """Return a request kept by handle(); False if its ring was stopped."""
+        return self.session.complete(queue, req)
+
     def reset(self):
-        """RESET_OWNER / RESET_DEVICE, or the rings stopped: forget state."""
+        """RESET_OWNER / RESET_DEVICE: forget state."""
+        for q in range(len(self.QUEUES)):
+            self.stopped(q)
+
+    def stopped(self, queue):
+        """The queue's ring was stopped (GET_VRING_BASE): drop requests kept
+        from it, they are the driver's again."""
 
     def misbehaving(self, which):
         return self.misbehave == which and self.completed >= self.after

@@ -21,7 +21,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QEMU_DEVICES = {'rng': 'vhost-user-rng-pci', 'blk': 'vhost-user-blk-pci'}
+QEMU_DEVICES = {'rng': 'vhost-user-rng-pci', 'blk': 'vhost-user-blk-pci',
+                'net': 'virtio-net-pci'}     # net: behind -netdev vhost-user
 START_TIMEOUT = 10.0
 
 
@@ -93,11 +94,16 @@ class Backend:
 
     def qemu_args(self):
         """The chardev and device arguments that connect QEMU to us."""
-        dev = '%s,chardev=%s' % (QEMU_DEVICES[self.device], self.chardev)
+        chardev = ['-chardev', 'socket,id=%s,path=%s' % (self.chardev, self.socket)]
+        if self.device == 'net':
+            netdev = self.chardev + 'net'
+            chardev += ['-netdev', 'vhost-user,id=%s,chardev=%s' % (netdev, self.chardev)]
+            dev = '%s,netdev=%s,romfile=' % (QEMU_DEVICES[self.device], netdev)
+        else:
+            dev = '%s,chardev=%s' % (QEMU_DEVICES[self.device], self.chardev)
         if self.device_props:
             dev += ',' + self.device_props
-        return ['-chardev', 'socket,id=%s,path=%s' % (self.chardev, self.socket),
-                '-device', dev]
+        return chardev + ['-device', dev]
 
     def read_log(self):
         try:

@@ -39,6 +39,7 @@ class Session:
         self.vrings = [Vring(i, n) for i, n in enumerate(device.QUEUES)]
         self.mem = GuestMemory()
         self.protocol_features = 0
+        self.protocol_set = False
         self.features = 0
         self.owner = False
         self.served = 0             # requests completed, and the time spent serving
@@ -48,6 +49,7 @@ class Session:
         self.offered_protocol = self.PROTOCOL_FEATURES
         if device.config() is not None:
             self.offered_protocol |= 1 << m.PROTOCOL_F_CONFIG
+        device.session = self          # for complete() of requests it keeps
         self.handlers = {
             m.GET_FEATURES: self.get_features, m.SET_FEATURES: self.set_features,
             m.GET_PROTOCOL_FEATURES: self.get_protocol_features,
@@ -121,6 +123,7 @@ class Session:
             raise ProtocolError('SET_PROTOCOL_FEATURES 0x%x: bits 0x%x were never offered'
                                 % (value, extra))
         self.protocol_features = value
+        self.protocol_set = True
 
     def get_queue_num(self, msg):
         return m.U64.pack(len(self.vrings))
@@ -188,6 +191,7 @@ class Session:
         self._set_kick_watch(v, None)
         base = v.stop()
         v.set_fd('kick', None)      # a new SET_VRING_KICK starts it again
+        self.device.stopped(v.index)
         return m.VRING_STATE.pack(v.index, base)
 
     def _fd_message(self, msg):
@@ -236,8 +240,11 @@ class Session:
 
     def set_vring_enable(self, msg):
         v, num = self._state(msg)
-        if not self._protocol_enabled():
-            raise ProtocolError('SET_VRING_ENABLE without VHOST_USER_F_PROTOCOL_FEATURES')
+        # QEMU's net front-end sends it before SET_FEATURES: what counts is
+        # that the protocol features were set up (GET/SET_PROTOCOL_FEATURES).
+        if not self.protocol_set:
+            raise ProtocolError('SET_VRING_ENABLE before SET_PROTOCOL_FEATURES '
+                                '(VHOST_USER_F_PROTOCOL_FEATURES not negotiated)')
         if num not in (0, 1):
             raise ProtocolError('SET_VRING_ENABLE: queue %d, value %d (0 or 1)' % (v.index, num))
         v.enabled = bool(num)
@@ -288,17 +295,9 @@ class Session:
                     break
                 if dev.misbehaving('never_complete'):
                     continue
-                dev.handle(v.index, req)
-                rid, length, jump = dev.used_entry(ring, req)
-                wants = ring.push(rid, length, req.ndesc, jump)
-                notify |= wants
-                dev.completed += 1
-                self.served += 1
-                if self.trace:
-                    self.log('queue %d: chain at head %d, readable %s, writable %s -> used '
-                             'id %d len %d%s' % (v.index, req.id, _bufs(req.readable),
-                                                 _bufs(req.writable), rid, length,
-                                                 ', driver wants an interrupt' if wants else ''))
+                if dev.handle(v.index, req) is False:
+                    continue        # the device keeps it, to complete() it later
+                notify |= self._push(v, req)
         except (RingError, m.ProtocolError, ValueError) as e:
             # A driver bug: stop serving this ring (QEMU's virtio_error).
             self.log('queue %d: %s: ring stopped' % (v.index, e))
@@ -308,6 +307,30 @@ class Session:
         if notify:
             v.interrupt()
         self.busy_ns += time.perf_counter_ns() - t0
+
+    def _push(self, v, req):
+        """Return a served request through the used ring (as the misbehaviour
+        switch says); True when the driver wants an interrupt."""
+        dev = self.device
+        rid, length, jump = dev.used_entry(v.ring, req)
+        wants = v.ring.push(rid, length, req.ndesc, jump)
+        dev.completed += 1
+        self.served += 1
+        if self.trace:
+            self.log('queue %d: chain at head %d, readable %s, writable %s -> used '
+                     'id %d len %d%s' % (v.index, req.id, _bufs(req.readable),
+                                         _bufs(req.writable), rid, length,
+                                         ', driver wants an interrupt' if wants else ''))
+        return wants
+
+    def complete(self, queue, req):
+        """A device completes a request it kept (handle() returned False)."""
+        v = self.vrings[queue]
+        if not (v.started and v.enabled):
+            return False        # the ring was stopped meanwhile: the request is void
+        if self._push(v, req):
+            v.interrupt()
+        return True
 
     def close(self):
         for v in self.vrings:

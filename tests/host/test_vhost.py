@@ -6,6 +6,7 @@ import os
 import socket
 import struct
 import threading
+import time
 
 import pytest
 
@@ -52,6 +53,8 @@ class FrontEnd:
         return os.pread(self.memfd, n, gpa)
 
     def start_queue(self, features):
+        if features >> m.F_PROTOCOL_FEATURES & 1:
+            self.send(m.SET_PROTOCOL_FEATURES, m.U64.pack(0))
         self.send(m.SET_FEATURES, m.U64.pack(features))
         self.send(m.SET_MEM_TABLE, m.MEM_HEADER.pack(1, 0)
                   + m.MEM_REGION.pack(0, MEM, UADDR, 0), fds=[self.memfd])
@@ -205,3 +208,37 @@ def test_misbehaviour_switches_lie_in_the_used_ring(serve):
     assert fe.used()[0] == 3 + QSIZE + 1
     with pytest.raises(ValueError, match='no way to set DEVICE_NEEDS_RESET'):
         dev.set_misbehave('needs_reset')
+
+
+def test_net_device_keeps_receive_buffers_until_it_has_a_frame(serve):
+    """The receiveq's buffers stay with the device (no used entry) until a frame comes;
+    an ARP request on the transmitq brings the reply into the buffer held."""
+    from vhost.net import ETH, ARP, HOST_IP, HOST_MAC, HDR_LEN
+    from vhost.net import NetDevice
+    dev = NetDevice()
+    fe, _ = serve(dev)
+    fe.start_queue(RING)
+    fe.post(0, [(BUF, 256, True)])               # an empty receive buffer
+    deadline = time.monotonic() + 5
+    while not dev.rx_buffers and time.monotonic() < deadline:
+        time.sleep(0.01)                          # the server thread takes it
+    assert fe.guest_read(USED + 2, 2) == b'\0\0' and len(dev.rx_buffers) == 1
+    # The transmitq (1) is a second ring: lay it out after the first.
+    mine = bytes.fromhex('525400123456')
+    arp = ETH.pack(b'\xff' * 6, mine, 0x0806) + ARP.pack(1, 0x0800, 6, 4, 1, mine,
+                                                          bytes([10, 0, 2, 15]), bytes(6),
+                                                          HOST_IP)
+    dev.handle(1, _FakeReq(bytes(HDR_LEN) + arp))
+    idx, elems = fe.used()
+    assert idx == 1 and elems[0] == (0, HDR_LEN + len(arp))
+    reply = fe.guest_read(BUF + HDR_LEN, len(arp))
+    assert reply[:6] == mine and reply[6:12] == HOST_MAC
+    assert ARP.unpack_from(reply, ETH.size)[4] == 2           # op: reply
+
+
+class _FakeReq:
+    def __init__(self, data):
+        self._data = data
+
+    def data(self):
+        return self._data
