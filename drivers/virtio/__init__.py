@@ -33,6 +33,7 @@ class UnboundDevice:
 
     def __init__(self, fn, device_type, error):
         self.pci = fn
+        self.address = fn.address
         self.device_type = device_type
         self.error = error
 
@@ -41,7 +42,7 @@ class UnboundDevice:
 
     def __str__(self):
         return '%s virtio-%s %04x:%04x unbound: %s' % (
-            self.pci.address, TYPE_NAMES.get(self.device_type, 'type%d' % self.device_type),
+            self.address, TYPE_NAMES.get(self.device_type, 'type%d' % self.device_type),
             self.pci.vendor_id, self.pci.device_id, self.error)
 
     def __repr__(self):

@@ -38,10 +38,11 @@ except ImportError:
 import struct
 from array import array
 
-from virtio import features
+from virtio import features, wait
+from virtio.buffers import byte_length, byte_view
 from virtio.device import CORE_FEATURES, VirtioDevice
 from virtio.errors import DeviceError, VirtioError, VirtioTimeout
-from virtio.fastring import publish, ring_state
+from virtio.fastring import kicked, publish, ring_state
 from virtio.virtqueue import VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE
 
 VIRTIO_ID_BLOCK = const(2)
@@ -136,10 +137,10 @@ MAX_CAPACITY = (1 << 55) - 1            # sectors: the byte size must fit in 64 
 FAST_CAPACITY = const(1 << 30)          # below it, sectors are small ints (the viper path)
 MAX_BLOCK_SIZE = const(65536)
 MAX_TRANSFER = const(8 << 20)           # bytes per request unless the device says less
+MAX_TRANSFER_LIMIT = const(1 << 30)     # the most max_transfer may be (lengths in 32-bit words)
 EARLY_KICK_BYTES = const(256 * 1024)    # a split transfer's parts this big go at once
 DEFAULT_DEPTH = const(128)              # requests in flight at most
 DEFAULT_TIMEOUT_MS = const(5000)
-POLL_BATCH = const(64)                  # ring polls between looks at the clock
 BOUNCE_SLOTS = const(64)                # bounced requests in flight at most
 BOUNCE_BYTES = const(512 * 1024)
 
@@ -194,6 +195,7 @@ ERRNO_NAMES = {EIO: 'EIO', EROFS: 'EROFS', EOPNOTSUPP: 'EOPNOTSUPP'}
 
 _SYNC = object()        # the tag of read()/write()/...: one at a time, never a user's
 _ABANDONED = object()   # the tag of a transfer whose submit failed half-way: silent
+_ABANDONED_SYNC = object()  # the same for a read()/write()/...: its end ends the call
 
 
 class BlkError(OSError):
@@ -238,13 +240,12 @@ class BlkDevice(VirtioDevice):
         VIRTIO_BLK_F_SIZE_MAX, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_GEOMETRY, VIRTIO_BLK_F_RO,
         VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_TOPOLOGY,
         VIRTIO_BLK_F_CONFIG_WCE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_WRITE_ZEROES)
+    # Prebuilt chains are a split-ring technique here: no RING_PACKED.
+    RING_FEATURES = CORE_FEATURES & ~features.mask(features.RING_PACKED)
     FEATURE_NAMES = FEATURE_NAMES
 
     def __init__(self, transport, wanted=None):
-        if wanted is None:
-            wanted = self.SUPPORTED_FEATURES | CORE_FEATURES
-        # Prebuilt chains are a split-ring technique: no RING_PACKED.
-        VirtioDevice.__init__(self, transport, wanted & ~features.mask(features.RING_PACKED))
+        VirtioDevice.__init__(self, transport, wanted)
         self.timeout_ms = DEFAULT_TIMEOUT_MS
         self._max_transfer = MAX_TRANSFER
         self.requestq = None
@@ -260,7 +261,7 @@ class BlkDevice(VirtioDevice):
 
     # -- set-up (5.2.5) ------------------------------------------------------------------------
     def setup(self):
-        self._who = '%s %s' % (self.pci.address, self.NAME)
+        self._who = '%s %s' % (self.address, self.NAME)
         self.read_config(self._read_config)
         # The ring's own descriptor bookkeeping stays unused: our slots own
         # every descriptor (so no indirect area of its own either).
@@ -353,7 +354,7 @@ class BlkDevice(VirtioDevice):
         st[ST_NFREE] = nslots
         st[ST_SIZE_MAX] = seg
         st[ST_PER_REQUEST] = per
-        st[ST_CHECK_LEN] = 0 if self.transport.legacy_layout else 1
+        st[ST_CHECK_LEN] = 0 if self.transport.legacy_interface else 1
         st[ST_HDRS] = hw.dma_alloc(SLOT_BYTES * nslots, 16)
         st[ST_STATUS] = hw.dma_alloc(nslots, 4)
         self._set_capacity()
@@ -456,6 +457,9 @@ class BlkDevice(VirtioDevice):
         if n < self.block_size:
             raise ValueError('%s: max_transfer %d: at least one %d-byte block'
                              % (self._who, n, self.block_size))
+        if n > MAX_TRANSFER_LIMIT:
+            raise ValueError('%s: max_transfer %d: at most %d (a descriptor length is 32 bits)'
+                             % (self._who, n, MAX_TRANSFER_LIMIT))
         old = self._max_transfer
         self._max_transfer = n
         try:
@@ -548,6 +552,7 @@ class BlkDevice(VirtioDevice):
         elif tag is _SYNC:
             self._drain_sync()
             self._st[ST_SYNC] = 1
+        posted = self._st[ST_AVAIL_IDX]
         try:
             if op == VIRTIO_BLK_T_IN or op == VIRTIO_BLK_T_OUT:
                 self._submit_data(op, sector, buf, tag)
@@ -560,9 +565,12 @@ class BlkDevice(VirtioDevice):
                 raise ValueError('%s: use id() for VIRTIO_BLK_T_GET_ID' % self._who)
             else:
                 raise ValueError('%s: unknown request type %r' % (self._who, op))
-        except Exception:
-            if tag is _SYNC:
-                self._st[ST_SYNC] = 0       # the caller gets the error now
+        except BaseException:
+            # (a Ctrl-C or MemoryError too.) Nothing posted: the caller has
+            # the error and the simple call is over; else what was posted
+            # ends it (silently: see _abandon, _drain_sync).
+            if tag is _SYNC and self._st[ST_AVAIL_IDX] == posted:
+                self._st[ST_SYNC] = 0
             raise
         return tag
 
@@ -578,11 +586,12 @@ class BlkDevice(VirtioDevice):
     def kick(self):
         """Publish what is queued and notify the device unless it said it
         need not be (spec 2.7.10); True if a notification was sent."""
-        if self._publish():
+        need = self._publish()
+        if need:
             self.transport.notify(REQUESTQ)
             self.notifications += 1
-            return True
-        return False
+        kicked(self._st)
+        return need
 
     def poll(self):
         """Notify the device of what is queued and return the tags of the
@@ -679,7 +688,7 @@ class BlkDevice(VirtioDevice):
                 raise ValueError('%s: tag %d: not below 65536 and an index of bufs and '
                                  'sectors' % (self._who, t))
             buf = bufs[t]
-            n = len(buf)
+            n = byte_length(buf, self._who)
             self._check_range(what, sectors[t], n)
             if n > per:
                 raise ValueError('%s: %s of %d bytes: more than one request carries (%d)'
@@ -701,7 +710,7 @@ class BlkDevice(VirtioDevice):
         for j in range(count):
             t = tags[j]
             buf = bufs[t]
-            n = len(buf)
+            n = byte_length(buf, self._who)
             self._queue(op, sectors[t], n // SECTOR_SIZE, buf, 0, n, t, None, addrs[j], True)
         return count
 
@@ -840,24 +849,26 @@ class BlkDevice(VirtioDevice):
         """Read len(buf) bytes from block `block_num` (block_size units),
         `offset` bytes into it."""
         bs = self.block_size
-        if offset == 0 and len(buf) % bs == 0:
+        n = byte_length(buf, self._who)
+        if offset == 0 and n % bs == 0:
             self.readinto(block_num * (bs // SECTOR_SIZE), buf)
             return
-        first, tmp, start = self._cover(block_num, offset, len(buf))
+        first, tmp, start = self._cover(block_num, offset, n)
         self.readinto(first * (bs // SECTOR_SIZE), tmp)
-        buf[:] = tmp[start:start + len(buf)]
+        byte_view(buf)[:] = tmp[start:start + n]
 
     def writeblocks(self, block_num, buf, offset=0):
         """Write buf at block `block_num`, `offset` bytes into it; a partial
         block is read, patched and written back."""
         bs = self.block_size
-        if offset == 0 and len(buf) % bs == 0:
+        n = byte_length(buf, self._who)
+        if offset == 0 and n % bs == 0:
             self.write(block_num * (bs // SECTOR_SIZE), buf)
             return
         self._check_writable('write')
-        first, tmp, start = self._cover(block_num, offset, len(buf))
+        first, tmp, start = self._cover(block_num, offset, n)
         self.readinto(first * (bs // SECTOR_SIZE), tmp)
-        tmp[start:start + len(buf)] = buf
+        tmp[start:start + n] = byte_view(buf)
         self.write(first * (bs // SECTOR_SIZE), tmp)
 
     def _cover(self, block_num, offset, n):
@@ -892,7 +903,7 @@ class BlkDevice(VirtioDevice):
         what = 'write' if write else 'read'
         if buf is None:
             raise ValueError('%s: %s needs a buffer' % (self._who, what))
-        nbytes = len(buf)
+        nbytes = byte_length(buf, '%s: %s' % (self._who, what))
         self._check_range(what, sector, nbytes)
         if write:
             self._check_writable(what)
@@ -913,7 +924,7 @@ class BlkDevice(VirtioDevice):
                 off += n
                 if nreq > 1 and n >= EARLY_KICK_BYTES:
                     self.kick()     # the device copies while we prepare the next part
-        except Exception:
+        except BaseException:
             self._abandon(xfer, nreq - (off + step - 1) // step)
             raise
 
@@ -944,17 +955,21 @@ class BlkDevice(VirtioDevice):
                 n = min(step, count - done)
                 self._queue(op, sector + done, n, None, flags, SEGMENT_BYTES, tag, xfer, None)
                 done += n
-        except Exception:
+        except BaseException:
             self._abandon(xfer, nreq - (done + step - 1) // step)
             raise
 
     def _abandon(self, xfer, unqueued):
-        """A submit failed (a timeout while waiting for room) after queueing
-        some of its requests: those complete silently, the caller has the
-        error."""
+        """A submit failed (a timeout while waiting for room, a Ctrl-C)
+        after queueing some of its requests: those complete silently (a
+        simple call's end its transfer), the caller has the error."""
         if xfer is not None:
             xfer[0] -= unqueued
-            xfer[2] = _ABANDONED
+            if xfer[0] == 0:
+                if xfer[2] is _SYNC:
+                    self._st[ST_SYNC] = 0
+                return
+            xfer[2] = _ABANDONED_SYNC if xfer[2] is _SYNC else _ABANDONED
 
     def _end(self, tag, err):
         """A transfer is over: to poll(), or to the waiting simple call."""
@@ -963,6 +978,8 @@ class BlkDevice(VirtioDevice):
             self._st[ST_SYNC] = 0
         elif tag is _ABANDONED:
             return
+        elif tag is _ABANDONED_SYNC:
+            self._st[ST_SYNC] = 0
         elif err is None:
             self._finished.append(tag)
         else:
@@ -1009,18 +1026,27 @@ class BlkDevice(VirtioDevice):
         buffer when addr is None; for GET_ID addr is the ID buffer; for
         DISCARD and WRITE_ZEROES the segment goes in the slot and `off`
         carries its flags. `xfer` counts the requests of a split transfer."""
-        hw = self.hw
         slot = self._take_slot()
+        posted = self._st[ST_AVAIL_IDX]
+        try:
+            self._fill(slot, op, sector, count, buf, off, nbytes, tag, xfer, addr, batch)
+        except BaseException:
+            # Taken and not on the ring (a Ctrl-C, a bad buffer): given back.
+            if self._st[ST_AVAIL_IDX] == posted:
+                if self._s_bounce[slot] >= 0:
+                    self._bounce_free.append(self._s_bounce[slot])
+                self._release(slot)
+            raise
+
+    def _fill(self, slot, op, sector, count, buf, off, nbytes, tag, xfer, addr, batch):
+        hw = self.hw
+        self._s_bounce[slot] = -1
         bounce = -1
         if nbytes and addr is None and buf is not None:
-            try:
-                bounce = self._take_bounce()
-            except Exception:
-                self._release(slot)
-                raise
+            bounce = self._s_bounce[slot] = self._take_bounce()
             addr = self._bounce + bounce * self._bounce_chunk()
             if op == VIRTIO_BLK_T_OUT:
-                hw.write(addr, memoryview(buf)[off:off + nbytes])
+                hw.write(addr, byte_view(buf)[off:off + nbytes])
         if op == VIRTIO_BLK_T_DISCARD or op == VIRTIO_BLK_T_WRITE_ZEROES:
             addr = self._st[ST_HDRS] + slot * SLOT_BYTES + HEADER_BYTES
             hw.write(addr, struct.pack('<QII', sector, count, off))
@@ -1150,7 +1176,7 @@ class BlkDevice(VirtioDevice):
         if bounce >= 0:
             if err is None and op == VIRTIO_BLK_T_IN:
                 off = self._s_off[slot]
-                self._objs[2 * slot + 1][off:off + nbytes] = hw.read(
+                byte_view(self._objs[2 * slot + 1])[off:off + nbytes] = hw.read(
                     self._bounce + bounce * self._bounce_chunk(), nbytes)
             self._bounce_free.append(bounce)
         tag = self._objs[2 * slot]
@@ -1221,22 +1247,13 @@ class BlkDevice(VirtioDevice):
             return
         if self.in_flight == 0:
             raise VirtioError('%s: nothing in flight to wait for' % self._who)
-        hw = self.hw
         if timeout_ms is None:
             timeout_ms = self.timeout_ms
-        start = hw.ticks_ms()
-        polls = 0
-        reap = self._reap
-        while True:
-            if reap():
-                return
-            polls += 1
-            if polls >= POLL_BATCH:
-                polls = 0
-                self.check()
-                if hw.ticks_diff(hw.ticks_ms(), start) > timeout_ms:
-                    raise VirtioTimeout('%s: no completion within %d ms (%d requests in flight)'
-                                        % (self._who, timeout_ms, self.in_flight))
+        wait.until(self.hw, self._reap, timeout_ms, self.check, self._late)
+
+    def _late(self, timeout_ms):
+        return ('%s: no completion within %d ms (%d requests in flight)'
+                % (self._who, timeout_ms, self.in_flight))
 
 
 DRIVER = BlkDevice
@@ -1265,6 +1282,8 @@ if NATIVE:
     _ZERO = 0
     _LIMIT = FAST_CAPACITY
     _NONE = None                # viper compares objects with objects only
+    _BYTEARRAY = bytearray      # the buffers the viper paths take (a byte is an item)
+    _BYTES = bytes
 
     @micropython.viper
     def _post_v(self, slot: int, op: int, sector_lo: uint, sector_hi: uint, addr: uint,
@@ -1389,8 +1408,10 @@ if NATIVE:
         # memory as it is (_post_v's work, inlined); whatever it does not
         # cover goes to the plain submit(), which also explains bad input.
         st = ptr32(self._st)
-        if tag is _NONE or sector < _ZERO or sector >= _LIMIT:
-            return self.submit(op, sector, buf, tag)
+        kind = type(buf)
+        if tag is _NONE or sector < _ZERO or sector >= _LIMIT \
+                or (kind is not _BYTEARRAY and kind is not _BYTES):
+            return self.submit(op, sector, buf, tag)    # (it counts bytes of typed arrays)
         sec = int(sector)
         n = int(len(buf))
         bmask = int(st[ST_BLOCK_MASK])
@@ -1405,6 +1426,7 @@ if NATIVE:
         else:
             buf[0] = buf[0]                 # TypeError now for a read-only buffer
             flags |= _F_WRITE
+        addr = uint(ptr8(buf))              # before a slot is taken
         nfree = int(st[ST_NFREE])
         if nfree == 0 or int(st[ST_NSLOTS]) - nfree >= int(st[ST_DEPTH]):
             return self.submit(op, sector, buf, tag)    # it waits for room
@@ -1437,7 +1459,7 @@ if NATIVE:
         ptr8(st[ST_STATUS])[slot] = STATUS_UNSET
         ptr16(chain + D_NEXT)[0] = first + 1
         d = chain + DESC_BYTES
-        ptr32(d)[0] = uint(ptr8(buf))
+        ptr32(d)[0] = addr
         ptr32(d + D_LEN)[0] = n
         ptr16(d + D_FLAGS)[0] = flags
         ptr16(d + D_NEXT)[0] = first + block - 1
@@ -1491,9 +1513,12 @@ if NATIVE:
                 return int(BlkDevice._submit_batch(self, op, tags, count, sectors, bufs))
             sec = uint(sp[t])
             buf = bufs[t]
+            kind = type(buf)
+            if kind is not _BYTEARRAY and kind is not _BYTES:
+                return int(BlkDevice._submit_batch(self, op, tags, count, sectors, bufs))
             n = int(len(buf))
             if n <= 0 or (n & bmask) or (int(sec << 9) & bmask) or n > seg \
-                    or sec + uint(n >> 9) > cap:
+                    or sec >= cap or sec + uint(n >> 9) > cap:
                 return int(BlkDevice._submit_batch(self, op, tags, count, sectors, bufs))
             if op == VIRTIO_BLK_T_IN:
                 buf[0] = buf[0]             # TypeError now for a read-only buffer

@@ -31,6 +31,7 @@ except ImportError:
 
 import struct
 
+from virtio.wait import Deadline
 from virtio.device import VirtioDevice
 from virtio.errors import DeviceError, NegotiationError, VirtioError, VirtioTimeout
 
@@ -81,7 +82,6 @@ CONTROL_TX_BUFFERS = const(8)
 PORT_QUEUE_SIZE = const(32)     # modern only; legacy queue sizes are fixed
 
 DEFAULT_TIMEOUT_MS = const(1000)
-POLL_BATCH = const(64)          # polls between two looks at the clock
 # QEMU answers a control message from its I/O thread, often at once but
 # sometimes milliseconds later: init() waits until the device has been
 # quiet for SETTLE_QUIET_MS (at most SETTLE_MAX_MS) so the ports are known.
@@ -114,34 +114,12 @@ def transmitted(dev, q):
         try:
             r = q.pop()
         except DeviceError as e:
-            if e.token is None or not dev.transport.legacy_layout:
+            if e.token is None or not dev.transport.legacy_interface:
                 raise
             r = (e.token, 0)
         if r is None:
             return done
         done.append(r[0])
-
-
-class _Deadline:
-    """timeout_ms from now, the clock read only every POLL_BATCH calls of
-    expired(); None waits forever, 0 not at all."""
-
-    def __init__(self, hw, timeout_ms):
-        self.hw = hw
-        self.timeout_ms = timeout_ms
-        self.start = hw.ticks_ms()
-        self.polls = 0
-
-    def expired(self):
-        if self.timeout_ms is None:
-            return False
-        if self.timeout_ms <= 0:
-            return True
-        self.polls += 1
-        if self.polls < POLL_BATCH:
-            return False
-        self.polls = 0
-        return self.hw.ticks_diff(self.hw.ticks_ms(), self.start) > self.timeout_ms
 
 
 class Port:
@@ -262,7 +240,7 @@ class Port:
         out = bytearray()
         if n == 0:
             return b''
-        deadline = _Deadline(self.hw, timeout_ms)
+        deadline = Deadline(self.hw, timeout_ms)
         while True:
             self._take(out, n - len(out))
             if len(out) >= n:
@@ -278,7 +256,7 @@ class Port:
         self._start()
         hw = self.hw
         out = bytearray()
-        deadline = _Deadline(hw, timeout_ms)
+        deadline = Deadline(hw, timeout_ms)
         while len(out) < limit:
             if self._ready:
                 slot, off, length = self._ready[0]
@@ -338,7 +316,7 @@ class Port:
         self._tx_collect()
         if self._tx_free:
             return self._tx_free.pop()
-        deadline = _Deadline(self.hw, timeout_ms)
+        deadline = Deadline(self.hw, timeout_ms)
         while True:
             self.dev.poll()
             self._usable()
@@ -374,7 +352,7 @@ class Port:
 
     def flush(self, timeout_ms=DEFAULT_TIMEOUT_MS):
         """Wait until the device has taken every buffer written."""
-        deadline = _Deadline(self.hw, timeout_ms)
+        deadline = Deadline(self.hw, timeout_ms)
         self._tx_collect()
         while len(self._tx_free) < TX_BUFFERS:
             self.dev.poll()
@@ -404,7 +382,7 @@ class Port:
     def wait_host(self, timeout_ms=DEFAULT_TIMEOUT_MS, connected=True):
         """Wait until the host side is open (closed with connected=False);
         VirtioTimeout if it does not happen within timeout_ms."""
-        deadline = _Deadline(self.hw, timeout_ms)
+        deadline = Deadline(self.hw, timeout_ms)
         while True:
             self.dev.poll()
             self._usable()
@@ -426,7 +404,7 @@ class ConsoleDevice(VirtioDevice):
                      VIRTIO_CONSOLE_F_EMERG_WRITE: 'EMERG_WRITE'}
 
     def label(self):
-        return '%s %s' % (self.pci.address, self.NAME)
+        return '%s %s' % (self.address, self.NAME)
 
     # -- initialization (5.3.5) --------------------------------------------------------
     def setup(self):
@@ -490,10 +468,10 @@ class ConsoleDevice(VirtioDevice):
 
     def _add_port(self, port_id):
         t = self.transport
-        size = None if t.legacy_layout else min(PORT_QUEUE_SIZE,
+        size = None if t.fixed_queue_size else min(PORT_QUEUE_SIZE,
                                                 t.queue_max_size(receiveq(port_id)))
         rxq = self.setup_queue(receiveq(port_id), size, indirect_max=0)
-        if not t.legacy_layout:
+        if not t.fixed_queue_size:
             size = min(PORT_QUEUE_SIZE, t.queue_max_size(transmitq(port_id)))
         txq = self.setup_queue(transmitq(port_id), size, indirect_max=0)
         port = Port(self, port_id, rxq, txq, self.multiport)
@@ -535,7 +513,7 @@ class ConsoleDevice(VirtioDevice):
         """Send one control message (driver to device) and take in what the
         device answered at once."""
         q = self.ctl_txq
-        deadline = _Deadline(self.hw, DEFAULT_TIMEOUT_MS)
+        deadline = Deadline(self.hw, DEFAULT_TIMEOUT_MS)
         while True:
             self._ctl_tx_free.extend(transmitted(self, q))
             if self._ctl_tx_free:
@@ -650,7 +628,7 @@ class ConsoleDevice(VirtioDevice):
     def port(self, key, timeout_ms=DEFAULT_TIMEOUT_MS):
         """A port by id (int) or by name (str), waiting up to timeout_ms for
         the device to announce it."""
-        deadline = _Deadline(self.hw, timeout_ms)
+        deadline = Deadline(self.hw, timeout_ms)
         while True:
             self.poll()
             for p in self.ports.values():

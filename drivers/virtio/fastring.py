@@ -44,7 +44,10 @@ def ring_state(vq, words):
 def publish(hw, st):
     """Make the posted entries visible (avail idx after a barrier, 2.7.13.3)
     and say whether the device wants a notification (2.7.10: avail_event
-    with EVENT_IDX, else the used ring's NO_NOTIFY flag)."""
+    with EVENT_IDX, else the used ring's NO_NOTIFY flag) for the entries
+    published since the last kick. The caller notifies, then calls
+    kicked(): until then the entries count as not told, so a notification
+    lost to an exception (Ctrl-C, MemoryError) is sent by the next kick."""
     new = st[RING_AVAIL_IDX]
     old = st[RING_KICKED]
     if new == old:
@@ -52,11 +55,16 @@ def publish(hw, st):
     hw.barrier()
     hw.write16(st[RING_AVAIL] + AVAIL_IDX, new)
     hw.barrier()        # idx visible before we read the device's wish
-    st[RING_KICKED] = new
     if st[RING_EVENT_IDX]:
         avail_event = st[RING_USED] + USED_RING + 8 * (st[RING_MASK] + 1)
         return need_event(hw.read16(avail_event), new, old)
     return not hw.read16(st[RING_USED]) & VIRTQ_USED_F_NO_NOTIFY
+
+
+def kicked(st):
+    """The device has been notified of (or did not want to hear of) every
+    published entry."""
+    st[RING_KICKED] = st[RING_AVAIL_IDX]
 
 
 try:
@@ -75,7 +83,6 @@ if NATIVE:
         if new == old:
             return 0
         ptr16(s[RING_AVAIL])[1] = new       # avail->idx (x86 keeps stores in order)
-        s[RING_KICKED] = new
         hw.barrier()                        # idx visible before we read the device's wish
         if s[RING_EVENT_IDX]:
             event = int(ptr16(s[RING_USED] + USED_RING + uint(8 * (int(s[RING_MASK]) + 1)))[0])

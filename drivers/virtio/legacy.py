@@ -58,9 +58,11 @@ def ring_bytes(size):
     return used + 6 + 8 * size
 
 
-class LegacyTransport(transport.Transport):
+class LegacyTransport(transport.PciTransport):
     name = 'legacy'
-    legacy_layout = True
+    legacy_interface = True
+    ring_align = QUEUE_ALIGN
+    fixed_queue_size = True
 
     def _windows(self):
         fn = self.pci
@@ -90,7 +92,7 @@ class LegacyTransport(transport.Transport):
     def set_driver_features(self, f):
         if f >> 32:
             raise VirtioError('%s: the legacy interface carries only feature bits 0-31 '
-                              '(asked 0x%x)' % (self.pci.address, f))
+                              '(asked 0x%x)' % (self.address, f))
         self.regs.w32(DRIVER_FEATURES, f)
 
     def offers_version_1(self):
@@ -114,14 +116,14 @@ class LegacyTransport(transport.Transport):
         maxsize = self.queue_max_size(i)
         if size != maxsize:
             raise VirtioError('%s: legacy queue %d has fixed size %d, not %d'
-                              % (self.pci.address, i, maxsize, size))
+                              % (self.address, i, maxsize, size))
         if desc % QUEUE_ALIGN or (driver, device) != ring_layout(desc, size):
             raise VirtioError('%s: queue %d is not in the legacy single-block layout'
-                              % (self.pci.address, i))
+                              % (self.address, i))
         pfn = desc >> QUEUE_ADDRESS_SHIFT
         if pfn >> 32:
             raise VirtioError('%s: queue %d at 0x%x is beyond the 44-bit legacy reach'
-                              % (self.pci.address, i, desc))
+                              % (self.address, i, desc))
         self.regs.w32(QUEUE_ADDRESS, pfn)
 
     def disable_queue(self, i):

@@ -84,7 +84,7 @@ def has_capabilities(fn):
             and VIRTIO_PCI_CAP_ISR_CFG in caps)
 
 
-class ModernTransport(transport.Transport):
+class ModernTransport(transport.PciTransport):
     name = 'modern'
 
     def _windows(self):
@@ -198,7 +198,7 @@ class ModernTransport(transport.Transport):
         if off + 2 > self.notify_length:
             raise VirtioError('%s: queue %d notify offset 0x%x is outside the %d-byte '
                               'notification structure'
-                              % (self.pci.address, i, off, self.notify_length))
+                              % (self.address, i, off, self.notify_length))
         self._notify_offsets[i] = off
         c.w16(QUEUE_ENABLE, 1)
 

@@ -38,10 +38,11 @@ try:
 except ImportError:
     array = None
 
-from virtio import features
+from virtio import features, wait
+from virtio.buffers import byte_length
 from virtio.device import CORE_FEATURES, VirtioDevice
 from virtio.errors import DeviceError, VirtioError, VirtioTimeout
-from virtio.fastring import publish, ring_state
+from virtio.fastring import kicked, publish, ring_state
 
 VIRTIO_ID_NET = const(1)
 
@@ -110,8 +111,11 @@ SUPPORTED_FEATURES = features.mask(
     VIRTIO_NET_F_MTU, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS,
     VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_MAC_ADDR,
     features.ANY_LAYOUT)
-# Bits that require VIRTIO_NET_F_CTRL_VQ (5.1.3.1).
-NEEDS_CTRL_VQ = features.mask(VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_MAC_ADDR)
+# What each bit needs (5.1.3.1): the control commands need the control queue.
+FEATURE_DEPENDENCIES = {
+    VIRTIO_NET_F_CTRL_RX: (VIRTIO_NET_F_CTRL_VQ,),
+    VIRTIO_NET_F_CTRL_MAC_ADDR: (VIRTIO_NET_F_CTRL_VQ,),
+}
 
 # struct virtio_net_config (5.1.4).
 CONFIG_MAC = const(0)
@@ -151,8 +155,6 @@ RX_REFILL_BATCH = const(16)     # used receive buffers held back at most before 
 TX_BUFFERS = const(64)
 MRG_BUFFER = const(2048)        # receive buffer size cap when packets may span buffers
 TX_TIMEOUT_MS = const(1000)
-POLL_BATCH = const(64)          # receive polls between two looks at the clock
-IDLE_POLLS = const(4)           # empty polls in a wait before refill and reclaim
 
 # Split ring layout (2.7.5, 2.7.6, 2.7.8), and the flags again as literals
 # the viper code can build in (a host test checks they match virtio.virtqueue).
@@ -201,21 +203,18 @@ def local_mac(seed):
     return bytes(out)
 
 
-# Ring features: the core's, less RING_PACKED (the rings here are split).
-RING_FEATURES = CORE_FEATURES & ~features.mask(features.RING_PACKED)
-
-
 class NetDevice(VirtioDevice):
     KIND = 'net'
     DEVICE_TYPE = VIRTIO_ID_NET
     NAME = 'virtio-net'
     SUPPORTED_FEATURES = SUPPORTED_FEATURES
+    # The core's, less RING_PACKED (the rings here are split).
+    RING_FEATURES = CORE_FEATURES & ~features.mask(features.RING_PACKED)
+    FEATURE_DEPENDENCIES = FEATURE_DEPENDENCIES
     FEATURE_NAMES = FEATURE_NAMES
 
     def __init__(self, transport, wanted=None, rx_buffers=RX_BUFFERS, tx_buffers=TX_BUFFERS):
-        if wanted is None:
-            wanted = SUPPORTED_FEATURES | RING_FEATURES
-        VirtioDevice.__init__(self, transport, wanted & ~features.mask(features.RING_PACKED))
+        VirtioDevice.__init__(self, transport, wanted)
         self.rx_buffers = rx_buffers
         self.tx_buffers = tx_buffers
         self.mac = None
@@ -224,6 +223,7 @@ class NetDevice(VirtioDevice):
         self.promiscuous = True     # devices start so (QEMU does); see _start()
         self.filter_error = None    # why the device could not filter for us, if so
         self.tx_timeout_ms = TX_TIMEOUT_MS
+        self._held = None           # a received frame whose recv() was cut short
         self.ctrl_timeout_ms = CTRL_TIMEOUT_MS
         self.reset_counters()
 
@@ -250,13 +250,6 @@ class NetDevice(VirtioDevice):
                                             'up' if self.link_up else 'down')
 
     # -- negotiation and set-up (5.1.5) ----------------------------------------------
-    def _negotiate(self):
-        # A driver must not accept a feature whose prerequisite it did not
-        # accept (2.2): without a controlq, no control commands.
-        if not features.has(self.transport.device_features(), VIRTIO_NET_F_CTRL_VQ):
-            self.wanted &= ~NEEDS_CTRL_VQ
-        VirtioDevice._negotiate(self)
-
     def setup(self):
         v1 = self.has(features.VERSION_1)
         self.mergeable = self.has(VIRTIO_NET_F_MRG_RXBUF)
@@ -292,9 +285,7 @@ class NetDevice(VirtioDevice):
             self.mac = self.read_config(
                 lambda: bytes([t.config_read8(CONFIG_MAC + i) for i in range(ETH_ALEN)]))
         else:
-            p = self.pci
-            self.mac = local_mac(self.hw.ticks_us() ^ (p.bus << 16) ^ (p.device << 8)
-                                 ^ p.function)
+            self.mac = local_mac(self.hw.ticks_us() ^ hash(self.address))
         if self.has(VIRTIO_NET_F_MTU):
             self.mtu = self.check_config('mtu', t.config_read16(CONFIG_MTU), MIN_MTU, MAX_MTU)
 
@@ -329,7 +320,8 @@ class NetDevice(VirtioDevice):
         for i in range(n):
             q[Q_WORDS + i] = i
         q[Q_NSTACK] = n
-        self._refill_ring(q)        # published now; the notification after DRIVER_OK
+        self._refill_ring(q)
+        self._publish(q)            # published now; the notification after DRIVER_OK
 
     def _prebuild(self, vq, wanted, room, length, flags):
         """At most `wanted` buffers of `room` bytes in DMA memory, each with
@@ -378,6 +370,7 @@ class NetDevice(VirtioDevice):
     def _start(self):
         # Buffer notifications only after DRIVER_OK (3.1.1).
         self.transport.notify(RECEIVEQ)
+        kicked(self._rxq)
         # Devices start promiscuous; when the device filters on our address
         # (its MAC, or one we set) let it drop what is not for us. Best
         # effort: a device that refuses stays promiscuous, which still works.
@@ -407,7 +400,7 @@ class NetDevice(VirtioDevice):
         transmission. The frame is copied before send returns. Raises
         ValueError beyond the MTU, VirtioTimeout when the device keeps every
         transmit buffer for tx_timeout_ms."""
-        n = len(frame)
+        n = byte_length(frame, '%s %s: send' % (self.address, self.NAME))
         if n > self.max_frame:
             raise ValueError('frame of %d bytes exceeds the %d-byte limit (MTU %d + %d-byte '
                              'Ethernet header)' % (n, self.max_frame, self.mtu, ETH_HLEN))
@@ -419,8 +412,8 @@ class NetDevice(VirtioDevice):
         q[Q_NSTACK] -= 1                # a free transmit buffer off the stack
         i = q[Q_WORDS + q[Q_NSTACK]]
         self.hw.write(self._tx_base + i * self._tx_room + self.hdr_len, frame)
-        if self._tx_post(q, i, n):
-            self.transport.notify(TRANSMITQ)
+        self._tx_post(q, i, n)
+        self._kick(q, TRANSMITQ)
         self.tx_packets += 1
         self.tx_bytes += n
 
@@ -436,18 +429,11 @@ class NetDevice(VirtioDevice):
             raise
 
     def _wait_transmit(self):
-        hw = self.hw
-        start = hw.ticks_ms()
-        n = 0
-        while not self.reclaim():
-            n += 1
-            if n >= POLL_BATCH:
-                n = 0
-                self.check()
-                if hw.ticks_diff(hw.ticks_ms(), start) >= self.tx_timeout_ms:
-                    raise VirtioTimeout('%s %s: all %d transmit buffers still with the device '
-                                        'after %d ms' % (self.pci.address, self.NAME,
-                                                         self._txq[Q_N], self.tx_timeout_ms))
+        wait.until(self.hw, self.reclaim, self.tx_timeout_ms, self.check, self._tx_late)
+
+    def _tx_late(self, timeout_ms):
+        return ('%s %s: all %d transmit buffers still with the device after %d ms'
+                % (self.address, self.NAME, self._txq[Q_N], timeout_ms))
 
     @property
     def tx_in_flight(self):
@@ -458,24 +444,21 @@ class NetDevice(VirtioDevice):
     def recv(self, timeout_ms=0):
         """The next received frame as a new bytes object (Ethernet header
         first, no FCS), or None when none arrives within timeout_ms."""
+        frame = self._held
+        if frame is not None:
+            self._held = None
+            return frame
         frame = self._receive()
         if frame is not None or timeout_ms <= 0:
             return frame
-        hw = self.hw
-        start = hw.ticks_ms()
-        n = 0
-        while True:
-            frame = self._receive()
-            if frame is not None:
-                return frame
-            n += 1
-            if n == IDLE_POLLS:
-                self.housekeeping()     # nothing in sight: a good moment
-            elif n >= POLL_BATCH:
-                n = 0
-                self.check()
-                if hw.ticks_diff(hw.ticks_ms(), start) >= timeout_ms:
-                    return None
+        self.housekeeping()             # nothing in sight: a good moment
+        return wait.until(self.hw, self._receive, timeout_ms, self._idle, None)
+
+    def _idle(self):
+        # Between batches of looks while recv() waits: the health check,
+        # and the housekeeping a long wait needs.
+        self.check()
+        self.housekeeping()
 
     def _take_rx(self):
         """The next receive completion: buffer number (its used length in
@@ -521,10 +504,14 @@ class NetDevice(VirtioDevice):
             frame = self.hw.read(a + hl, n)
             q[Q_WORDS + q[Q_NSTACK]] = i    # _recycle(i) inlined: once per frame
             q[Q_NSTACK] += 1
-            if q[Q_NSTACK] >= RX_REFILL_BATCH:
-                self.refill()
             self.rx_packets += 1
             self.rx_bytes += n
+            if q[Q_NSTACK] >= RX_REFILL_BATCH:
+                try:
+                    self.refill()
+                except BaseException:
+                    self._held = frame      # a Ctrl-C in the refill: recv returns it next
+                    raise
             return frame
 
     def _receive_merged(self, first, length, nbuf):
@@ -576,8 +563,10 @@ class NetDevice(VirtioDevice):
     def refill(self):
         """Make every free receive buffer available to the device again
         (5.1.6.3: keep the receiveq full), with one notification at most."""
-        if self._rxq[Q_NSTACK] and self._refill_ring(self._rxq):
-            self.transport.notify(RECEIVEQ)
+        if self._rxq[Q_NSTACK]:
+            self._refill_ring(self._rxq)
+            self._kick(self._rxq, RECEIVEQ)
+        kicked(self._rxq)
 
     def housekeeping(self):
         """What recv does while it waits in vain: refill the receiveq, and
@@ -608,12 +597,20 @@ class NetDevice(VirtioDevice):
         """Make buffer i available (2.7.13): its head in the next avail ring
         entry; avail idx itself moves in _publish."""
         if q[Q_WORDS + q[Q_N] + i]:
-            raise VirtioError('%s %s: buffer %d posted twice' % (self.pci.address, self.NAME, i))
+            raise VirtioError('%s %s: buffer %d posted twice' % (self.address, self.NAME, i))
         k = q[Q_AVAIL_IDX]
         self.hw.write16(q[Q_AVAIL] + AVAIL_RING + 2 * (k & q[Q_MASK]), i * q[Q_PER])
         q[Q_AVAIL_IDX] = (k + 1) & 0xFFFF
         q[Q_WORDS + q[Q_N] + i] = 1
         q[Q_IN_FLIGHT] += 1
+
+    def _kick(self, q, index):
+        """Publish what was posted on ring q and notify the device if it
+        wants to hear (2.7.10); the notification is only counted as sent
+        once it was (fastring.kicked)."""
+        if self._publish(q):
+            self.transport.notify(index)
+        kicked(q)
 
     def _publish(self, q):
         """Make the posted entries visible and say whether the device wants
@@ -624,22 +621,20 @@ class NetDevice(VirtioDevice):
         return publish_native(self.hw, q)
 
     def _refill_ring(self, q):
-        """Post every buffer on the receive stack; True to notify."""
+        """Post every buffer on the receive stack (not yet published)."""
         for k in range(q[Q_NSTACK]):
             self._post(q, q[Q_WORDS + k])
         q[Q_NSTACK] = 0
-        return self._publish(q)
 
     def _tx_post(self, q, i, n):
-        """Transmit buffer i holding an n-byte frame: set its length, post
-        and publish it. True to notify."""
+        """Transmit buffer i holding an n-byte frame: set its length and
+        post it (not yet published)."""
         d = q[Q_DESC] + i * q[Q_PER] * DESC_BYTES
         if q[Q_PER] == 2:
             self.hw.write32(d + DESC_BYTES + D_LEN, n)
         else:
             self.hw.write32(d + D_LEN, q[Q_HDR] + n)
         self._post(q, i)
-        return self._publish(q)
 
     def _tx_reclaim(self, q):
         """Every used transmit buffer back on the free stack; how many."""
@@ -665,7 +660,7 @@ class NetDevice(VirtioDevice):
             return -1
         if (idx - last) & 0xFFFF > q[Q_IN_FLIGHT]:
             raise DeviceError('%s %s: queue %s: used idx %d reports %d completions, %d buffers '
-                              'in flight' % (self.pci.address, self.NAME, self._qname(q), idx,
+                              'in flight' % (self.address, self.NAME, self._qname(q), idx,
                                              (idx - last) & 0xFFFF, q[Q_IN_FLIGHT]))
         hw.barrier()        # the entry is read after the index that covers it
         elem = used + USED_RING + 8 * (last & q[Q_MASK])
@@ -674,7 +669,7 @@ class NetDevice(VirtioDevice):
         i = head // per
         if head % per or i >= q[Q_N] or not q[Q_WORDS + q[Q_N] + i]:
             raise DeviceError('%s %s: queue %s: used id %d is not the head of a buffer in '
-                              'flight' % (self.pci.address, self.NAME, self._qname(q), head))
+                              'flight' % (self.address, self.NAME, self._qname(q), head))
         q[Q_LEN] = hw.read32(elem + 4)
         q[Q_LAST_USED] = (last + 1) & 0xFFFF
         q[Q_WORDS + q[Q_N] + i] = 0
@@ -742,7 +737,7 @@ class NetDevice(VirtioDevice):
     def _need(self, bit, what):
         if not self.has(bit):
             raise VirtioError('%s %s: %s needs feature %s, not negotiated (features %s)'
-                              % (self.pci.address, self.NAME, what, FEATURE_NAMES[bit],
+                              % (self.address, self.NAME, what, FEATURE_NAMES[bit],
                                  self.feature_names() or '-'))
 
     def _command(self, cls, cmd, parts):
@@ -757,7 +752,7 @@ class NetDevice(VirtioDevice):
             # The last command timed out: its buffer is ours again only once used.
             if self._used_token(q) is None:
                 raise VirtioError('%s %s: the controlq still holds an unanswered command'
-                                  % (self.pci.address, self.NAME))
+                                  % (self.address, self.NAME))
             self._ctrl_busy = False
         a = self._ctrl
         hw.write(a, bytes([cls, cmd]))
@@ -777,12 +772,12 @@ class NetDevice(VirtioDevice):
             self._used_token(q, timeout_ms)
         except VirtioTimeout:
             raise VirtioTimeout('%s %s: no answer to control command %s within %d ms'
-                                % (self.pci.address, self.NAME, name, timeout_ms))
+                                % (self.address, self.NAME, name, timeout_ms))
         self._ctrl_busy = False
         ack = hw.read8(self._ctrl_ack)
         if ack != VIRTIO_NET_OK:
             raise DeviceError('%s %s: control command %s refused (ack %d%s)'
-                              % (self.pci.address, self.NAME, name, ack,
+                              % (self.address, self.NAME, name, ack,
                                  ', VIRTIO_NET_ERR' if ack == VIRTIO_NET_ERR else ''))
 
 
@@ -830,7 +825,7 @@ if NATIVE:
         return i
 
     @micropython.viper
-    def _refill_ring_v(self, q) -> int:
+    def _refill_ring_v(self, q):
         s = ptr32(q)
         ring = ptr16(s[Q_AVAIL] + AVAIL_RING)
         mask = int(s[Q_MASK])
@@ -848,10 +843,9 @@ if NATIVE:
         s[Q_AVAIL_IDX] = k
         s[Q_IN_FLIGHT] = int(s[Q_IN_FLIGHT]) + m
         s[Q_NSTACK] = 0
-        return int(self._publish(q))
 
     @micropython.viper
-    def _tx_post_v(self, q, i: int, n: int) -> int:
+    def _tx_post_v(self, q, i: int, n: int):
         s = ptr32(q)
         per = int(s[Q_PER])
         d = s[Q_DESC] + uint(i * per * DESC_BYTES)
@@ -864,7 +858,6 @@ if NATIVE:
         s[Q_AVAIL_IDX] = (k + 1) & 0xFFFF
         s[Q_WORDS + int(s[Q_N]) + i] = 1
         s[Q_IN_FLIGHT] = int(s[Q_IN_FLIGHT]) + 1
-        return int(self._publish(q))
 
     NetDevice._pop_v = _pop_v
     NetDevice._refill_ring_v = _refill_ring_v

@@ -39,7 +39,7 @@ class PackedVirtqueue(Virtqueue):
 
     def __init__(self, hw, transport, index, size, negotiated=0,
                  indirect_max=DEFAULT_INDIRECT_MAX, name=None, check=None):
-        if transport.legacy_layout:
+        if transport.legacy_interface:
             raise VirtioError('queue %d: packed rings need the modern interface' % index)
         if size < 1 or size > MAX_PACKED_SIZE:
             raise VirtioError('queue %d: packed ring size %d is not in 1..%d'
@@ -164,8 +164,6 @@ class PackedVirtqueue(Virtqueue):
         old = self._kick_pos
         new = self._pos(self._next_avail, self._avail_wrap)
         added = self._added
-        self._kick_pos = new
-        self._added = 0
         hw.barrier()        # flags visible before we read the device's wish
         flags = hw.read16(self.device_event + 2) & 3
         if flags == RING_EVENT_FLAGS_DISABLE:
@@ -180,6 +178,9 @@ class PackedVirtqueue(Virtqueue):
         if need:
             self.transport.notify(self.index)
             self.notifications += 1
+        # Only now: a notification lost to an exception is sent by the next kick.
+        self._kick_pos = new
+        self._added = 0
         return need
 
     # -- receiving used buffers (2.8.14) -------------------------------------------------

@@ -66,7 +66,7 @@ class Traced:
 
     def _show(self, off, width, value, arrow):
         name, text = self.transport.describe(self.region, off, width, value)
-        line = '%s %s %s %s %s' % (self.transport.pci.address, self.transport.name,
+        line = '%s %s %s %s %s' % (self.transport.address, self.transport.name,
                                    name, arrow, hexval(value, width))
         if text:
             line += ' ' + text

@@ -16,8 +16,8 @@ except ImportError:
 
 import struct
 
-from virtio import features
-from virtio.errors import DeviceError, VirtioError, VirtioTimeout, VirtqueueFull
+from virtio import features, wait
+from virtio.errors import DeviceError, VirtioError, VirtqueueFull
 
 # Descriptor flags (2.7.5).
 VIRTQ_DESC_F_NEXT = const(1)
@@ -29,10 +29,8 @@ VIRTQ_USED_F_NO_NOTIFY = const(1)
 
 DESC_SIZE = const(16)
 MAX_SPLIT_SIZE = const(32768)
-POLL_BATCH = const(64)          # pops between two looks at the clock
 DEFAULT_INDIRECT_MAX = const(8)
 DEFAULT_TIMEOUT_MS = const(1000)
-LEGACY_ALIGN = const(4096)
 
 
 def desc_flag_names(flags):
@@ -108,7 +106,7 @@ class Virtqueue:
         self.transport = transport
         self.index = index
         self.size = size
-        self.name = name or '%s queue %d' % (transport.pci.address, index)
+        self.name = name or '%s queue %d' % (transport.address, index)
         self.check = check
         self.event_idx = features.has(negotiated, features.EVENT_IDX)
         self.indirect_max = indirect_max if features.has(negotiated, features.INDIRECT_DESC) else 0
@@ -148,27 +146,15 @@ class Virtqueue:
             out.append(r)
 
     def wait(self, timeout_ms=DEFAULT_TIMEOUT_MS):
-        """Poll until one request completes; (token, length). Raises
-        VirtioTimeout after timeout_ms. The clock (and the device's health)
-        is looked at only every POLL_BATCH polls."""
-        r = self.pop()
-        if r is not None:
-            return r
-        hw = self.hw
-        start = hw.ticks_ms()
-        n = 0
-        while True:
-            r = self.pop()
-            if r is not None:
-                return r
-            n += 1
-            if n >= POLL_BATCH:
-                n = 0
-                if self.check is not None:
-                    self.check()
-                if hw.ticks_diff(hw.ticks_ms(), start) > timeout_ms:
-                    raise VirtioTimeout('%s: no completion within %d ms (%d requests in flight)'
-                                        % (self.name, timeout_ms, self.in_flight))
+        """Wait (virtio.wait) until one request completes; (token, length).
+        Raises VirtioTimeout after timeout_ms. Anything published but not
+        yet notified (a kick cut short) is notified first."""
+        self.kick()
+        return wait.until(self.hw, self.pop, timeout_ms, self.check, self._late)
+
+    def _late(self, timeout_ms):
+        return ('%s: no completion within %d ms (%d requests in flight)'
+                % (self.name, timeout_ms, self.in_flight))
 
 
 class SplitVirtqueue(Virtqueue):
@@ -204,12 +190,13 @@ class SplitVirtqueue(Virtqueue):
 
     def _alloc_rings(self):
         hw, n = self.hw, self.size
-        if self.transport.legacy_layout:
+        align = self.transport.ring_align
+        if align:
             # One block: descriptors, available ring, then the used ring on
-            # the next 4096 boundary (2.7.2).
+            # the next `align` boundary (2.7.2).
             avail_end = DESC_SIZE * n + 6 + 2 * n
-            used_at = (avail_end + LEGACY_ALIGN - 1) & ~(LEGACY_ALIGN - 1)
-            self.desc = hw.dma_alloc(used_at + 6 + 8 * n, LEGACY_ALIGN)
+            used_at = (avail_end + align - 1) & ~(align - 1)
+            self.desc = hw.dma_alloc(used_at + 6 + 8 * n, align)
             self.avail = self.desc + DESC_SIZE * n
             self.used = self.desc + used_at
         else:
@@ -319,7 +306,6 @@ class SplitVirtqueue(Virtqueue):
         old = self._kicked_idx
         if new == old:
             return False
-        self._kicked_idx = new
         hw = self.hw
         hw.barrier()        # idx visible before we read the device's wish
         if self.event_idx:
@@ -329,6 +315,8 @@ class SplitVirtqueue(Virtqueue):
         if need:
             self.transport.notify(self.index)
             self.notifications += 1
+        # Only now: a notification lost to an exception is sent by the next kick.
+        self._kicked_idx = new
         return need
 
     # -- receiving used buffers (2.7.14) -----------------------------------------------------
@@ -395,7 +383,7 @@ class SplitVirtqueue(Virtqueue):
                   % (self.name, n, self.in_flight, self.num_free))
         write('  desc 0x%x  avail 0x%x  used 0x%x%s'
               % (self.desc, self.avail, self.used,
-                 '  (legacy layout)' if self.transport.legacy_layout else ''))
+                 '  (legacy layout)' if self.transport.ring_align else ''))
         write('  desc  addr                len       flags           next')
         hidden = 0
         for i in range(n):

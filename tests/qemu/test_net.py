@@ -70,6 +70,7 @@ def make(per, n, size, native):
     f = Fake()
     f.hw = x86
     f.pci = Pci()
+    f.address = Pci.address
     f.features = 1 << 29                # EVENT_IDX
     f.split_header = per == 2
     f.hdr_len = 12

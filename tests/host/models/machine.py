@@ -275,6 +275,7 @@ class Machine:
         return bytes(self._mmio_read(addr + i, 1) for i in range(n))
 
     def write(self, addr, data):
+        data = memoryview(data).cast('B')       # any bytes-like object, counted in bytes
         n = len(data)
         if 0 <= addr and addr + n <= self.ram_size:
             self.ram[addr:addr + n] = data
