@@ -19,6 +19,10 @@ more good completions:
   'used_idx_jump'   the used index advances by queue size + 2
   'never_complete'  chains are taken off the ring and never returned
   'garbage_config'  GET_CONFIG answers all ones
+  'missing_interrupt'  the call eventfd is never signalled
+  'interrupt_storm'    the call eventfd is signalled STORM times per completion,
+                       wanted or not
+(the last two matter to drivers that wait for interrupts; ours poll for now)
 'needs_reset' (DEVICE_NEEDS_RESET mid-run) has no switch: vhost-user has no
 message by which a back-end sets a status bit the guest can read (QEMU 7.2's
 front-end keeps the guest-visible status itself; SET_VRING_ERR's eventfd
@@ -31,7 +35,8 @@ F_VERSION_1 = 32
 F_RING_PACKED = 34
 
 MISBEHAVIOURS = ('bad_used_id', 'oversized_len', 'used_idx_jump', 'never_complete',
-                 'garbage_config')
+                 'garbage_config', 'missing_interrupt', 'interrupt_storm')
+STORM = 64
 NOT_SIGNALLABLE = {
     'needs_reset': 'vhost-user gives a back-end no way to set DEVICE_NEEDS_RESET in the '
                    'status the guest reads (QEMU 7.2 only logs the SET_VRING_ERR eventfd)',

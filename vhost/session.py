@@ -16,7 +16,7 @@ import os
 import time
 
 from vhost import message as m
-from vhost.device import F_EVENT_IDX, F_INDIRECT_DESC, F_RING_PACKED
+from vhost.device import F_EVENT_IDX, F_INDIRECT_DESC, F_RING_PACKED, STORM
 from vhost.memory import GuestMemory, Region
 from vhost.message import ProtocolError
 from vhost.ring import RingError
@@ -304,8 +304,7 @@ class Session:
             self._set_kick_watch(v, None)
             v.stop()
             v.signal_error()
-        if notify:
-            v.interrupt()
+        self._interrupt(v, notify)
         self.busy_ns += time.perf_counter_ns() - t0
 
     def _push(self, v, req):
@@ -328,9 +327,20 @@ class Session:
         v = self.vrings[queue]
         if not (v.started and v.enabled):
             return False        # the ring was stopped meanwhile: the request is void
-        if self._push(v, req):
-            v.interrupt()
+        self._interrupt(v, self._push(v, req))
         return True
+
+    def _interrupt(self, v, wanted):
+        """Signal the call eventfd if the driver wants it, unless a
+        misbehaviour switch says never or far too often."""
+        dev = self.device
+        if dev.misbehave == 'missing_interrupt':
+            return
+        if dev.misbehave == 'interrupt_storm' and dev.completed > dev.after:
+            for _ in range(STORM):
+                v.interrupt()
+        elif wanted:
+            v.interrupt()
 
     def close(self):
         for v in self.vrings:

@@ -206,6 +206,19 @@ def test_misbehaviour_switches_lie_in_the_used_ring(serve):
     dev.set_misbehave('used_idx_jump')
     fe.post(2, [(BUF, 16, True)])
     assert fe.used()[0] == 3 + QSIZE + 1
+    dev.set_misbehave('missing_interrupt')
+    fe.post(3, [(BUF, 16, True)])
+    with pytest.raises(AssertionError, match='no interrupt'):
+        fe.used(timeout=0.5)
+    dev.set_misbehave('interrupt_storm')
+    fe.post(0, [(BUF, 16, True)])
+    signals, deadline = 0, time.monotonic() + 5
+    while signals < 64 and time.monotonic() < deadline:
+        try:
+            signals += os.eventfd_read(fe.callfd)
+        except BlockingIOError:
+            time.sleep(0.01)
+    assert signals == 64                              # 64 signals for one completion
     with pytest.raises(ValueError, match='no way to set DEVICE_NEEDS_RESET'):
         dev.set_misbehave('needs_reset')
 
