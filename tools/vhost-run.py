@@ -103,7 +103,7 @@ def main():
     signal.signal(signal.SIGHUP, stop)
     try:
         cmd = qemu + memory_args(mem) + backend.qemu_args()
-        print('vhost-run: Python %s device on %s (log: after QEMU ends)'
+        print('vhost-run: Python %s device on %s (its errors are shown when QEMU ends)'
               % (args.device, backend.socket), file=sys.stderr)
         proc = subprocess.Popen(cmd, preexec_fn=lambda: signal.signal(signal.SIGINT,
                                                                        signal.SIG_DFL))
