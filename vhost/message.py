@@ -82,8 +82,10 @@ PROTOCOL_F_INBAND_NOTIFICATIONS = 14
 PROTOCOL_F_CONFIGURE_MEM_SLOTS = 15
 PROTOCOL_F_STATUS = 16
 
-# The virtio feature bit that says "GET_PROTOCOL_FEATURES works".
+# The virtio feature bit that says "GET_PROTOCOL_FEATURES works", and the one
+# that turns dirty-page logging on and off (migration; never offered here).
 F_PROTOCOL_FEATURES = 30
+F_LOG_ALL = 26
 
 # Payload layouts.
 U64 = struct.Struct('<Q')

@@ -104,7 +104,7 @@ class Session:
         if extra:
             raise ProtocolError('SET_FEATURES 0x%x: bits 0x%x were never offered (offered 0x%x)'
                                 % (value, extra, self.offered()))
-        if any(v.started for v in self.vrings) and (value ^ self.features) & ~(1 << 26):
+        if any(v.started for v in self.vrings) and (value ^ self.features) & ~(1 << m.F_LOG_ALL):
             raise ProtocolError('SET_FEATURES while rings run (0x%x -> 0x%x)'
                                 % (self.features, value))
         self.features = value
