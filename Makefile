@@ -16,6 +16,7 @@ SCRIPT ?=
 DISK ?= build/scratch.img
 DISK_SIZE ?= 64M
 QEMU_EXTRA ?=
+VHOST ?=
 PYTEST_ARGS ?=
 
 # ---- Pins ------------------------------------------------------------------
@@ -43,6 +44,7 @@ help:
 	@echo "make bench    run bench/run.py"
 	@echo "make clean    remove build products (keeps the downloaded source)"
 	@echo "options: QEMU= ACCEL=tcg|kvm MACHINE=pc|q35 MEM=<MiB> SCRIPT=file.py SERIAL=pty DISK= DEVICES= QEMU_EXTRA= PYTEST_ARGS="
+	@echo "         VHOST=rng|blk|net (that device in Python over vhost-user, docs/vhost-user.md) VHOST_ARGS=\"--seed 1\""
 
 # ---- Set-up ----------------------------------------------------------------
 setup: host-tools $(VENV_STAMP) $(MPY_STAMP)
@@ -101,7 +103,7 @@ $(DISK):
 CHECK_SCRIPT = if [ -n "$(SCRIPT)" ] && [ ! -f "$(SCRIPT)" ]; then echo "run: SCRIPT=$(SCRIPT): no such file"; exit 1; fi
 run: build $(DISK)
 	@$(CHECK_SCRIPT)
-	@tools/run -- $(QEMU) $(QEMU_ARGS)
+	@tools/run -- $(if $(VHOST),.venv/bin/python tools/vhost-run.py $(VHOST) $(VHOST_ARGS) --) $(QEMU) $(QEMU_ARGS)
 
 # `tools/run VAR=value ...` gets its command line here: one NUL-ended word each.
 run-command: build $(DISK)

@@ -30,6 +30,7 @@ import ours_guest  # noqa: E402
 import pattern  # noqa: E402
 import qemu  # noqa: E402
 import report  # noqa: E402
+import vhost_guest  # noqa: E402
 import workloads as W  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -147,6 +148,11 @@ def main():
             else:
                 res = guarded('ours', ours_guest.run, image_used, disk, OUT, selected)
                 log('  ours: %.1f s' % res['_seconds'])
+                if any(w.kind == 'vhost_read' for w in selected):
+                    # The same image, blk served by the Python device (vhost-user).
+                    vres = guarded('ours-vhost', vhost_guest.run, image_used, disk, OUT, selected)
+                    log('  ours, Python vhost-user-blk: %.1f s' % vres['_seconds'])
+                    vhost_guest.merge(res, vres, selected)
             runs['ours'].append(res)
     for side in ('linux', 'ours'):
         for res in runs[side]:

@@ -55,6 +55,20 @@ WORKLOADS = [
     Workload('udp_rtt_p99', 'UDP echo via hostfwd, p99 RTT', 'ms', LOWER, 'udp'),
     Workload('udp_rate', 'UDP echo via hostfwd, window 16', 'dgram/s', HIGHER, 'udp'),
 ]
+
+
+def _vhost(builtin, title):
+    # The built-in device's workload, run against the Python device (bench/vhost_guest.py).
+    w = [x for x in WORKLOADS if x.name == builtin][0]
+    return Workload('py_' + builtin, title, w.unit, w.better, 'vhost_read', builtin=builtin,
+                    **w.params)
+
+
+WORKLOADS += [
+    _vhost('seq_read', 'sequential read 1 MiB, Python vhost-user-blk'),
+    _vhost('read_4k_d1', '4 KiB random reads d1, Python vhost-user-blk'),
+    _vhost('read_4k_d32', '4 KiB random reads d32, Python vhost-user-blk'),
+]
 BY_NAME = {w.name: w for w in WORKLOADS}
 DISK_WORKLOADS = [w for w in WORKLOADS if w.kind in ('read', 'write')]
 
