@@ -33,7 +33,7 @@ MASKS = [
 # device status now and then (a device that asks for a reset is noticed).
 OPTIONAL = re.compile(r'^\S+ modern device_status -> 0x0f ACKNOWLEDGE\|DRIVER\|DRIVER_OK\|FEATURES_OK$')
 # Whole output lines that vary, after a command containing the key.
-VARYING_OUTPUT = {'ticks_diff(': r'\d+', "('rng').read(": r"b'.*'"}
+VARYING_OUTPUT = {'ticks_diff(': r'\d+', "('rng').read(": r"""b(?:'.*'|".*")"""}
 
 
 def mask(line):

@@ -97,7 +97,7 @@ RNG_PACKED_ERRORS = {
 BLK_ERRORS = {
     'bad_used_id': ('DeviceError', 'used id 129 is not the head of a request in flight'),
     'oversized_len': ('DeviceError', 'exceeds the 4097 writable bytes'),
-    'used_idx_jump': ('DeviceError', 'completions'),
+    'used_idx_jump': ('DeviceError', 'used idx'),
     'never_complete': ('VirtioTimeout', 'no completion within 500 ms'),
 }
 TRY = ('guard = bytearray(bytes(range(256)) * 64)\n'
