@@ -1,18 +1,21 @@
 // DMA memory: x86.dma_alloc(size, align=4096) and x86.dma_free(addr).
 //
 // main.c sets the DMA area aside outside the GC heap, so a block never moves
-// while a device holds its address. Blocks are handed out first fit from a list
-// of free extents sorted by address; a freed block is merged with the free
-// neighbours it touches, so memory given back by a device (virtio.probe() frees
-// the rings of the devices it replaces) serves the next one whole.
+// while a device holds its address. Blocks are handed out first fit from the
+// free extents, kept sorted by address; a freed block is merged with the free
+// extents it touches, so memory given back by a device (virtio.probe() frees the
+// rings of the devices it replaces) serves the next one whole.
 //
-// Where the bookkeeping lives:
-//  - each free extent describes itself in its own first bytes (a node: next
-//    extent, size, check word), so freeing never allocates;
-//  - the size of each block in use is in a dict on the GC heap (address ->
-//    size), reachable from a root pointer. It is what makes dma_free(addr)
-//    exact: an address that is not a live block is refused, a double free too.
-//    A soft reset drops the dict together with the rest of the heap.
+// The bookkeeping is all on the GC heap, none of it in the DMA area: whatever is
+// written into free DMA memory (a test dirtying it, a late device write) cannot
+// damage the allocator.
+//  - blocks: a dict, address -> size of each block in use. It makes dma_free(addr)
+//    exact: an address that is not a live block is refused (a double free too).
+//  - extents: an array of free (start, size) pairs in address order. Free extents
+//    are never adjacent (they are merged), so there are at most blocks + 1 of
+//    them: dma_alloc grows the array to that bound before it changes anything,
+//    and dma_free never needs heap memory.
+// A soft reset drops both with the rest of the heap, and the area is free again.
 // Extents and blocks are multiples of GRANULE bytes at GRANULE-aligned addresses.
 #include <string.h>
 
@@ -22,51 +25,44 @@
 #include "x86.h"
 
 #define GRANULE     16u
+#define MIN_EXTENTS 16
 
-typedef struct _free_extent_t {
-    struct _free_extent_t *next;    // the next free extent, at a higher address, or NULL
-    uint32_t size;                  // bytes, a multiple of GRANULE
-    uint32_t check;                 // node_check(): a stray write here is noticed
-} free_extent_t;
-
-static free_extent_t *free_list;
+typedef struct {
+    uint32_t start;
+    uint32_t size;
+} extent_t;
 
 MP_REGISTER_ROOT_POINTER(mp_obj_t x86_dma_blocks);
+MP_REGISTER_ROOT_POINTER(void *x86_dma_extents);
 #define BLOCKS MP_STATE_VM(x86_dma_blocks)
+#define EXTENTS ((extent_t *)MP_STATE_VM(x86_dma_extents))
 
-static uint32_t node_check(const free_extent_t *e) {
-    return ~((uintptr_t)e ^ (uintptr_t)e->next ^ e->size ^ 0x444d4121u);
-}
-
-static void set_node(free_extent_t *e, free_extent_t *next, uint32_t size) {
-    e->next = next;
-    e->size = size;
-    e->check = node_check(e);
-}
-
-// A node that lies outside the area or fails its check means something wrote into
-// free DMA memory (a device still running, a write past a block's end): stop with
-// a clear error rather than hand out memory twice.
-static free_extent_t *checked(free_extent_t *e) {
-    uintptr_t a = (uintptr_t)e;
-    if (a < dma_area_start || a >= dma_area_end || (a & (GRANULE - 1))
-        || e->check != node_check(e) || e->size > dma_area_end - a
-        || (e->next != NULL && (uintptr_t)e->next <= a)) {
-        mp_raise_msg_varg(&mp_type_RuntimeError,
-            MP_ERROR_TEXT("DMA free list damaged at 0x%x (memory written after dma_free?)"),
-            (unsigned)a);
-    }
-    return e;
-}
+static size_t n_extents, cap_extents;
+static bool started;        // false: the whole area is free and nothing is on the heap yet
 
 void dma_init(void) {
-    free_list = NULL;
     BLOCKS = MP_OBJ_NULL;
-    uintptr_t start = (dma_area_start + GRANULE - 1) & ~(uintptr_t)(GRANULE - 1);
-    if (start < dma_area_end && dma_area_end - start >= GRANULE) {
-        free_list = (free_extent_t *)start;
-        set_node(free_list, NULL, (dma_area_end - start) & ~(GRANULE - 1));
+    MP_STATE_VM(x86_dma_extents) = NULL;
+    n_extents = cap_extents = 0;
+    started = false;
+}
+
+static mp_obj_t uint_obj(uintptr_t v) {
+    return v <= MP_SMALL_INT_MAX ? MP_OBJ_NEW_SMALL_INT(v) : mp_obj_new_int_from_uint(v);
+}
+
+// Room for n extents (MemoryError before anything changed if the heap has none).
+static void reserve_extents(size_t n) {
+    if (n <= cap_extents) {
+        return;
     }
+    size_t cap = n < MIN_EXTENTS ? MIN_EXTENTS : 2 * n;
+    extent_t *e = m_new(extent_t, cap);
+    if (n_extents) {
+        memcpy(e, EXTENTS, n_extents * sizeof(extent_t));
+    }
+    MP_STATE_VM(x86_dma_extents) = e;       // the old array is garbage now
+    cap_extents = cap;
 }
 
 static mp_map_t *blocks_map(void) {
@@ -76,8 +72,21 @@ static mp_map_t *blocks_map(void) {
     return mp_obj_dict_get_map(BLOCKS);
 }
 
-static mp_obj_t uint_obj(uintptr_t v) {
-    return v <= MP_SMALL_INT_MAX ? MP_OBJ_NEW_SMALL_INT(v) : mp_obj_new_int_from_uint(v);
+// Replace extent i by the pieces [start, addr) and [addr + size, end) that are not empty.
+static void carve(size_t i, uintptr_t addr, uintptr_t size) {
+    extent_t *x = EXTENTS;
+    uintptr_t start = x[i].start, end = start + x[i].size;
+    extent_t pieces[2];
+    size_t k = 0;
+    if (addr > start) {
+        pieces[k++] = (extent_t) { start, addr - start };
+    }
+    if (addr + size < end) {
+        pieces[k++] = (extent_t) { addr + size, end - addr - size };
+    }
+    memmove(&x[i + k], &x[i + 1], (n_extents - i - 1) * sizeof(extent_t));
+    memcpy(&x[i], pieces, k * sizeof(extent_t));
+    n_extents = n_extents - 1 + k;
 }
 
 // ---- dma_alloc ----------------------------------------------------------------
@@ -98,50 +107,42 @@ static mp_obj_t x86_dma_alloc(size_t n_args, const mp_obj_t *pos_args, mp_map_t 
     if (align <= 0 || (align & (align - 1)) != 0) {
         mp_raise_ValueError(MP_ERROR_TEXT("align must be a power of two"));
     }
-    if ((uintptr_t)align < GRANULE) {
-        align = GRANULE;
+    if (!started) {
+        reserve_extents(MIN_EXTENTS);
+        uintptr_t start = (dma_area_start + GRANULE - 1) & ~(uintptr_t)(GRANULE - 1);
+        n_extents = 0;
+        if (dma_area_end > start + GRANULE) {
+            EXTENTS[0] = (extent_t) { start, (dma_area_end - start) & ~(uintptr_t)(GRANULE - 1) };
+            n_extents = 1;
+        }
+        started = true;
     }
+    uintptr_t a = (uintptr_t)align < GRANULE ? GRANULE : (uintptr_t)align;
     uintptr_t size = ((uintptr_t)asked + GRANULE - 1) & ~(uintptr_t)(GRANULE - 1);
-    uintptr_t total = 0, largest = 0;
-    free_extent_t *prev = NULL, *e;
-    uintptr_t addr = 0;
-    for (e = free_list; e != NULL; prev = e, e = e->next) {
-        checked(e);
-        uintptr_t start = (uintptr_t)e, end = start + e->size;
-        addr = (start + align - 1) & ~(uintptr_t)(align - 1);
+    uintptr_t total = 0, largest = 0, addr = 0;
+    size_t i;
+    for (i = 0; i < n_extents; i++) {
+        uintptr_t start = EXTENTS[i].start, end = start + EXTENTS[i].size;
+        addr = (start + a - 1) & ~(a - 1);
         if (addr >= start && addr < end && size <= end - addr) {
             break;
         }
-        total += e->size;
-        largest = e->size > largest ? e->size : largest;
+        total += EXTENTS[i].size;
+        largest = EXTENTS[i].size > largest ? EXTENTS[i].size : largest;
     }
-    if (e == NULL) {
+    if (i == n_extents) {
         mp_raise_msg_varg(&mp_type_MemoryError,
             MP_ERROR_TEXT("DMA area exhausted: %u bytes aligned to %u asked, "
                 "%u bytes free, largest piece %u"),
             (unsigned)asked, (unsigned)align, (unsigned)total, (unsigned)largest);
     }
-    // Record the block first: the dict may need heap memory (MemoryError), and then
-    // nothing has changed yet.
-    mp_map_lookup(blocks_map(), uint_obj(addr), MP_MAP_LOOKUP_ADD_IF_NOT_FOUND)->value =
+    // What needs heap memory comes first (a MemoryError then changes nothing): room for
+    // one extent more than blocks after this one, then the block's entry.
+    mp_map_t *blocks = blocks_map();
+    reserve_extents(blocks->used + 2);
+    mp_map_lookup(blocks, uint_obj(addr), MP_MAP_LOOKUP_ADD_IF_NOT_FOUND)->value =
         MP_OBJ_NEW_SMALL_INT(size);
-    // Carve: the extent becomes [start, addr) and [addr + size, end), each if non-empty.
-    uintptr_t start = (uintptr_t)e, end = start + e->size;
-    free_extent_t *next = e->next;
-    if (addr + size < end) {
-        free_extent_t *tail = (free_extent_t *)(addr + size);
-        set_node(tail, next, end - (addr + size));
-        next = tail;
-    }
-    if (addr > start) {
-        set_node(e, next, addr - start);
-        next = e;
-    }
-    if (prev == NULL) {
-        free_list = next;
-    } else {
-        set_node(prev, next, prev->size);
-    }
+    carve(i, addr, size);
     memset((void *)addr, 0, size);
     return uint_obj(addr);
 }
@@ -150,10 +151,7 @@ MP_DEFINE_CONST_FUN_OBJ_KW(x86_dma_alloc_obj, 1, x86_dma_alloc);
 // ---- dma_free -----------------------------------------------------------------
 
 static mp_obj_t x86_dma_free(mp_obj_t addr_in) {
-    uintptr_t addr = mp_obj_get_int_truncated(addr_in);
-    if (mp_obj_int_sign(addr_in) < 0) {
-        addr = 0;       // no block there: refused below
-    }
+    uintptr_t addr = mp_obj_int_sign(addr_in) < 0 ? 0 : mp_obj_get_int_truncated(addr_in);
     mp_map_elem_t *slot = BLOCKS == MP_OBJ_NULL ? NULL
         : mp_map_lookup(blocks_map(), uint_obj(addr), MP_MAP_LOOKUP_REMOVE_IF_FOUND);
     if (slot == NULL) {
@@ -162,24 +160,28 @@ static mp_obj_t x86_dma_free(mp_obj_t addr_in) {
                 "or freed already)"), (unsigned)addr);
     }
     uintptr_t size = MP_OBJ_SMALL_INT_VALUE(slot->value);
-    // Insert [addr, addr + size) in address order, merged with touching neighbours.
-    free_extent_t *prev = NULL, *next = free_list;
-    while (next != NULL && (uintptr_t)checked(next) < addr) {
-        prev = next;
-        next = next->next;
+    // Insert [addr, addr + size) in address order, merged with the extents it touches.
+    extent_t *x = EXTENTS;
+    size_t i = 0;
+    while (i < n_extents && x[i].start < addr) {
+        i++;
     }
-    free_extent_t *e = (free_extent_t *)addr;
-    if (next != NULL && addr + size == (uintptr_t)next) {
-        set_node(e, next->next, size + next->size);
+    bool joins_prev = i > 0 && x[i - 1].start + x[i - 1].size == addr;
+    bool joins_next = i < n_extents && addr + size == x[i].start;
+    if (joins_prev && joins_next) {
+        x[i - 1].size += size + x[i].size;
+        memmove(&x[i], &x[i + 1], (n_extents - i - 1) * sizeof(extent_t));
+        n_extents--;
+    } else if (joins_prev) {
+        x[i - 1].size += size;
+    } else if (joins_next) {
+        x[i].start = addr;
+        x[i].size += size;
     } else {
-        set_node(e, next, size);
-    }
-    if (prev == NULL) {
-        free_list = e;
-    } else if ((uintptr_t)prev + prev->size == addr) {
-        set_node(prev, e->next, prev->size + e->size);
-    } else {
-        set_node(prev, e, prev->size);
+        // n_extents < cap_extents: at most blocks + 1 extents, reserved by dma_alloc.
+        memmove(&x[i + 1], &x[i], (n_extents - i) * sizeof(extent_t));
+        x[i] = (extent_t) { addr, size };
+        n_extents++;
     }
     return mp_const_none;
 }
