@@ -1,0 +1,139 @@
+"""probe() again, on model machines: the devices of the earlier probe are reset and their
+DMA memory goes back to the allocator (so probing forever never exhausts a small DMA area),
+and their objects refuse every call with an error naming what replaced them, before they
+touch the device or its memory."""
+
+import sys
+import types
+
+import pytest
+
+import virtio
+from virtio.errors import VirtioError
+from virtio.trace import _transports
+
+from tests.host.models import BlkModel, GenericModel, Machine, RngModel
+from tests.host.models.bench import GenericDriver
+from tests.host.models.console import ConsoleModel
+from tests.host.models.net import NetModel
+
+MIB = 1 << 20
+DMA_BASE = 1 << 20                  # Machine's default: the DMA area is [1 MiB, ram_size)
+
+
+def small_machine(models, dma_bytes):
+    return Machine(models, ram_size=DMA_BASE + dma_bytes)
+
+
+def test_200_probes_in_a_small_dma_area_bind_every_device_every_time():
+    m = small_machine([BlkModel(), ConsoleModel(), RngModel()], 64 * 1024)
+    held = None
+    for i in range(200):
+        devs = virtio.probe(m)
+        assert [d.KIND for d in devs] == ['blk', 'console', 'rng'], (i, devs)
+        if held is None:
+            held = m.dma.in_use()
+            assert 2 * held > 64 * 1024         # a leak would exhaust the area at once
+        assert m.dma.in_use() == held
+        if i % 50 == 0:
+            assert len(virtio.find('rng').read(16)) == 16
+
+
+def test_probes_with_the_default_devices_reuse_the_same_memory():
+    models = [BlkModel(), NetModel(), ConsoleModel(), RngModel()]
+    m = small_machine(models, 3 * MIB // 2)     # room for one probe's ~650 KiB, not two
+    held = None
+    for i in range(20):
+        devs = virtio.probe(m)
+        assert sorted(d.KIND for d in devs) == ['blk', 'console', 'net', 'rng'], (i, devs)
+        held = held or m.dma.in_use()
+        assert m.dma.in_use() == held
+    net = virtio.find('net')
+    models[1].deliver(b'\xff' * 6 + bytes(6) + b'\x08\x00' + bytes(50))
+    assert net.recv(1000)[:6] == b'\xff' * 6
+
+
+def test_an_old_device_object_names_what_replaced_it():
+    m = Machine([RngModel(), BlkModel(mode='modern')])
+    old_rng, old_blk = virtio.probe(m)
+    rng, blk = virtio.probe(m)
+    with pytest.raises(VirtioError) as e:
+        old_rng.read(8)
+    msg = str(e.value)
+    assert msg.startswith('00:03.0 virtio-rng was replaced by probe() #')
+    assert " at ticks_ms " in msg
+    assert msg.endswith(": use the new object, virtio.find('rng'): %s" % rng)
+    # Every way in refuses: the driver's methods, the wait's health check, the
+    # transport, the queues, and the hardware interface the device holds.
+    for call in (lambda: old_blk.read(0, 1), lambda: old_blk.submit_read(0, bytearray(512), 1),
+                 old_blk.flush, old_blk.check, old_blk.transport.reset,
+                 lambda: old_blk.transport.notify(0), old_rng.requestq.kick,
+                 lambda: old_blk.hw.read32(0), lambda: old_blk.hw.dma_alloc(16)):
+        with pytest.raises(VirtioError, match='virtio-(blk|rng) was replaced by probe'):
+            call()
+    assert str(old_blk).startswith('00:04.0 virtio-blk modern')     # it still prints
+    assert len(rng.read(8)) == 8 and blk.read(0, 1) == bytes(512)     # the new ones work
+
+
+def test_an_old_device_touches_no_memory_of_the_new_one():
+    model = BlkModel()
+    m = Machine([model])
+    (old,) = virtio.probe(m)
+    (new,) = virtio.probe(m)
+    # First fit hands the new device the very blocks the old one had.
+    before = bytes(m.ram)
+    resets = model.resets
+    for call in (lambda: old.read(0, 1), lambda: old.readinto(0, bytearray(512)),
+                 lambda: old.write(0, bytes(512)), lambda: old.submit_read(0, bytearray(512), 7),
+                 old.kick, old.poll):
+        with pytest.raises(VirtioError):
+            call()
+    with pytest.raises(VirtioError):
+        old.transport.reset()
+    assert bytes(m.ram) == before and model.resets == resets
+    assert new.in_flight == 0
+    new.write(3, b'\x5a' * 512)
+    assert new.read(3, 1) == b'\x5a' * 512
+
+
+def test_a_device_that_does_not_reset_keeps_its_memory():
+    model = RngModel()
+    m = Machine([model])
+    (old,) = virtio.probe(m)
+    held = m.dma.in_use()
+    model.misbehave = 'stuck_reset'             # the release's reset never completes
+    (dev,) = virtio.probe(m)
+    assert dev.KIND is None                     # (its own reset fails too)
+    assert m.dma.in_use() == held               # it may still write there: not freed
+    with pytest.raises(VirtioError, match='replaced by probe'):
+        old.read(4)
+
+
+def test_a_driver_that_fails_after_setting_up_rings_gives_them_back(monkeypatch):
+    class Failing(GenericDriver):
+        def setup(self):
+            GenericDriver.setup(self)
+            raise OSError(5, 'set-up failed late')
+
+    mod = types.ModuleType('virtio.failing')
+    mod.DRIVER = Failing
+    monkeypatch.setitem(sys.modules, 'virtio.failing', mod)
+    monkeypatch.setitem(virtio.DRIVERS, 9, 'failing')
+    m = Machine([GenericModel(device_type=9, mode='modern')])
+    (dev,) = virtio.probe(m)
+    assert 'set-up failed late' in str(dev)
+    assert m.dma.in_use() == 0
+
+
+def test_trace_forgets_the_transports_of_replaced_devices():
+    m = Machine([RngModel()])
+    (old,) = virtio.probe(m)
+    (new,) = virtio.probe(m)
+    lines = []
+    virtio.trace(True, lines.append)            # would raise on the retired transport
+    try:
+        new.read(4)
+    finally:
+        virtio.trace(False)
+    assert lines and all(line.startswith('00:03.0') for line in lines)
+    assert old.transport not in _transports()
