@@ -29,12 +29,13 @@ class Replaced:
         self.now = None
 
     def name_successor(self, devices):
-        """Record what probe() found at the same address."""
+        """Record what probe() found at the same address: as text, so that an old
+        object someone keeps does not keep the new one (and its successors) alive."""
+        self.now = False
         for d in devices:
             if d.address == self.address:
-                self.now = d
+                self.now = (d.KIND, str(d))
                 return
-        self.now = False
 
     def __str__(self):
         s = '%s was replaced by probe() #%d at ticks_ms %d' % (
@@ -43,9 +44,10 @@ class Replaced:
             return s + '; that probe did not find the device again'
         if self.now is None:
             return s
-        if self.now.KIND is None:
-            return s + ', which left it %s' % self.now
-        return "%s: use the new object, virtio.find(%r): %s" % (s, self.now.KIND, self.now)
+        kind, now = self.now
+        if kind is None:
+            return s + ', which left it %s' % now
+        return "%s: use the new object, virtio.find(%r): %s" % (s, kind, now)
 
 
 def public_methods(cls):

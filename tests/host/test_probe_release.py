@@ -137,3 +137,18 @@ def test_trace_forgets_the_transports_of_replaced_devices():
         virtio.trace(False)
     assert lines and all(line.startswith('00:03.0') for line in lines)
     assert old.transport not in _transports()
+
+
+def test_an_old_object_kept_does_not_keep_its_successors_alive():
+    import gc
+    import weakref
+    m = Machine([RngModel()])
+    (first,) = virtio.probe(m)                  # kept, as a user's variable would
+    (second,) = virtio.probe(m)
+    gone = weakref.ref(second)
+    virtio.probe(m)
+    del second
+    gc.collect()
+    assert gone() is None
+    with pytest.raises(VirtioError, match="use the new object, virtio.find\\('rng'\\)"):
+        first.read(4)
