@@ -121,11 +121,13 @@ def probe(hw=None, transport=None):
     if not pci.firmware_assigned(fns):
         # No firmware ran (host bench, QEMU under qtest): place every BAR.
         pci.assign_resources(hw, fns)
-    out = []
+    # Listed as they are bound: a probe interrupted half-way (Ctrl-C) leaves the
+    # devices bound so far where the next probe releases them.
+    _devices[:] = []
     for fn in fns:
         if _transport.is_virtio(fn):
-            out.append(bind(hw, fn, transport))
-    _devices[:] = out
+            _devices.append(bind(hw, fn, transport))
+    out = list(_devices)
     _probed[0] = True
     for why in replaced:
         why.name_successor(out)
