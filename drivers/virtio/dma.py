@@ -52,7 +52,7 @@ class DeviceMemory:
     def dma_free(self, addr):
         """Give one block back now (ValueError if this device did not allocate it)."""
         if addr not in self.blocks:
-            raise VirtioError('0x%x is not DMA memory this device holds' % addr)
+            raise ValueError('dma_free: 0x%x is not DMA memory this device holds' % addr)
         free = getattr(self.hw, 'dma_free', None)
         if free is not None:
             free(addr)

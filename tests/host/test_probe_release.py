@@ -152,3 +152,16 @@ def test_an_old_object_kept_does_not_keep_its_successors_alive():
     assert gone() is None
     with pytest.raises(VirtioError, match="use the new object, virtio.find\\('rng'\\)"):
         first.read(4)
+
+
+def test_a_driver_gives_one_block_back_early_through_its_device():
+    m = Machine([RngModel()])
+    (dev,) = virtio.probe(m)
+    before = m.dma.in_use()
+    a = dev.dma_alloc(4096, 16)
+    assert dev.memory.blocks[a] == 4096 and m.dma.in_use() == before + 4096
+    dev.memory.dma_free(a)
+    assert m.dma.in_use() == before and a not in dev.memory.blocks
+    with pytest.raises(ValueError, match='not DMA memory this device holds'):
+        dev.memory.dma_free(a)
+    assert len(dev.read(8)) == 8
