@@ -169,6 +169,53 @@ def test_dma_free_gives_memory_back_whole_and_refuses_a_wrong_free(g):
     assert g.eval('x86.dma_alloc(64) % 4096') == 0         # still works afterwards
 
 
+def test_dma_allocator_places_blocks_as_the_host_model_does(boot):
+    # The host's Machine and QtestMachine run tests/host/models/dma.py; the target's dma.c
+    # must follow the same rules, block for block, over a random mix of sizes, alignments
+    # and frees (a fresh guest with no devices: nothing is allocated yet).
+    import random
+    from tests.host.models.dma import DmaArea
+    g = boot(mem=16)
+    g.exec('import x86\n'
+           'start = x86.dma_alloc(16, 16)\n'
+           'x86.dma_free(start)\n'
+           'try: x86.dma_alloc(1 << 30)\n'
+           'except MemoryError as e: free = int(str(e).split(", ")[1].split()[0])')
+    start, free = g.eval('start'), g.eval('free')
+    model = DmaArea(start, start + free)
+    rnd = random.Random(17)
+    ops, live = [], []
+    for _ in range(400):
+        if live and rnd.random() < 0.35:
+            ops.append(('f', live.pop(rnd.randrange(len(live)))))
+        else:
+            size = rnd.choice([1, 4, 16, 100, 1000, 4096, 5000, 65536, rnd.randrange(1, 400000)])
+            ops.append(('a', size, rnd.choice([1, 2, 16, 64, 4096, 65536])))
+            live.append(len(ops) - 1)      # freed later by the op's index
+    want = []
+    for op in ops:
+        if op[0] == 'a':
+            try:
+                want.append(model.alloc(op[1], op[2]))
+            except MemoryError:
+                want.append(None)
+        else:
+            if want[op[1]] is not None:
+                model.free(want[op[1]])
+            want.append(0)
+    g.exec('ops = %r\n'
+           'got = []\n'
+           'for op in ops:\n'
+           '    if op[0] == "a":\n'
+           '        try: got.append(x86.dma_alloc(op[1], op[2]))\n'
+           '        except MemoryError: got.append(None)\n'
+           '    else:\n'
+           '        if got[op[1]] is not None: x86.dma_free(got[op[1]])\n'
+           '        got.append(0)' % (ops,), timeout=60)
+    assert g.eval('got') == want
+    assert None in want and len(set(a for a in want if a)) > 100    # it ran out, and reused
+
+
 @pytest.mark.parametrize('call, n', [
     ('x86.read(0xFFFFFFF0, 32)', 32), ('x86.write(0xFFFFFFFF, b"ab")', 2),
     ('x86.read16(0xFFFFFFFF)', 2), ('x86.read32(0xFFFFFFFE)', 4), ('x86.read64(0xFFFFFFFC)', 8),
