@@ -150,8 +150,17 @@ MP_DEFINE_CONST_FUN_OBJ_KW(x86_dma_alloc_obj, 1, x86_dma_alloc);
 
 // ---- dma_free -----------------------------------------------------------------
 
+// The address dma_free was given: an int below 2**32 (OverflowError above, TypeError
+// for what is no int); a negative one is no block's (0).
+static uintptr_t block_addr(mp_obj_t o) {
+    if (!mp_obj_is_int(o)) {
+        return (uintptr_t)mp_obj_get_int(o);
+    }
+    return mp_obj_int_sign(o) < 0 ? 0 : mp_obj_int_get_uint_checked(o);
+}
+
 static mp_obj_t x86_dma_free(mp_obj_t addr_in) {
-    uintptr_t addr = mp_obj_int_sign(addr_in) < 0 ? 0 : mp_obj_get_int_truncated(addr_in);
+    uintptr_t addr = block_addr(addr_in);
     mp_map_elem_t *slot = BLOCKS == MP_OBJ_NULL ? NULL
         : mp_map_lookup(blocks_map(), uint_obj(addr), MP_MAP_LOOKUP_REMOVE_IF_FOUND);
     if (slot == NULL) {

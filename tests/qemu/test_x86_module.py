@@ -166,6 +166,10 @@ def test_dma_free_gives_memory_back_whole_and_refuses_a_wrong_free(g):
         g.exec('x86.dma_free(x86.dma_alloc(64, 16) + 16)')
     with pytest.raises(GuestError, match='TypeError'):
         g.exec('x86.dma_free("0x1000")')
+    with pytest.raises(GuestError, match='OverflowError'):
+        g.exec('x86.dma_free(x86.dma_alloc(64) + (1 << 32))')      # no alias of the block
+    with pytest.raises(GuestError, match='not a DMA block in use'):
+        g.exec('x86.dma_free(-4096)')
     assert g.eval('x86.dma_alloc(64) % 4096') == 0         # still works afterwards
 
 
