@@ -108,7 +108,9 @@ def probe(hw=None, transport=None):
     bind a driver to every
     VirtIO function and initialize it. transport: None (modern when the
     device offers it), 'legacy' or 'modern'. Returns the devices, bound or
-    not, in PCI order; virtio.find() then looks them up."""
+    not, in PCI order; virtio.find() then looks them up. The devices the last
+    probe bound are released first (virtio.release): reset, their DMA memory
+    given back, their old objects refusing every call."""
     hw = pci.port_hw(hw)
     _probes[0] += 1
     replaced = []
