@@ -76,8 +76,8 @@ def test_soft_resets_give_the_dma_memory_back(boot, tmp_disk):
 
 
 def test_200_probes_at_16_mib_bind_every_device_every_time(boot, tmp_disk):
-    # A probe of the four default devices takes ~650 KiB of DMA memory, and -m 16 has a
-    # 3.7 MiB DMA area: unless each probe() gives the last one's back (the devices reset
+    # A probe of the four default devices takes 651 KiB of DMA memory, and -m 16 has a
+    # 3696 KiB DMA area: unless each probe() gives the last one's back (the devices reset
     # first), the 6th leaves net unbound ("DMA area exhausted").
     g = boot(mem=16, devices=default_devices(tmp_disk(1 << 20, fill=b'\x5a')))
     g.exec('import virtio, gc\n'
