@@ -87,6 +87,9 @@ def bind(hw, fn, transport=None):
     except Exception as e:
         _give_back(t, memory)
         return UnboundDevice(fn, dtype, '%s: %s' % (type(e).__name__, e))
+    except BaseException:
+        _give_back(t, memory)       # interrupted (Ctrl-C): nothing left half set up
+        raise
 
 
 def _give_back(t, memory):

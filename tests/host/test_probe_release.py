@@ -189,3 +189,32 @@ def test_probe_again_on_qemus_own_devices_over_qtest(qtest_factory, tmp_path):
         for d in old:
             with pytest.raises(VirtioError, match='was replaced by probe'):
                 d.check()
+
+
+def test_a_probe_interrupted_in_a_drivers_set_up_leaves_nothing_behind(monkeypatch):
+    interrupt = [False]
+
+    class Interrupted(GenericDriver):
+        def setup(self):
+            GenericDriver.setup(self)
+            if interrupt[0]:
+                raise KeyboardInterrupt         # Ctrl-C once its ring is set up
+
+    mod = types.ModuleType('virtio.interrupted')
+    mod.DRIVER = Interrupted
+    monkeypatch.setitem(sys.modules, 'virtio.interrupted', mod)
+    monkeypatch.setitem(virtio.DRIVERS, 9, 'interrupted')
+    m = Machine([RngModel(), GenericModel(device_type=9, mode='modern'), RngModel()])
+    first = virtio.probe(m)[0]
+    held = m.dma.in_use()
+    interrupt[0] = True
+    with pytest.raises(KeyboardInterrupt):
+        virtio.probe(m)
+    assert first.retired is not None
+    bound = virtio.devices()                    # what was bound before the interrupt
+    assert [d.KIND for d in bound] == ['rng']
+    assert m.dma.in_use() == sum((n + 15) & ~15 for n in bound[0].memory.blocks.values())
+    interrupt[0] = False
+    devs = virtio.probe(m)                      # releases that one, binds all three
+    assert [d.KIND for d in devs] == ['rng', 'generic', 'rng']
+    assert m.dma.in_use() == held
