@@ -23,7 +23,6 @@ class Replaced:
     def __init__(self, dev, probe_number, ticks_ms):
         self.what = '%s %s' % (dev.address, dev.NAME)
         self.address = dev.address
-        self.kind = dev.KIND
         self.probe_number = probe_number
         self.ticks_ms = ticks_ms
         self.now = None
