@@ -9,9 +9,14 @@
 # Drivers are found by VirtIO device type in virtio.<kind> modules, each
 # exporting DRIVER (a VirtioDevice subclass). A device without a driver, or
 # whose driver fails, is listed as an UnboundDevice; probe never fails for it.
+# probe() again first releases what the last one bound (virtio.release): each
+# device is reset, its DMA memory given back, and the old objects refuse every
+# call with an error naming what replaced them.
 
 from virtio import pci, trace as _trace
+from virtio import release as _release
 from virtio import transport as _transport
+from virtio.dma import DeviceMemory
 from virtio.errors import VirtioError
 
 # VirtIO device type -> driver module (spec 5: device types).
@@ -21,6 +26,7 @@ TYPE_NAMES = {1: 'net', 2: 'blk', 3: 'console', 4: 'rng', 5: 'balloon', 8: 'scsi
 
 _devices = []
 _probed = [False]
+_probes = [0]           # how many probe() calls so far (named in a retired device's errors)
 
 
 class UnboundDevice:
@@ -30,6 +36,7 @@ class UnboundDevice:
     KIND = None
     transport = None
     features = 0
+    retired = None
 
     def __init__(self, fn, device_type, error):
         self.pci = fn
@@ -70,13 +77,33 @@ def bind(hw, fn, transport=None):
                              % (DRIVERS.get(dtype), e))
     except Exception as e:
         return UnboundDevice(fn, dtype, str(e))
+    memory = DeviceMemory(hw)       # the transport's and the driver's: all recorded
+    t = None
     try:
-        t = _transport.open_transport(hw, fn, transport)
+        t = _transport.open_transport(memory, fn, transport)
         dev = cls(t)
         dev.init()
         return dev
     except Exception as e:
+        _give_back(t, memory)
         return UnboundDevice(fn, dtype, '%s: %s' % (type(e).__name__, e))
+    except BaseException:
+        _give_back(t, memory)       # interrupted (Ctrl-C): nothing left half set up
+        raise
+
+
+def _give_back(t, memory):
+    # A driver that failed may have set up rings: reset the device (it stops
+    # using them), then free them. Without a completed reset they stay allocated.
+    if t is not None:
+        _trace.unregister(t)
+    if not memory.blocks:
+        return
+    try:
+        t.reset()
+        memory.free_all()
+    except Exception:
+        pass
 
 
 def probe(hw=None, transport=None):
@@ -84,18 +111,31 @@ def probe(hw=None, transport=None):
     bind a driver to every
     VirtIO function and initialize it. transport: None (modern when the
     device offers it), 'legacy' or 'modern'. Returns the devices, bound or
-    not, in PCI order; virtio.find() then looks them up."""
+    not, in PCI order; virtio.find() then looks them up. The devices the last
+    probe bound are released first (virtio.release): reset, their DMA memory
+    given back, their old objects refusing every call."""
     hw = pci.port_hw(hw)
+    _probes[0] += 1
+    replaced = []
+    for d in _devices:
+        if d.KIND is not None and d.retired is None:
+            why = _release.Replaced(d, _probes[0], hw.ticks_ms())
+            _release.release(d, why)
+            replaced.append(why)
     fns = pci.scan(hw)
     if not pci.firmware_assigned(fns):
         # No firmware ran (host bench, QEMU under qtest): place every BAR.
         pci.assign_resources(hw, fns)
-    out = []
+    # Listed as they are bound: a probe interrupted half-way (Ctrl-C) leaves the
+    # devices bound so far where the next probe releases them.
+    _devices[:] = []
     for fn in fns:
         if _transport.is_virtio(fn):
-            out.append(bind(hw, fn, transport))
-    _devices[:] = out
+            _devices.append(bind(hw, fn, transport))
+    out = list(_devices)
     _probed[0] = True
+    for why in replaced:
+        why.name_successor(out)
     return out
 
 

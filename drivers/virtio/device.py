@@ -5,6 +5,7 @@
 # its queues in setup().
 
 from virtio import features, transport as tp
+from virtio.dma import DeviceMemory
 from virtio.errors import DeviceError, NegotiationError, VirtioError, VirtioTimeout
 from virtio.packed import PackedVirtqueue
 from virtio.split import SplitVirtqueue
@@ -24,13 +25,18 @@ class VirtioDevice:
     RING_FEATURES = CORE_FEATURES   # the ring and transport bits its queues handle
     FEATURE_DEPENDENCIES = {}    # device-specific bit -> the bits it needs (spec 5.x.3.1)
     FEATURE_NAMES = {}           # device-specific bit -> name
+    retired = None               # why, once a later probe() replaced this object
 
     def __init__(self, transport, wanted=None):
         """`wanted` narrows what the driver accepts (a feature mask); by
         default SUPPORTED_FEATURES plus RING_FEATURES. Ring features the
         driver's queues cannot handle are never accepted, whatever `wanted`."""
         self.transport = transport
-        self.hw = transport.hw
+        # Every DMA block allocated through self.hw is recorded (virtio.dma), so that
+        # a later probe() can give it back once the device is reset.
+        hw = transport.hw
+        self.memory = hw if isinstance(hw, DeviceMemory) else DeviceMemory(hw)
+        self.hw = self.memory
         self.address = transport.address
         self.pci = getattr(transport, 'pci', None)     # the PCI function, on PCI
         self.features = 0
@@ -127,9 +133,17 @@ class VirtioDevice:
         self.transport.reset()
         self.queues = []
 
+    def dma_alloc(self, size, align=4096):
+        """DMA memory for this device (hw.dma_alloc), recorded so that it goes back
+        to the allocator when the device is released (virtio.release)."""
+        return self.memory.dma_alloc(size, align)
+
     # -- health (2.1.2) ----------------------------------------------------------------
     def check(self):
-        """Raise DeviceError if the device set DEVICE_NEEDS_RESET."""
+        """Raise DeviceError if the device set DEVICE_NEEDS_RESET, VirtioError if a
+        later probe() replaced this object."""
+        if self.retired is not None:
+            raise VirtioError(str(self.retired))
         status = self.transport.get_status()
         if status & tp.DEVICE_NEEDS_RESET:
             raise DeviceError('%s %s: device set DEVICE_NEEDS_RESET (status 0x%02x %s)'

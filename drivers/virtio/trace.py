@@ -41,6 +41,14 @@ def register(transport):
         transport.set_trace(True)
 
 
+def unregister(transport):
+    """Forget a transport nobody drives any more (virtio.release)."""
+    if _live is not None:
+        _live.discard(transport)
+    elif transport in _live_list:
+        _live_list.remove(transport)
+
+
 def _transports():
     if _live is not None:
         return list(_live)

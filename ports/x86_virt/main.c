@@ -2,7 +2,7 @@
 //
 // Memory: the region that holds the kernel (from the multiboot memory map)
 // is split after the kernel image into the unpacked ROM (the Python modules,
-// rom.c), a DMA area (for devices; never moved or freed) and the
+// rom.c), a DMA area (for devices; never moved, freed only by dma_free) and the
 // garbage-collected heap.
 #include <string.h>
 
@@ -56,7 +56,7 @@ typedef struct __attribute__((packed)) {
 extern char __image_end[];
 extern char stack_bottom[], stack_top[];
 
-uintptr_t dma_area_start, dma_area_end, dma_area_next;
+uintptr_t dma_area_start, dma_area_end;
 uintptr_t heap_area_start, heap_area_end;
 static uint32_t ram_unused_kib;     // above the heap (HEAP_AREA_MAX)
 
@@ -102,8 +102,9 @@ static void memory_init(uint32_t magic, const multiboot_info_t *mbi) {
     uintptr_t avail = (uintptr_t)end - start;
     uintptr_t dma = (avail / 4) & ~(PAGE_SIZE - 1);
     dma = dma < DMA_AREA_MIN ? DMA_AREA_MIN : dma > DMA_AREA_MAX ? DMA_AREA_MAX : dma;
-    dma_area_start = dma_area_next = start;
+    dma_area_start = start;
     dma_area_end = start + dma;
+    dma_init();
     heap_area_start = dma_area_end;
     heap_area_end = (uintptr_t)end;
     if (heap_area_end - heap_area_start > HEAP_AREA_MAX) {

@@ -115,7 +115,8 @@ uint32_t timer_tsc_khz(void);
 
 // ---- Memory (main.c) ------------------------------------------------------
 
-extern uintptr_t dma_area_start, dma_area_end, dma_area_next;
+extern uintptr_t dma_area_start, dma_area_end;
+void dma_init(void);                   // the whole DMA area free (dma.c)
 void dma_reclaim(void);                // at every soft reset: devices stop DMA, the area starts afresh
 extern uintptr_t heap_area_start, heap_area_end;
 

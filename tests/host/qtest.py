@@ -34,6 +34,8 @@ import tempfile
 import time
 import weakref
 
+from tests.host.models.dma import DmaArea
+
 QEMU = 'qemu-system-x86_64'
 HALT_BIOS = b'\xf4' * 65536         # HLT everywhere: the reset vector halts, the VM idles
 DMA_BASE = 0x100000                 # 1 MiB: above the legacy VGA/BIOS holes
@@ -123,7 +125,7 @@ class QtestMachine:
         self.ram_size = memory_mb << 20
         self.dma_base = DMA_BASE
         self.dma_end = self.ram_size
-        self._dma_next = DMA_BASE
+        self.dma = DmaArea(DMA_BASE, self.ram_size)     # the allocator, as on the target
         self._pending = []              # commands sent whose replies are not read yet
         self._held = []                 # RAM writes not sent yet (see _in_ram)
         self._rx = bytearray()
@@ -453,20 +455,15 @@ class QtestMachine:
     # -- DMA memory -------------------------------------------------------------------
 
     def dma_alloc(self, size, align=4096):
-        """Physical address of `size` zeroed bytes aligned to `align`; never freed."""
-        if align <= 0 or align & (align - 1):
-            raise ValueError('dma_alloc: align %d is not a power of two' % align)
-        if size < 0:
-            raise ValueError('dma_alloc: negative size %d' % size)
-        addr = (self._dma_next + align - 1) & ~(align - 1)
-        if addr + size > self.dma_end:
-            raise MemoryError('dma_alloc: %d bytes aligned to %d do not fit: %d of %d bytes '
-                              'of DMA memory left' % (size, align, self.dma_end - self._dma_next,
-                                                      self.dma_end - self.dma_base))
-        self._dma_next = addr + size
-        if size:
-            self.memset(addr, size, 0)  # zero explicitly: RAM is fresh, but don't rely on it
+        """Physical address of `size` zeroed bytes aligned to `align` (tests/host/models/dma.py:
+        the target's rules)."""
+        addr = self.dma.alloc(size, align)
+        self.memset(addr, size, 0)  # zero explicitly: RAM is fresh, but don't rely on it
         return addr
+
+    def dma_free(self, addr):
+        """Give a block from dma_alloc back (ValueError if it is not one in use)."""
+        self.dma.free(addr)
 
     # -- ordering and time --------------------------------------------------------------
 

@@ -6,6 +6,7 @@ drivers/virtio run on it unchanged."""
 import struct
 import time
 
+from tests.host.models.dma import DmaArea
 from tests.host.models.pci import HostBridge, PciBridge, PciBusModel
 
 CONFIG_ADDRESS = 0xCF8
@@ -35,7 +36,7 @@ class Machine:
         self.ram = bytearray(ram_size)
         self.ram_size = ram_size
         self.dma_base = dma_base
-        self._dma_next = dma_base
+        self.dma = DmaArea(dma_base, ram_size)      # the allocator (tests read its state)
         self.strict = strict
         self.faults = []
         self.config_address = 0
@@ -285,15 +286,12 @@ class Machine:
 
     # -- DMA memory ----------------------------------------------------------------------
     def dma_alloc(self, size, align=4096):
-        if align <= 0 or align & (align - 1):
-            raise ValueError('align must be a power of two')
-        base = (self._dma_next + align - 1) & ~(align - 1)
-        if base + size > self.ram_size:
-            raise MemoryError('DMA area exhausted: %d bytes wanted, %d left'
-                              % (size, self.ram_size - self._dma_next))
-        self._dma_next = base + size
+        base = self.dma.alloc(size, align)
         self.ram[base:base + size] = bytes(size)
         return base
+
+    def dma_free(self, addr):
+        self.dma.free(addr)
 
     def bytearray_at(self, addr, n):
         if not (0 <= addr and addr + n <= self.ram_size):
