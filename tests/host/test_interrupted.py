@@ -69,7 +69,9 @@ def blk_up(**kw):
 
 
 def blk_steps(m, dev):
-    """Where a request can be cut: (name, object, attribute, which call)."""
+    """Where a request can be cut: (name, object, attribute, which call). The driver
+    reaches memory and the clock through its device's hw (virtio.dma.DeviceMemory)."""
+    m = dev.hw
     ring = dev._ring
     hdrs = dev._st[B.ST_HDRS]
     if dev.requestq.kind == 'split':
@@ -124,7 +126,7 @@ def test_blk_split_transfer_cut_between_its_requests(exc):
     dev.max_transfer = 4096
     # The third request of a 16 KiB write never gets its slot filled.
     hdrs = dev._st[B.ST_HDRS]
-    interrupt(m, 'write32', exc, n=3 * 1, when=lambda a, v: hdrs <= a < hdrs + 1 << 16
+    interrupt(dev.hw, 'write32', exc, n=3 * 1, when=lambda a, v: hdrs <= a < hdrs + 1 << 16
               and (a - hdrs) % B.SLOT_BYTES == 0)
     with pytest.raises(exc):
         dev.write(0, pattern(16384, 1))
