@@ -87,7 +87,7 @@ class WindowSkipped(VirtioError):
     which the spec says is no error at all."""
 
     def __init__(self, window, reason, empty=False):
-        VirtioError.__init__(self, '%s: %s' % (window.address, reason))
+        super().__init__('%s: %s' % (window.address, reason))
         self.window = window
         self.reason = reason
         self.empty = empty

@@ -117,4 +117,5 @@ def discover(hw, fns=(), cmdline=None):
             skipped.append(e)
             continue
         found.append((w, version, device_id, vendor_id))
+    found.sort(key=lambda f: f[0].base)     # the same order however they were found
     return found, skipped
