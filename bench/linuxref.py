@@ -29,6 +29,7 @@ HELPER_SRC = os.path.join(BENCH_DIR, 'helper', 'bhelper.c')
 
 # What the four bench devices need; their dependencies are added from .modinfo.
 WANTED_MODULES = ['virtio_pci', 'virtio_blk', 'virtio_net', 'virtio_console', 'virtio_rng']
+OPTIONAL_MODULES = ['virtio_mmio']       # for microvm, when the kernel has it as a module
 
 # busybox applets the scripts call, linked into /bin.
 APPLETS = ['sh', 'mount', 'insmod', 'ip', 'ping', 'poweroff', 'cat', 'echo', 'cut', 'sleep',
@@ -41,11 +42,19 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 read up idle < /proc/uptime
 echo "BENCH INIT uptime=$up"
-while read m; do insmod /lib/modules/$m.ko || echo "BENCH ERROR insmod $m"; done < /etc/modules
+# Each module with its parameters from the kernel command line, as modprobe would
+# (virtio_mmio.device=... on microvm).
+while read m; do
+  args=""
+  for w in $(cat /proc/cmdline); do case $w in $m.*) args="$args ${w#$m.}";; esac; done
+  insmod /lib/modules/$m.ko $args || echo "BENCH ERROR insmod $m"
+done < /etc/modules
 ip link set lo up
-# Ready: every virtio PCI function (vendor 0x1af4) has a virtio driver bound.
+# Ready: every virtio PCI function (vendor 0x1af4) and virtio-mmio device has a
+# virtio driver bound.
 want=0
 for v in /sys/bus/pci/devices/*/vendor; do [ "$(cat $v)" = 0x1af4 ] && want=$((want+1)); done
+for d in /sys/bus/platform/devices/virtio-mmio.*; do [ -e $d ] && want=$((want+1)); done
 n=0
 while :; do
   bound=0
@@ -182,7 +191,7 @@ def builtin_modules(modroot):
 
 def recipe_hash():
     h = hashlib.sha256()
-    for part in (INIT, ' '.join(WANTED_MODULES), ' '.join(APPLETS)):
+    for part in (INIT, ' '.join(WANTED_MODULES + OPTIONAL_MODULES), ' '.join(APPLETS)):
         h.update(part.encode())
     with open(HELPER_SRC, 'rb') as f:
         h.update(f.read())
@@ -245,7 +254,9 @@ def build(cache_dir, log=print):
         if name.startswith('virtio') or 'failover' in name:
             dep = modinfo(path).get('depends', '')
             depends[name] = [d.replace('-', '_') for d in dep.split(',') if d and d not in builtin]
-    order = module_order([m for m in WANTED_MODULES if m not in builtin], depends)
+    wanted = [m for m in WANTED_MODULES if m not in builtin]
+    wanted += [m for m in OPTIONAL_MODULES if m not in builtin and m in kos]
+    order = module_order(wanted, depends)
 
     helper = build_helper(os.path.join(cache_dir, 'bhelper'))
     w = cpio.Writer()
