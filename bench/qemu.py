@@ -32,7 +32,7 @@ def machine_flags(machine='pc'):
     if machine == 'pc':
         return list(MACHINE_FLAGS)
     i = MACHINE_FLAGS.index('-machine')
-    return MACHINE_FLAGS[:i + 1] + ['microvm,acpi=off'] + MACHINE_FLAGS[i + 2:]
+    return MACHINE_FLAGS[:i + 1] + [MICROVM + ',acpi=off'] + MACHINE_FLAGS[i + 2:]
 
 
 def devices(disk, udp_host_port, machine='pc'):

@@ -43,7 +43,7 @@ def test_both_guests_get_virtio_mmio_devices_and_the_command_line_on_microvm():
     assert 'pci' not in devs and 'romfile' not in devs
     # Linux: virtio_mmio loaded with its parameters from /proc/cmdline, its devices counted.
     assert 'virtio_mmio' in linuxref.OPTIONAL_MODULES
-    assert '/sys/bus/platform/devices/virtio-mmio.*' in linuxref.INIT
+    assert '/sys/bus/platform/drivers/virtio-mmio/*[:.]*' in linuxref.INIT
     assert '${w#$m.}' in linuxref.INIT
 
 
@@ -95,3 +95,10 @@ def test_our_script_runner_on_microvm_with_the_real_image(tmp_path):
     assert res['seq_read_microvm']['detail']['bytes'] == 1 << 20
     assert res['seq_write_microvm']['error'] is None and res['seq_write_microvm']['value'] > 0
     assert not os.path.exists(str(tmp_path / 'ours-disk.img'))
+
+
+def test_linux_on_microvm_is_na_when_its_kernel_cannot_read_the_command_line_devices():
+    sel = [W.BY_NAME['boot_microvm'], W.BY_NAME['seq_read_microvm']]
+    res = linux_guest.run({'virtio_mmio_cmdline': False}, 'disk', '/tmp', sel, machine='microvm')
+    assert all(res[w.name]['na'] and 'VIRTIO_MMIO_CMDLINE_DEVICES' in res[w.name]['error']
+               for w in sel)
