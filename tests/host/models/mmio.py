@@ -246,3 +246,24 @@ class MmioModel:
                            bool(d.driver_features & (1 << 28)))
         q.enabled = True
 
+
+
+# Test parametrization: the PCI modes plus the two window versions.
+MMIO_MODES = {'mmio-v1': ('legacy', 1), 'mmio-v2': ('modern', 2)}
+
+
+def place(model_cls, mode=None, machine=None, **kw):
+    """(machine, model): `model_cls(mode=mode, **kw)` on a PCI bus, or, for mode
+    'mmio-v1' / 'mmio-v2', built with the interface that version implies and put
+    behind a virtio-mmio window of a machine without PCI chipset. `machine` is the
+    Machine class (default Machine)."""
+    if machine is None:
+        from tests.host.models.machine import Machine as machine
+    if mode in MMIO_MODES:
+        pci_mode, version = MMIO_MODES[mode]
+        model = model_cls(mode=pci_mode, **kw)
+        return machine([], host_bridge=False, mmio=[MmioModel(model, version)]), model
+    if mode is not None:
+        kw['mode'] = mode
+    model = model_cls(**kw)
+    return machine([model]), model
