@@ -102,6 +102,10 @@ def guest(image, version, acpi, devices, script):
 
 
 def check_report(output, version, acpi):
+    # The boot report names each device's window and transport.
+    for kind in ('blk', 'net', 'console', 'rng'):
+        assert re.search(r'^  mmio@0xfeb0[0-9a-f]{4} virtio-%s mmio-v%d ' % (kind, version),
+                         output, re.M), output[:2000]
     devices = line(output, 'DEVICES')
     assert sorted(kind for _, kind, _, _ in devices) == ['blk', 'console', 'net', 'rng']
     assert {name for _, _, name, _ in devices} == {'mmio-v%d' % version}
