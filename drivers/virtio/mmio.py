@@ -70,11 +70,11 @@ class Window:
     """Where one virtio-mmio device is: base address, window size, and the
     interrupt line when the command line said it."""
 
-    def __init__(self, base, size=WINDOW_SIZE, irq=None):
+    def __init__(self, base, size=WINDOW_SIZE, irq=None, address=None):
         self.base = base
         self.size = size
         self.irq = irq
-        self.address = 'mmio@0x%08x' % base
+        self.address = address or 'mmio@0x%08x' % base
 
     def __repr__(self):
         irq = '' if self.irq is None else ' irq %d' % self.irq

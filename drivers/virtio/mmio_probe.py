@@ -41,23 +41,32 @@ def parse_size(text):
     return int(text, 0) << shift
 
 
-def parse_cmdline(cmdline):
-    """The windows named by virtio_mmio.device= parameters, in order.
-    Raises ValueError naming a parameter that does not parse."""
+def parse_param(spec):
+    """The Window of one virtio_mmio.device= value; ValueError if it does not parse."""
+    try:
+        size, rest = spec.split('@')
+        parts = rest.split(':')
+        base = int(parts[0], 0)
+        irq = int(parts[1]) if len(parts) > 1 else None
+        return Window(base, parse_size(size), irq)
+    except ValueError:
+        raise ValueError('bad %s%s: want <size>@<base>:<irq>' % (CMDLINE_KEY, spec))
+
+
+def parse_cmdline(cmdline, skipped=None):
+    """The windows named by virtio_mmio.device= parameters, in order. A parameter
+    that does not parse raises ValueError naming it, or, given a `skipped` list,
+    is put there as a WindowSkipped and left out."""
     out = []
     for word in cmdline.split():
         if not word.startswith(CMDLINE_KEY):
             continue
-        spec = word[len(CMDLINE_KEY):]
         try:
-            size, rest = spec.split('@')
-            parts = rest.split(':')
-            base = int(parts[0], 0)
-            irq = int(parts[1]) if len(parts) > 1 else None
-            w = Window(base, parse_size(size), irq)
-        except ValueError:
-            raise ValueError('bad %s%s: want <size>@<base>:<irq>' % (CMDLINE_KEY, spec))
-        out.append(w)
+            out.append(parse_param(word[len(CMDLINE_KEY):]))
+        except ValueError as e:
+            if skipped is None:
+                raise
+            skipped.append(WindowSkipped(Window(0, 0, address=word), str(e)))
     return out
 
 
@@ -99,17 +108,21 @@ def microvm_windows(hw, slots=MICROVM_SLOTS):
 def discover(hw, fns=(), cmdline=None):
     """(devices, skipped): the windows holding a device, as (Window, version,
     device ID, vendor ID), and the WindowSkipped of every other window looked
-    at. cmdline: the kernel command line (None: read it from fw_cfg when the
-    machine has no PC chipset), or a list of Windows."""
+    at (a command-line parameter that does not parse among them). cmdline: the
+    kernel command line (None: read it from fw_cfg when the machine has no PC
+    chipset), or a list of Windows. On a PC chipset only windows the command
+    line names are looked at."""
+    skipped = []
     if isinstance(cmdline, list):
         windows = cmdline
     else:
-        if has_pc_chipset(fns) and not cmdline:
-            return [], []
+        pc = has_pc_chipset(fns)
         if cmdline is None:
-            cmdline = firmware_cmdline(hw)
-        windows = parse_cmdline(cmdline) or microvm_windows(hw)
-    found, skipped = [], []
+            cmdline = '' if pc else firmware_cmdline(hw)
+        windows = parse_cmdline(cmdline, skipped)
+        if not windows and not pc:
+            windows = microvm_windows(hw)
+    found = []
     for w in windows:
         try:
             version, device_id, vendor_id = identify(hw, w)

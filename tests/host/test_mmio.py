@@ -284,3 +284,22 @@ def test_console_both_ways(version, packed):
     con.host_send(0, b'typed\n')
     assert port.readline() == b'typed\n'
     assert con.errors == []
+
+
+def test_a_bad_command_line_parameter_is_skipped_with_its_reason_and_probing_goes_on():
+    m, devs = up(window(model(RngModel, 2), 2),
+                 cmdline='virtio_mmio.device=512@nowhere:5')
+    # Nothing usable named: the fixed window list is probed instead.
+    assert [d.KIND for d in devs] == ['rng']
+    (bad,) = virtio.skipped()
+    assert bad.window.address == 'virtio_mmio.device=512@nowhere:5'
+    assert bad.reason == 'bad virtio_mmio.device=512@nowhere:5: want <size>@<base>:<irq>'
+
+
+def test_on_a_pc_chipset_only_named_windows_are_looked_at():
+    w = window(model(RngModel, 2), 2)
+    m = Machine([RngModel(mode='modern')], mmio=[w])
+    assert [d.transport.name for d in virtio.probe(m, mmio='quiet')] == ['modern']
+    devs = virtio.probe(m, mmio='virtio_mmio.device=512@0xfeb00000:5')
+    assert [d.transport.name for d in devs] == ['modern', 'mmio-v2']
+    assert devs[1].transport.irq == 5
