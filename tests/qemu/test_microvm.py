@@ -5,7 +5,9 @@ windows (spec 4.2), version 1 (QEMU's default, the legacy interface) and version
 window list (acpi=on). The guest runs scripts (fw_cfg, no serial input needed):
 blk reads a disk the host filled and rewrites all of it, which the host checks byte
 for byte; rng; DHCP, ping and a UDP echo through hostfwd; a console echo over a
-unix socket. Every empty window is skipped as an empty slot, none as a device."""
+unix socket. Every empty window is skipped as an empty slot, none as a device; a window
+the command line names past the last one (bad magic) and a parameter that does not parse
+are skipped with their reasons in the boot report."""
 
 import os
 import random
@@ -241,3 +243,25 @@ def test_console_echo_over_a_socket(image, tmp_disk, sockdir, case):
     check_report(out, version, acpi)
     assert line(out, 'ECHOED') == ECHO_BYTES
     assert bytes(back) == data
+
+
+def test_a_bad_magic_window_and_a_bad_parameter_are_skipped_with_their_reasons(image):
+    """The command line names a window past microvm's last one (unassigned memory: magic
+    0) and a parameter that does not parse; QEMU's own parameters follow. The boot report
+    gives both reasons; the real device is driven."""
+    g = harness.Guest(machine='microvm,acpi=off', image=image,
+                      devices=['-device', 'virtio-rng-device'],
+                      extra_args=['-append', 'virtio_mmio.device=512@0xfeb01000:5 '
+                                  'virtio_mmio.device=zz@0xfeb00e00:12'],
+                      script="import virtio\nprint('RNG', len(virtio.find('rng').read(16)))\n")
+    with g:
+        g.start()
+        status = g.wait(60)
+        out = g.output
+    assert status == 0, out[-3000:]
+    assert re.search(r'^  mmio@0xfeb00e00 virtio-rng mmio-v1 ', out, re.M)
+    assert ('  mmio@0xfeb01000 skipped: bad magic value 0x00000000 (want 0x74726976 "virt")'
+            in out)
+    assert ('  virtio_mmio.device=zz@0xfeb00e00:12 skipped: bad virtio_mmio.device='
+            'zz@0xfeb00e00:12: want <size>@<base>:<irq>') in out
+    assert line(out, 'RNG') == 16
