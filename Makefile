@@ -43,7 +43,7 @@ help:
 	@echo "make setup    install what is missing (apt packages, .venv, MicroPython source)"
 	@echo "make bench    run bench/run.py"
 	@echo "make clean    remove build products (keeps the downloaded source)"
-	@echo "options: QEMU= ACCEL=tcg|kvm MACHINE=pc|q35 MEM=<MiB> SCRIPT=file.py SERIAL=pty DISK= DEVICES= QEMU_EXTRA= PYTEST_ARGS="
+	@echo "options: QEMU= ACCEL=tcg|kvm MACHINE=pc|q35|microvm MEM=<MiB> SCRIPT=file.py SERIAL=pty DISK= DEVICES= QEMU_EXTRA= PYTEST_ARGS="
 	@echo "         VHOST=rng|blk|net (that device in Python over vhost-user, docs/vhost-user.md) VHOST_ARGS=\"--seed 1\""
 
 # ---- Set-up ----------------------------------------------------------------
@@ -79,14 +79,16 @@ $(IMAGE): $(PORT_INPUTS) $(BUILD)/x86_virt/inputs.list $(MPY_STAMP) $(VENV_STAMP
 # ---- Run -------------------------------------------------------------------
 # Default devices: virtio-blk on a scratch disk, virtio-net on user
 # networking, a virtio console (its host end: the socket below), virtio-rng.
+# On microvm they are virtio-mmio devices (virtio-blk-device, ...), elsewhere PCI.
 VCON_SOCKET ?= $(BUILD)/virtconsole.sock
+VIRTIO_BUS = $(if $(filter microvm%,$(MACHINE)),device,pci)
 DEVICES ?= \
-	-drive file=$(DISK),format=raw,if=none,id=disk0 -device virtio-blk-pci,drive=disk0 \
-	-netdev user,id=net0 -device virtio-net-pci,netdev=net0 \
-	-device virtio-serial-pci \
+	-drive file=$(DISK),format=raw,if=none,id=disk0 -device virtio-blk-$(VIRTIO_BUS),drive=disk0 \
+	-netdev user,id=net0 -device virtio-net-$(VIRTIO_BUS),netdev=net0 \
+	-device virtio-serial-$(VIRTIO_BUS) \
 	-chardev socket,id=vcon0,path=$(VCON_SOCKET),server=on,wait=off \
 	-device virtconsole,chardev=vcon0 \
-	-device virtio-rng-pci
+	-device virtio-rng-$(VIRTIO_BUS)
 comma := ,
 QEMU_ARGS = -accel $(ACCEL) -machine $(MACHINE) -m $(MEM) -nodefaults -no-reboot \
 	-display none -serial $(SERIAL) -kernel $(IMAGE) \

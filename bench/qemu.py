@@ -21,16 +21,31 @@ MACHINE_FLAGS = ['-accel', 'tcg', '-machine', 'pc', '-m', '512M', '-nodefaults',
 
 UDP_GUEST_PORT = 7
 
+# QEMU's microvm: no PCI, the devices are virtio-mmio windows (version 1, QEMU's
+# default). acpi=off makes QEMU list them on the kernel command line
+# (virtio_mmio.device=512@0x...:irq), which both guests read.
+MICROVM = 'microvm'
 
-def devices(disk, udp_host_port):
-    """The four virtio devices, the same for both guests (net's iPXE ROM is left out)."""
+
+def machine_flags(machine='pc'):
+    """MACHINE_FLAGS, on another machine ('pc' or MICROVM)."""
+    if machine == 'pc':
+        return list(MACHINE_FLAGS)
+    i = MACHINE_FLAGS.index('-machine')
+    return MACHINE_FLAGS[:i + 1] + [MICROVM + ',acpi=off'] + MACHINE_FLAGS[i + 2:]
+
+
+def devices(disk, udp_host_port, machine='pc'):
+    """The four virtio devices, the same for both guests (net's iPXE ROM is left out);
+    virtio-mmio ones (-device virtio-*-device) on microvm."""
+    bus, rom = ('device', '') if machine == MICROVM else ('pci', ',romfile=')
     return ['-drive', 'file=%s,format=raw,if=none,id=disk0' % disk,
-            '-device', 'virtio-blk-pci,drive=disk0,serial=benchdisk',
+            '-device', 'virtio-blk-%s,drive=disk0,serial=benchdisk' % bus,
             '-netdev', 'user,id=net0,hostfwd=udp:127.0.0.1:%d-:%d' % (udp_host_port, UDP_GUEST_PORT),
-            '-device', 'virtio-net-pci,netdev=net0,romfile=',
-            '-device', 'virtio-serial-pci',
+            '-device', 'virtio-net-%s,netdev=net0%s' % (bus, rom),
+            '-device', 'virtio-serial-%s' % bus,
             '-chardev', 'null,id=vcon0', '-device', 'virtconsole,chardev=vcon0',
-            '-device', 'virtio-rng-pci']
+            '-device', 'virtio-rng-%s' % bus]
 
 
 def free_udp_port():

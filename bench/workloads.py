@@ -69,6 +69,37 @@ WORKLOADS += [
     _vhost('read_4k_d1', '4 KiB random reads d1, Python vhost-user-blk'),
     _vhost('read_4k_d32', '4 KiB random reads d32, Python vhost-user-blk'),
 ]
+
+
+def _on_microvm(w, name, title):
+    return Workload(name, title + ' (microvm)', w.unit, w.better, w.kind, machine='microvm',
+                    **w.params)
+
+
+# The same workloads on QEMU's microvm (virtio-mmio), from a second boot of each guest,
+# so the transports compare in one run. Ours runs them as a fw_cfg script there.
+MICROVM_WORKLOADS = [
+    Workload('boot_microvm', 'boot on microvm: QEMU start to devices ready', 's', LOWER,
+             'boot', machine='microvm'),
+]
+for _w in WORKLOADS:
+    if _w.name in ('seq_read', 'read_4k_d1', 'read_4k_d32', 'seq_write', 'ping_rtt'):
+        MICROVM_WORKLOADS.append(_on_microvm(_w, _w.name + '_microvm', _w.title))
+WORKLOADS = WORKLOADS + MICROVM_WORKLOADS
+
+
+def machine_of(w):
+    return w.params.get('machine', 'pc')
+
+
+def boot_name(machine):
+    return 'boot' if machine == 'pc' else 'boot_' + machine
+
+
+def on_machine(selected, machine):
+    """The selected workloads that run in a boot on `machine`."""
+    return [w for w in selected if machine_of(w) == machine]
+
 BY_NAME = {w.name: w for w in WORKLOADS}
 DISK_WORKLOADS = [w for w in WORKLOADS if w.kind in ('read', 'write')]
 

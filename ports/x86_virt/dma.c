@@ -207,7 +207,35 @@ MP_DEFINE_CONST_FUN_OBJ_1(x86_dma_free_obj, x86_dma_free);
 #define PCI_COMMAND             0x04
 #define PCI_COMMAND_BUS_MASTER  0x0004
 #define PCI_HEADER_TYPE_REG     0x0c
+// virtio-mmio devices have no bus master bit: a reset (Status 0, spec 4.2.2)
+// stops them. Only on machines without a PC chipset, where QEMU's microvm
+// puts its window list (on pc and q35 those addresses may be a PCI BAR).
+#define HOST_I440FX             0x12378086
+#define HOST_Q35                0x29c08086
+#define MMIO_WINDOWS            0xfeb00000u
+#define MMIO_WINDOW_SIZE        0x200
+#define MMIO_SLOTS              24
+#define MMIO_MAGIC              0x74726976  // 'virt'
+#define MMIO_DEVICE_ID          0x008
+#define MMIO_STATUS             0x070
+static void mmio_reset_all(void) {
+    uint32_t host = pci_config_read32(0, 0, 0, 0);
+    if (host == HOST_I440FX || host == HOST_Q35) {
+        return;
+    }
+    for (int n = 0; n < MMIO_SLOTS; n++) {
+        volatile uint32_t *w = (volatile uint32_t *)(MMIO_WINDOWS + n * MMIO_WINDOW_SIZE);
+        if (w[0] != MMIO_MAGIC) {
+            break;
+        }
+        if (w[MMIO_DEVICE_ID / 4] != 0) {
+            w[MMIO_STATUS / 4] = 0;
+        }
+    }
+}
+
 void dma_reclaim(void) {
+    mmio_reset_all();
     for (int bus = 0; bus < 256; bus++) {
         for (int dev = 0; dev < 32; dev++) {
             if ((pci_config_read32(bus, dev, 0, 0) & 0xffff) == 0xffff) {

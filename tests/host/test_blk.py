@@ -14,11 +14,12 @@ from virtio import blk as B, features as F
 from virtio.errors import DeviceError, VirtioError, VirtioTimeout
 
 from tests.host.models import Machine
+from tests.host.models.mmio import place
 from tests.host.models.blk import AddressingMachine, BlkModel, VIRTIO_BLK_F_DISCARD, \
     VIRTIO_BLK_F_FLUSH, DEFAULT_FEATURES, VIRTIO_BLK_F_CONFIG_WCE, VIRTIO_BLK_F_WRITE_ZEROES
 
 SECTOR = 512
-MODES = ['legacy', 'transitional', 'modern']
+MODES = ['legacy', 'transitional', 'modern', 'mmio-v1', 'mmio-v2']
 
 
 def pattern(nbytes, seed=0):
@@ -27,8 +28,7 @@ def pattern(nbytes, seed=0):
 
 def up(machine=Machine, transport=None, **model_kw):
     """(machine, model, driver) with the blk driver bound through virtio.probe."""
-    model = BlkModel(**model_kw)
-    m = machine([model])
+    m, model = place(BlkModel, machine=machine, **model_kw)
     devs = virtio.probe(m, transport)
     dev, = devs
     assert isinstance(dev, B.BlkDevice), str(dev)

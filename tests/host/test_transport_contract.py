@@ -10,8 +10,12 @@ from virtio.errors import VirtioError, VirtioTimeout
 from virtio.transport import Transport, open_transport
 from virtio.split import SplitVirtqueue
 
-from tests.host.models import RngModel
+from virtio import mmio_probe
+from virtio.mmio import MmioTransport
+
+from tests.host.models import Machine, RngModel
 from tests.host.models.bench import buf, machine_with
+from tests.host.models.mmio import MmioModel
 from tests.host.qtest import qtest_factory  # noqa: F401 (fixture)
 
 VIRTIO_ID_RNG = 4
@@ -34,11 +38,33 @@ def qtest_rng(kind):
     return open_it
 
 
+def model_mmio_rng(version):
+    def open_it(_factory):
+        model = RngModel(mode='legacy' if version == 1 else 'modern')
+        m = Machine(host_bridge=False, mmio=[MmioModel(model, version)])
+        (found,), _ = mmio_probe.discover(m)
+        return m, MmioTransport(m, found[0])
+    return open_it
+
+
+def qtest_mmio_rng(version):
+    def open_it(factory):
+        extra = [] if version == 1 else ['-global', 'virtio-mmio.force-legacy=false']
+        hw = factory(['-device', 'virtio-rng-device'] + extra, machine='microvm')
+        (found,), _ = mmio_probe.discover(hw)
+        return hw, MmioTransport(hw, found[0])
+    return open_it
+
+
 TRANSPORTS = {
     'model-legacy': model_rng('legacy'),
     'model-modern': model_rng('modern'),
+    'model-mmio-v1': model_mmio_rng(1),
+    'model-mmio-v2': model_mmio_rng(2),
     'qtest-legacy': qtest_rng('legacy'),
     'qtest-modern': qtest_rng('modern'),
+    'qtest-mmio-v1': qtest_mmio_rng(1),
+    'qtest-mmio-v2': qtest_mmio_rng(2),
 }
 
 

@@ -1,5 +1,7 @@
 """The host bench machine: guest RAM as a bytearray, a PCI bus of device
-models behind configuration mechanism #1, and port/MMIO dispatch to BARs.
+models behind configuration mechanism #1, port/MMIO dispatch to BARs,
+virtio-mmio windows at fixed addresses (as QEMU's microvm) and the two
+fw_cfg items that carry the kernel command line.
 `Machine` implements docs/hardware-interface.md exactly, so the drivers in
 drivers/virtio run on it unchanged."""
 
@@ -11,6 +13,11 @@ from tests.host.models.pci import HostBridge, PciBridge, PciBusModel
 
 CONFIG_ADDRESS = 0xCF8
 CONFIG_DATA = 0xCFC
+MICROVM_MMIO_BASE = 0xFEB00000  # QEMU's microvm virtio-mmio window list
+MMIO_WINDOW = 0x200
+MICROVM_MMIO_END = MICROVM_MMIO_BASE + 24 * MMIO_WINDOW
+FW_CFG_PORT_SEL = 0x510
+FW_CFG_PORT_DATA = 0x511
 TICKS_PERIOD = 1 << 30          # MicroPython's ticks wrap here
 FOUR_GIB = 1 << 32
 
@@ -29,10 +36,15 @@ class Machine:
     No firmware runs: BARs and bridge bus numbers start unassigned.
 
     strict: a wild port or memory access raises BusFault (it is also logged
-    in `faults`); otherwise reads see all ones and writes are dropped."""
+    in `faults`); otherwise reads see all ones and writes are dropped.
+
+    mmio: virtio-mmio window models (tests/host/models/mmio.py), each placed
+    at microvm's 0xfeb00000 + 512 * n unless it is (base, window). Reads
+    from the rest of that window list see 0, as QEMU's unassigned memory.
+    cmdline: the kernel command line fw_cfg hands out (keys 0x14/0x15)."""
 
     def __init__(self, devices=(), ram_size=8 << 20, dma_base=1 << 20,
-                 strict=True, first_slot=3, host_bridge=True):
+                 strict=True, first_slot=3, host_bridge=True, mmio=(), cmdline=''):
         self.ram = bytearray(ram_size)
         self.ram_size = ram_size
         self.dma_base = dma_base
@@ -47,6 +59,19 @@ class Machine:
             self.attach(self.root, HostBridge(), 0, 0)
         for item in devices:
             self.add(item, bus=self.root, first_slot=first_slot)
+        self.mmio = []
+        for n, item in enumerate(mmio):
+            base, window = item if isinstance(item, tuple) else (
+                MICROVM_MMIO_BASE + MMIO_WINDOW * n, item)
+            self.add_mmio(window, base)
+        self.fw_cfg = FwCfgModel(cmdline)
+
+    def add_mmio(self, window, base):
+        """Map a virtio-mmio window model at `base`."""
+        window.base = base
+        window.device.machine = self
+        self.mmio.append(window)
+        return window
 
     # -- topology -----------------------------------------------------------------
     def add(self, item, bus=None, first_slot=0):
@@ -163,6 +188,8 @@ class Machine:
     # -- port I/O ---------------------------------------------------------------------
     def _in(self, port, size):
         port &= 0xFFFF
+        if self.fw_cfg.decodes(port):
+            return self.fw_cfg.read(port, size)
         if port == CONFIG_ADDRESS and size == 4:
             return self.config_address
         if CONFIG_DATA <= port and port + size <= CONFIG_DATA + 4:
@@ -176,6 +203,9 @@ class Machine:
     def _out(self, port, size, value):
         port &= 0xFFFF
         value &= (1 << (8 * size)) - 1
+        if self.fw_cfg.decodes(port):
+            self.fw_cfg.write(port, size, value)
+            return
         if port == CONFIG_ADDRESS and size == 4:
             self.config_address = value
             return
@@ -223,8 +253,13 @@ class Machine:
         if addr < 0 or addr + size > FOUR_GIB:
             self._fault('read%d at 0x%x: beyond a 32-bit CPU' % (size * 8, addr))
             return (1 << (8 * size)) - 1
+        w = self._mmio_window(addr, size)
+        if w is not None:
+            return w.read(addr - w.base, size)
         bar, off = self._claim(self._ranges()[1], addr, size)
         if bar is None:
+            if MICROVM_MMIO_BASE <= addr < MICROVM_MMIO_END:
+                return 0            # an unused slot of the window list reads 0
             self._fault('read%d from unmapped address 0x%x' % (size * 8, addr))
             return (1 << (8 * size)) - 1
         if size == 8:
@@ -236,6 +271,10 @@ class Machine:
         if addr < 0 or addr + size > FOUR_GIB:
             self._fault('write%d 0x%x at 0x%x: beyond a 32-bit CPU' % (size * 8, value, addr))
             return
+        w = self._mmio_window(addr, size)
+        if w is not None:
+            w.write(addr - w.base, size, value)
+            return
         bar, off = self._claim(self._ranges()[1], addr, size)
         if bar is None:
             self._fault('write%d 0x%x to unmapped address 0x%x' % (size * 8, value, addr))
@@ -245,6 +284,12 @@ class Machine:
             bar.handler.write(off + 4, 4, value >> 32)
             return
         bar.handler.write(off, size, value)
+
+    def _mmio_window(self, addr, size):
+        for w in self.mmio:
+            if w.base <= addr and addr + size <= w.base + w.size:
+                return w
+        return None
 
     def read8(self, addr):
         return self._mread(addr, 1)
@@ -318,7 +363,7 @@ class Machine:
     def idle(self):
         """Let devices with deferred work make progress (called whenever the
         driver looks at the clock, i.e. while it waits)."""
-        for dev in self.all_functions():
+        for dev in self.all_functions() + self.mmio:
             tick = getattr(dev, 'tick', None)
             if tick is not None:
                 tick()
@@ -341,3 +386,40 @@ def _inside(windows, kind, base, size):
         if wkind == kind and wbase <= base and base + size - 1 <= wlimit:
             return True
     return False
+
+
+class FwCfgModel:
+    """QEMU's fw_cfg I/O interface (docs/specs/fw_cfg.rst), just the items
+    a driver here reads: the signature and the kernel command line."""
+
+    SIGNATURE, CMDLINE_SIZE, CMDLINE_DATA = 0x00, 0x14, 0x15
+
+    def __init__(self, cmdline=''):
+        self.cmdline = cmdline
+        self.key = 0
+        self.pos = 0
+
+    def decodes(self, port):
+        return port in (FW_CFG_PORT_SEL, FW_CFG_PORT_DATA)
+
+    def _item(self):
+        data = self.cmdline.encode() + b'\0' if self.cmdline else b''
+        if self.key == self.SIGNATURE:
+            return b'QEMU'
+        if self.key == self.CMDLINE_SIZE:
+            return len(data).to_bytes(4, 'little')
+        if self.key == self.CMDLINE_DATA:
+            return data
+        return b''
+
+    def read(self, port, size):
+        if port != FW_CFG_PORT_DATA or size != 1:
+            return 0
+        item = self._item()
+        v = item[self.pos] if self.pos < len(item) else 0
+        self.pos += 1
+        return v
+
+    def write(self, port, size, value):
+        if port == FW_CFG_PORT_SEL:
+            self.key, self.pos = value, 0
