@@ -357,6 +357,18 @@ class Guest:
             raise GuestError(err, out)
         return out
 
+    def interrupt_after(self, code, delay, timeout=10):
+        """Start `code` in the raw REPL and send Ctrl-C `delay` seconds later, as
+        a user would; returns the traceback it ended with ('' if it had ended)."""
+        self._send_code(code)
+        self.read_until(b'OK', timeout)
+        time.sleep(delay)
+        self.write(CTRL_C)
+        self.read_until(CTRL_D, timeout)
+        err = self.read_until(CTRL_D, timeout)[:-1]
+        self.read_until(b'>', timeout)
+        return err.decode('utf-8', 'replace')
+
     def eval(self, expr, timeout=10):
         """The repr() of a Python expression evaluated in the guest, parsed back
         on the host with ast.literal_eval (ints, floats, str, bytes, tuples...)."""

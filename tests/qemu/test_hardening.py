@@ -2,6 +2,8 @@
 notification (KeyboardInterrupt or MemoryError raised inside the transport's notify, as a
 Ctrl-C landing there would), buffers of every array typecode, and things that are not
 buffers. After each, the device works and the bytes are right."""
+import random
+
 import pytest
 
 from tests.qemu import harness
@@ -103,3 +105,31 @@ for bad in ([0] * 512, tuple(range(512)), range(512), 'x' * 512, None):
 print(errs, blk.in_flight, blk.read(0, 1) == bytes(range(256)) * 2)
 ''', timeout=60)
     assert out.strip() == '[] 0 True'
+
+
+# Issue 17: a real Ctrl-C (the serial line's 0x03) at random moments into loops that
+# use each device; after every one the device must still work and the data be right.
+LOOPS = {
+    'blk': 'k = 0\nb = bytearray(512)\nwhile True:\n    blk.readinto(k % 64, b)\n    k += 1',
+    'net': 'f = b"\\xff" * 6 + net.mac + b"\\x08\\x06" + bytes(46)\n'
+           'while True:\n    net.send(f)',
+    'console': 'p = virtio.find("console").console()\nwhile True:\n    p.write(b"x" * 200)',
+}
+CHECKS = {
+    'blk': 'print(blk.read(7, 2) == bytes(range(256)) * 4 and blk.in_flight == 0)',
+    'net': 'f = b"\\xff" * 6 + net.mac + b"\\x08\\x06" + bytes(46)\n'
+           'for i in range(3 * net.tx_count):\n    net.send(f)\n'
+           'print(net.counters()["tx_errors"] == 0)',
+    'console': 'print(virtio.find("console").console().write(b"y" * 300) == 300)',
+}
+
+
+@pytest.mark.parametrize('kind', ['blk', 'net', 'console'])
+def test_a_real_ctrl_c_at_random_moments_never_wedges_the_device(g, kind):
+    rnd = random.Random('ctrl-c ' + kind)
+    interrupted = 0
+    for _ in range(20):
+        err = g.interrupt_after(LOOPS[kind], rnd.uniform(0.0, 0.08))
+        interrupted += 'KeyboardInterrupt' in err
+        assert g.exec(CHECKS[kind], timeout=20).strip() == 'True'
+    assert interrupted == 20
