@@ -104,22 +104,25 @@ def transmitq(port_id):
     return PORT0_TRANSMITQ if port_id == 0 else 3 + 2 * port_id
 
 
-def transmitted(dev, q):
-    """The tokens of the transmit buffers the device has finished with.
-    On the legacy interface the used length of a transmitq or the control
-    transmitq is ignored (5.3.6 "Legacy Interface: Device Operation": some
-    devices put the buffer's length there)."""
-    done = []
+def free_buffer(dev, q, n):
+    """A transmit buffer (0..n-1) the device is not holding, or None: every
+    finished one taken off the ring first. Which are free is read from the
+    queue itself (the tokens of its requests in flight), so a call cut short
+    by a Ctrl-C can lose none. On the legacy interface the used length of a
+    transmitq or the control transmitq is ignored (5.3.6 "Legacy Interface:
+    Device Operation": some devices put the buffer's length there)."""
     while True:
         try:
-            r = q.pop()
+            if q.pop() is None:
+                break
         except DeviceError as e:
             if e.token is None or not dev.transport.legacy_interface:
                 raise
-            r = (e.token, 0)
-        if r is None:
-            return done
-        done.append(r[0])
+    busy = q.tokens()
+    for k in range(n):
+        if k not in busy:
+            return k
+    return None
 
 
 class Port:
@@ -144,7 +147,6 @@ class Port:
         hw = self.hw
         self._rx = hw.dma_alloc(RX_BUFFERS * RX_BUFFER_SIZE, 16)
         self._tx = hw.dma_alloc(TX_BUFFERS * TX_BUFFER_SIZE, 16)
-        self._tx_free = list(range(TX_BUFFERS))
         self._ready = []            # [slot, offset, length] received, not yet read
         for slot in range(RX_BUFFERS):
             self._post(slot)        # kicked once the device may be notified
@@ -307,22 +309,19 @@ class Port:
         return len(out)
 
     # -- transmitting (5.3.6 step 1) ----------------------------------------------
-    def _tx_collect(self):
-        self._tx_free.extend(transmitted(self.dev, self.txq))
-
     def _tx_slot(self, timeout_ms, done, total):
         """A free transmit buffer, waiting up to timeout_ms for the device
         to finish with one."""
-        self._tx_collect()
-        if self._tx_free:
-            return self._tx_free.pop()
+        slot = free_buffer(self.dev, self.txq, TX_BUFFERS)
+        if slot is not None:
+            return slot
         deadline = Deadline(self.hw, timeout_ms)
         while True:
             self.dev.poll()
             self._usable()
-            self._tx_collect()
-            if self._tx_free:
-                return self._tx_free.pop()
+            slot = free_buffer(self.dev, self.txq, TX_BUFFERS)
+            if slot is not None:
+                return slot
             if deadline.expired():
                 raise VirtioTimeout('%s port %d: the host took no data for %d ms '
                                     '(%d of %d bytes written)'
@@ -353,14 +352,14 @@ class Port:
     def flush(self, timeout_ms=DEFAULT_TIMEOUT_MS):
         """Wait until the device has taken every buffer written."""
         deadline = Deadline(self.hw, timeout_ms)
-        self._tx_collect()
-        while len(self._tx_free) < TX_BUFFERS:
+        free_buffer(self.dev, self.txq, TX_BUFFERS)
+        while self.txq.in_flight:
             self.dev.poll()
             if deadline.expired():
                 raise VirtioTimeout('%s port %d: %d writes still in flight after %d ms'
-                                    % (self.dev.label(), self.id,
-                                       TX_BUFFERS - len(self._tx_free), timeout_ms))
-            self._tx_collect()
+                                    % (self.dev.label(), self.id, self.txq.in_flight,
+                                       timeout_ms))
+            free_buffer(self.dev, self.txq, TX_BUFFERS)
 
     # -- open and close (5.3.6.2, PORT_OPEN) -------------------------------------
     def open(self):
@@ -430,7 +429,7 @@ class ConsoleDevice(VirtioDevice):
         for slot in range(n):
             self._ctl_post(slot)
         self._ctl_tx = hw.dma_alloc(CONTROL_TX_BUFFERS * CONTROL_SIZE, 16)
-        self._ctl_tx_free = list(range(min(CONTROL_TX_BUFFERS, self.ctl_txq.size)))
+        self._ctl_tx_count = min(CONTROL_TX_BUFFERS, self.ctl_txq.size)
         self._scratch = bytearray(CONTROL_SIZE)
 
     def init(self):
@@ -515,13 +514,12 @@ class ConsoleDevice(VirtioDevice):
         q = self.ctl_txq
         deadline = Deadline(self.hw, DEFAULT_TIMEOUT_MS)
         while True:
-            self._ctl_tx_free.extend(transmitted(self, q))
-            if self._ctl_tx_free:
+            slot = free_buffer(self, q, self._ctl_tx_count)
+            if slot is not None:
                 break
             if deadline.expired():
                 raise VirtioTimeout('%s: the device took no control message for %d ms'
                                     % (self.label(), DEFAULT_TIMEOUT_MS))
-        slot = self._ctl_tx_free.pop()
         addr = self._ctl_tx + slot * CONTROL_SIZE
         struct.pack_into(CONTROL_FORMAT, self._scratch, 0, port_id, event, value)
         self.hw.write(addr, self._scratch)

@@ -29,7 +29,6 @@ CONFIG_MSIX = const(0x18)            # device config, MSI-X enabled
 
 QUEUE_ALIGN = const(4096)            # legacy "Queue Align" on PCI
 QUEUE_ADDRESS_SHIFT = const(12)
-MAX_QUEUES = const(1024)             # bound on the num_queues probe
 
 REGISTER_NAMES = {
     DEVICE_FEATURES: 'device_feature', DRIVER_FEATURES: 'driver_feature',
@@ -100,13 +99,7 @@ class LegacyTransport(transport.PciTransport):
 
     # -- queues -------------------------------------------------------------------
     def num_queues(self):
-        # No register says it: queues exist while queue_size reads non-zero.
-        if self._num_queues is None:
-            n = 0
-            while n < MAX_QUEUES and self.queue_max_size(n):
-                n += 1
-            self._num_queues = n
-        return self._num_queues
+        return self._count_queues()
 
     def queue_max_size(self, i):
         self.regs.w16(QUEUE_SELECT, i)

@@ -49,7 +49,6 @@ VERSION_LEGACY = const(1)
 VERSION_MODERN = const(2)
 PAGE_SIZE = const(4096)              # what we write to GuestPageSize
 PAGE_SHIFT = const(12)
-MAX_QUEUES = const(1024)             # bound on the num_queues probe (no register says it)
 
 REGISTER_NAMES = {
     MAGIC: 'MagicValue', VERSION: 'Version', DEVICE_ID: 'DeviceID', VENDOR_ID: 'VendorID',
@@ -166,13 +165,7 @@ class MmioTransport(transport.Transport):
 
     # -- queues (4.2.3.2) ----------------------------------------------------------------
     def num_queues(self):
-        # No register says it: queues exist while QueueNumMax reads non-zero.
-        if self._num_queues is None:
-            n = 0
-            while n < MAX_QUEUES and self.queue_max_size(n):
-                n += 1
-            self._num_queues = n
-        return self._num_queues
+        return self._count_queues()
 
     def queue_max_size(self, i):
         self.regs.w32(QUEUE_SEL, i)

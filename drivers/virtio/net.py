@@ -202,6 +202,7 @@ class NetDevice(VirtioDevice):
         self.filter_error = None    # why the device could not filter for us, if so
         self.tx_timeout_ms = TX_TIMEOUT_MS
         self._held = None           # a received frame whose recv() was cut short
+        self._rx_cut = self._tx_cut = False     # a receive / reclaim was cut short
         self.ctrl_timeout_ms = CTRL_TIMEOUT_MS
         self.reset_counters()
 
@@ -377,10 +378,10 @@ class NetDevice(VirtioDevice):
         q = self._txq
         if not q[Q_NSTACK] and not self.reclaim():
             self._wait_transmit()
-        q[Q_NSTACK] -= 1                # a free transmit buffer off the stack
-        i = q[Q_WORDS + q[Q_NSTACK]]
+        i = q[Q_WORDS + q[Q_NSTACK] - 1]    # the free buffer on top of the stack
         self.hw.write(self._tx_base + i * self._tx_room + self.hdr_len, frame)
         self._tx_post(q, i, n)
+        q[Q_NSTACK] -= 1                # off the stack once posted: no jump in between
         self._kick(self._tx_ring, TRANSMITQ)
         self.tx_packets += 1
         self.tx_bytes += n
@@ -438,9 +439,30 @@ class NetDevice(VirtioDevice):
             raise
 
     def _receive(self):
-        """One frame from the receiveq, or None. Completions the device got
-        wrong are counted and their buffers recycled; a used id that names
-        no buffer in flight leaves the ring unusable and raises DeviceError."""
+        """One frame from the receiveq, or None. A receive cut short (a
+        Ctrl-C between taking a used buffer and putting it back) is noticed
+        by the next one, which finds the buffers it left out (_recover)."""
+        if self._rx_cut:
+            self._recover(self._rxq, self._rx_ring)
+        self._rx_cut = True
+        frame = self._receive_one()
+        self._rx_cut = False
+        return frame
+
+    def _recover(self, q, ring):
+        """After a call cut short: every buffer neither with the device (the
+        ring's books) nor on the stack goes back on the stack."""
+        words = self._steps.RING_WORDS
+        stacked = [q[Q_WORDS + k] for k in range(q[Q_NSTACK])]
+        for i in range(q[Q_N]):
+            if not ring[words + i] and i not in stacked:
+                q[Q_WORDS + q[Q_NSTACK]] = i
+                q[Q_NSTACK] += 1
+
+    def _receive_one(self):
+        """One frame, or None. Completions the device got wrong are counted
+        and their buffers recycled; a used id that names no buffer in flight
+        leaves the ring unusable and raises DeviceError."""
         q = self._rxq
         ring = self._rx_ring
         hl = self.hdr_len
@@ -586,12 +608,17 @@ class NetDevice(VirtioDevice):
             self._post(self.hw, self._tx_ring, i, 1, 0, a, hl + n, 0)
 
     def _tx_reclaim(self, q):
-        """Every used transmit buffer back on the free stack; how many."""
+        """Every used transmit buffer back on the free stack; how many. A
+        reclaim cut short is mended by the next (see _receive)."""
         pop, hw, ring, name = self._pop, self.hw, self._tx_ring, self._tx_name
+        if self._tx_cut:
+            self._recover(q, ring)
+        self._tx_cut = True
         n = 0
         while True:
             i = pop(hw, ring, name)
             if i < 0:
+                self._tx_cut = False
                 return n
             q[Q_WORDS + q[Q_NSTACK]] = i
             q[Q_NSTACK] += 1

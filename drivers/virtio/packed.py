@@ -30,7 +30,7 @@ from array import array
 
 from virtio.errors import DeviceError, VirtioError
 from virtio.virtqueue import (DEFAULT_INDIRECT_MAX, DESC_SIZE, VIRTQ_DESC_F_INDIRECT,
-                              VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, Virtqueue, desc_flag_names,
+                              VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, Steps, Virtqueue, desc_flag_names,
                               desc_table)
 
 VIRTQ_DESC_F_AVAIL = const(0x80)
@@ -153,14 +153,21 @@ def put(hw, st, table, addr, length, bid, flags):
     return st[RING_DESC] + off + D_FLAGS
 
 
-def make_available(hw, st, first, flags, before):
-    """Write the first descriptor's flags (2.8.6: they make the whole list
-    available). If that write fails, nothing was handed over: the ring
-    positions go back to `before` (next avail, wrap counter, added)."""
+def make_available(hw, st, slot, held, first, flags, before):
+    """Book buffer `slot` as with the device (it holds `held` ring
+    descriptors), then write the first descriptor's flags (2.8.6: they make
+    the whole list available): so no moment has the device holding a buffer
+    the books do not know (a Ctrl-C arrives at a jump). If the write fails,
+    nothing was handed over: the books and the ring positions go back to
+    `before` (next avail, wrap counter, added)."""
+    st[RING_WORDS + slot] = held
+    st[RING_IN_FLIGHT] += 1
     try:
         hw.barrier()
         hw.write16(first, flags)
     except BaseException:
+        st[RING_WORDS + slot] = 0
+        st[RING_IN_FLIGHT] -= 1
         st[RING_NEXT_AVAIL], st[RING_AVAIL_WRAP], st[RING_ADDED] = before
         raise
 
@@ -194,9 +201,7 @@ def post(hw, st, slot, count, j, addr, length, flags):
             else:
                 put(hw, st, table, hw.read64(d + D_ADDR), hw.read32(d + D_LEN), slot, f)
         held = count
-    make_available(hw, st, first, first_flags, before)
-    st[RING_WORDS + slot] = held
-    st[RING_IN_FLIGHT] += 1
+    make_available(hw, st, slot, held, first, first_flags, before)
 
 
 def publish(hw, st):
@@ -229,16 +234,22 @@ def kicked(st):
     st[RING_ADDED] = 0
 
 
+def used_ready(hw, st):
+    """Whether the descriptor at the next used position is a used one (its
+    AVAIL and USED bits both equal to the used wrap counter, 2.8.1)."""
+    flags = hw.read16(st[RING_DESC] + DESC_SIZE * st[RING_NEXT_USED] + D_FLAGS)
+    used = 1 if flags & VIRTQ_DESC_F_USED else 0
+    return used == st[RING_USED_WRAP] and (1 if flags & VIRTQ_DESC_F_AVAIL else 0) == used
+
+
 def pop(hw, st, name):
     """The buffer ID of the next used descriptor (2.8.14), its length in
     st[RING_LEN]; -1 if there is none. DeviceError, before anything
     changes, when the ID is not a buffer with the device."""
+    if not used_ready(hw, st):
+        return -1
     nxt = st[RING_NEXT_USED]
     at = st[RING_DESC] + DESC_SIZE * nxt
-    flags = hw.read16(at + D_FLAGS)
-    used = 1 if flags & VIRTQ_DESC_F_USED else 0
-    if used != st[RING_USED_WRAP] or (1 if flags & VIRTQ_DESC_F_AVAIL else 0) != used:
-        return -1
     hw.barrier()        # the descriptor is read after its flags
     bid = hw.read16(at + D_ID)
     if bid >= st[RING_NSLOTS] or not st[RING_WORDS + bid]:
@@ -347,13 +358,17 @@ class PackedVirtqueue(Virtqueue):
                     else:
                         put(hw, st, self._ring, addr, length, bid, f)
             held = n
-        make_available(hw, st, first, first_flags, before)
         self._id_free = self._id_next[bid]
         self._wlen[bid] = wlen
         self._tokens[bid] = token
-        st[RING_WORDS + bid] = held
-        st[RING_IN_FLIGHT] += 1
         self.num_free -= held
+        try:
+            make_available(hw, st, bid, held, first, first_flags, before)
+        except BaseException:
+            self._id_free = bid
+            self._tokens[bid] = None
+            self.num_free += held
+            raise
         return bid
 
     def kick(self):
@@ -372,9 +387,11 @@ class PackedVirtqueue(Virtqueue):
         if self.owner is not None:
             self._owned('pop')
         st = self.st
-        bid = pop(self.hw, st, self.name)
-        if bid < 0:
+        if not used_ready(self.hw, st):
             return None
+        # From here on no jump until the books are right (a Ctrl-C arrives at
+        # a jump): the descriptor taken, its ID back on the free list.
+        bid = pop(self.hw, st, self.name)
         length = st[RING_LEN]
         token = self._tokens[bid]
         wlen = self._wlen[bid]
@@ -452,17 +469,7 @@ _F_INDIRECT = const(4)      # VIRTQ_DESC_F_INDIRECT
 _DESC = const(16)           # DESC_SIZE
 
 
-class PlainSteps:
-    """The plain steps as one object, whatever runs: a test in the image runs
-    the same scenario through these and through the viper ones."""
-    use_slots = staticmethod(use_slots)
-    build = staticmethod(build)
-    set_desc = staticmethod(set_desc)
-    post = staticmethod(post)
-    publish = staticmethod(publish)
-    kicked = staticmethod(kicked)
-    pop = staticmethod(pop)
-
+PlainSteps = Steps(use_slots, build, set_desc, post, publish, kicked, pop)
 
 try:
     import micropython
@@ -471,7 +478,6 @@ except ImportError:
     NATIVE = False
 
 if NATIVE:
-    _plain_pop = pop
 
     @micropython.viper
     def _set_desc(hw, st, slot: int, j: int, addr: uint, length: uint, flags: int):
@@ -488,17 +494,9 @@ if NATIVE:
     @micropython.viper
     def _post(hw, st, slot: int, count: int, j: int, addr: uint, length: uint, flags: int):
         s = ptr32(st)
-        per = int(s[RING_PER])
-        chain = s[RING_CHAINS] + uint(slot * per * _DESC)
+        chain = s[RING_CHAINS] + uint(slot * int(s[RING_PER]) * _DESC)
         if j >= 0:
-            keep = _F_WRITE
-            if not s[RING_INDIRECT]:
-                keep = _F_WRITE | _F_NEXT
-            d = ptr32(chain + uint(j * _DESC))
-            d[0] = addr
-            d[1] = 0
-            d[2] = length
-            d[3] = (flags & keep) << 16
+            _set_desc(hw, st, slot, j, addr, length, flags)
         size = int(s[RING_SIZE])
         ring = s[RING_DESC]
         nxt = int(s[RING_NEXT_AVAIL])
@@ -570,7 +568,7 @@ if NATIVE:
             return -1
         bid = int(ptr16(at + D_ID)[0])
         if uint(bid) >= uint(s[RING_NSLOTS]) or not s[RING_WORDS + bid]:
-            return int(_plain_pop(hw, st, name))        # raises the DeviceError
+            return int(PlainSteps.pop(hw, st, name))        # raises the DeviceError
         s[RING_LEN] = ptr32(at + D_LEN)[0]
         held = int(s[RING_WORDS + bid])
         nxt += held

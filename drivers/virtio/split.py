@@ -31,7 +31,7 @@ from array import array
 
 from virtio.errors import DeviceError, VirtioError
 from virtio.virtqueue import (DEFAULT_INDIRECT_MAX, DESC_SIZE, VIRTQ_DESC_F_INDIRECT,
-                              VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, Virtqueue, desc_flag_names,
+                              VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, Steps, Virtqueue, desc_flag_names,
                               desc_table, need_event)
 
 # struct virtq_desc (2.7.5): addr, len, flags, next.
@@ -265,6 +265,7 @@ class SplitVirtqueue(Virtqueue):
         self._free_head = 0
         self.num_free = size
         self._wlen = [0] * size       # per head: device-writable bytes
+        self._last = [0] * size       # per head: its chain's last descriptor
         self._tokens = [None] * size
         self._ring = desc_table(hw, self.desc, DESC_SIZE * size)
         self._alloc_indirect()
@@ -326,6 +327,7 @@ class SplitVirtqueue(Virtqueue):
                     i += 1
             self._ring.put(head * DESC_SIZE, self.indirect + toff, n * DESC_SIZE,
                            VIRTQ_DESC_F_INDIRECT, 0)
+            last = head
             after = self._next[head]
         else:
             ring = self._ring
@@ -339,10 +341,14 @@ class SplitVirtqueue(Virtqueue):
                              flags | (VIRTQ_DESC_F_NEXT if k < n else 0), nxt[i] if k < n else 0)
                     if flags:
                         wlen += length
+                    last = i
                     i = nxt[i]
             after = i
         self._wlen[head] = wlen
+        self._last[head] = last
         self._tokens[head] = token
+        # From here on no jump: nothing can cut in between (a Ctrl-C arrives
+        # at a jump in MicroPython's VM) the hand-over and the bookkeeping.
         post(self.hw, self.st, head, need, -1, 0, 0, 0)
         self._free_head = after
         self.num_free -= need
@@ -366,28 +372,22 @@ class SplitVirtqueue(Virtqueue):
         if self.owner is not None:
             self._owned('pop')
         st = self.st
-        head = pop(self.hw, st, self.name)
-        if head < 0:
+        if self.hw.read16(self.used + USED_IDX) == st[RING_LAST_USED]:
             return None
+        # From here on no jump until the books are right (a Ctrl-C arrives at
+        # a jump): the element taken, its chain back on the free list.
+        head = pop(self.hw, st, self.name)
         length = st[RING_LEN]
         token = self._tokens[head]
         wlen = self._wlen[head]
         self._tokens[head] = None
-        self._free(head, st[RING_FREED])
+        self._next[self._last[head]] = self._free_head
+        self._free_head = head
+        self.num_free += st[RING_FREED]
         if length > wlen:
             raise DeviceError('%s: used length %d for head %d exceeds its %d writable bytes'
                               % (self.name, length, head, wlen), token)
         return token, length
-
-    def _free(self, head, n):
-        # A direct chain holds n descriptors linked through the free-list
-        # links it was taken along; an indirect one holds just its head.
-        last = head
-        for _ in range(n - 1):
-            last = self._next[last]
-        self._next[last] = self._free_head
-        self._free_head = head
-        self.num_free += n
 
     # -- learning aid ---------------------------------------------------------------------------
     def dump(self, write=print):
@@ -480,17 +480,7 @@ _F_INDIRECT = const(4)      # VIRTQ_DESC_F_INDIRECT
 _DESC = const(16)           # DESC_SIZE
 
 
-class PlainSteps:
-    """The plain steps as one object, whatever runs: a test in the image runs
-    the same scenario through these and through the viper ones."""
-    use_slots = staticmethod(use_slots)
-    build = staticmethod(build)
-    set_desc = staticmethod(set_desc)
-    post = staticmethod(post)
-    publish = staticmethod(publish)
-    kicked = staticmethod(kicked)
-    pop = staticmethod(pop)
-
+PlainSteps = Steps(use_slots, build, set_desc, post, publish, kicked, pop)
 
 try:
     import micropython
@@ -499,7 +489,6 @@ except ImportError:
     NATIVE = False
 
 if NATIVE:
-    _plain_pop = pop
 
     @micropython.viper
     def _build(hw, st, template):
@@ -554,17 +543,7 @@ if NATIVE:
     def _post(hw, st, slot: int, count: int, j: int, addr: uint, length: uint, flags: int):
         s = ptr32(st)
         if j >= 0:
-            per = int(s[RING_PER])
-            first = 0
-            if not s[RING_INDIRECT]:
-                first = slot * per
-            d = ptr32(s[RING_CHAINS] + uint((slot * per + j) * _DESC))
-            d[0] = addr
-            d[1] = 0
-            d[2] = length
-            if flags & _F_NEXT:
-                flags |= (first + j + 1) << 16
-            d[3] = flags
+            _set_desc(hw, st, slot, j, addr, length, flags)
         i = int(s[RING_AVAIL_IDX])
         ptr16(s[RING_AVAIL] + AVAIL_RING)[i & int(s[RING_MASK])] = slot * int(s[RING_STRIDE])
         s[RING_WORDS + slot] = count
@@ -599,7 +578,7 @@ if NATIVE:
         if idx == last:
             return -1
         if ((idx - last) & 0xFFFF) > int(s[RING_IN_FLIGHT]):
-            return int(_plain_pop(hw, st, name))        # raises the DeviceError
+            return int(PlainSteps.pop(hw, st, name))        # raises the DeviceError
         elem = ptr32(used + USED_RING + uint(USED_ELEM * (last & int(s[RING_MASK]))))
         head = int(elem[0])
         stride = int(s[RING_STRIDE])
@@ -609,7 +588,7 @@ if NATIVE:
             if slot * stride != head:
                 slot = int(s[RING_NSLOTS])
         if uint(slot) >= uint(s[RING_NSLOTS]) or not s[RING_WORDS + slot]:
-            return int(_plain_pop(hw, st, name))        # raises the DeviceError
+            return int(PlainSteps.pop(hw, st, name))        # raises the DeviceError
         s[RING_LEN] = elem[1]
         s[RING_LAST_USED] = (last + 1) & 0xFFFF
         s[RING_FREED] = s[RING_WORDS + slot]

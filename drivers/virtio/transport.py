@@ -36,6 +36,7 @@ MODERN_FIRST = const(0x1040)
 MODERN_LAST = const(0x107F)
 
 RESET_TIMEOUT_MS = const(1000)
+MAX_QUEUES = const(1024)             # bound on counting queues by their size
 
 
 def status_names(v):
@@ -102,6 +103,7 @@ class Transport:
         self.hw = hw
         self.feature_table = None     # device-specific feature names, for trace
         self.config_length = 0
+        self._num_queues = None       # counted once where no register says it
         self._raw = {}                # region name -> untraced window
         self._open(location)
         self._windows()
@@ -167,6 +169,16 @@ class Transport:
     def queue_max_size(self, i):
         """Queue i's maximum size; 0 when the queue does not exist."""
         raise NotImplementedError
+
+    def _count_queues(self):
+        # For transports where no register says it (legacy PCI, MMIO): the
+        # queues are those whose maximum size reads non-zero, counted once.
+        if self._num_queues is None:
+            n = 0
+            while n < MAX_QUEUES and self.queue_max_size(n):
+                n += 1
+            self._num_queues = n
+        return self._num_queues
 
     def enable_queue(self, i, size, desc, driver, device):
         """Tell the device where queue i's descriptor area, driver area and

@@ -40,6 +40,21 @@ DEFAULT_INDIRECT_MAX = const(8)
 DEFAULT_TIMEOUT_MS = const(1000)
 
 
+class Steps:
+    """A ring format's steps as one object (each format's module keeps its
+    plain ones in PlainSteps, whatever runs: a test in the image runs the same
+    scenario through those and through the viper ones)."""
+
+    def __init__(self, use_slots, build, set_desc, post, publish, kicked, pop):
+        self.use_slots = use_slots
+        self.build = build
+        self.set_desc = set_desc
+        self.post = post
+        self.publish = publish
+        self.kicked = kicked
+        self.pop = pop
+
+
 def desc_flag_names(flags):
     out = []
     if flags & VIRTQ_DESC_F_NEXT:
@@ -167,6 +182,10 @@ class Virtqueue:
     def in_flight(self):
         """Requests the device holds."""
         return self.st[RING_IN_FLIGHT]
+
+    def tokens(self):
+        """The tokens of the requests in flight (those given one)."""
+        return [t for t in self._tokens if t is not None]
 
     def _init_bookkeeping(self):
         self.notifications = 0
