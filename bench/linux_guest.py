@@ -41,7 +41,7 @@ def run(info, master_disk, work_dir, selected, timeout=150, log=print, machine='
     """Boot once, run the selected workloads; {name: {'value', 'error', ...}}. On
     microvm the devices are virtio-mmio (QEMU lists them on the kernel command line)
     and the boot figure is boot_microvm."""
-    if machine != 'pc' and not info.get('virtio_mmio_cmdline'):
+    if machine == qemu.MICROVM and not info.get('virtio_mmio_cmdline'):
         # Tried: with ACPI on instead, this kernel stalls early in boot under TCG.
         why = 'the reference kernel reads no virtio_mmio.device= (no VIRTIO_MMIO_CMDLINE_DEVICES)'
         return {w.name: {'value': None, 'error': why, 'na': True} for w in selected}

@@ -142,16 +142,16 @@ def run(image, master_disk, work_dir, selected, timeout=240, log=print, machine=
     machine other than pc the workloads run as a script (run_script)."""
     disk = os.path.join(work_dir, 'ours-disk.img')
     shutil.copyfile(master_disk, disk)
-    if machine != 'pc':
+    if machine == qemu.MICROVM:
         results, text = run_script(image, disk, work_dir, selected, machine, timeout)
         return collect(results, text, selected, disk)
     port = qemu.free_udp_port()
-    args = qemu.MACHINE_FLAGS + qemu.devices(disk, port) + ['-kernel', image]
+    args = qemu.machine_flags(machine) + qemu.devices(disk, port, machine) + ['-kernel', image]
     results = {}
     texts = []
     with qemu.Qemu(args, timeout) as q:
         _, t_ready = q.expect(re.escape(READY), 60)
-        results['boot'] = boot_figure(q.output(), t_ready)
+        results[W.boot_name(machine)] = boot_figure(q.output(), t_ready)
         repl = RawRepl(q)
         repl.enter()
         out, err = repl.run(guest_source('ours_blk.py') + '\nblk = find_blk()\n')
