@@ -17,6 +17,18 @@ Misbehaviours, one knob each (`misbehave=` or set `.misbehave` later):
   'needs_reset'        a notification sets DEVICE_NEEDS_RESET, nothing runs
   'garbage_config'     device config reads as all ones
   'stuck_reset'        device_status never reads 0 after a reset
+  'irq_storm'          every MSI-X message is sent IRQ_STORM times; INTx stays
+                       asserted after the ISR read
+  'empty_irq'          a notification raises a queue interrupt before anything is
+                       in the used ring
+  'no_irq'             no interrupt at all (the driver's deadline must end its wait)
+  'refuse_msix'        config_msix_vector / queue_msix_vector read back NO_VECTOR
+
+Interrupts (4.1.4.5, 4.1.4.8): with MSI-X enabled an event sends the message of the
+table entry its vector register names (none for NO_VECTOR; a masked entry sets its
+pending bit and is sent when unmasked); otherwise INTx is asserted (unless the command
+register's INTx disable bit is set) until the ISR status is read. Used-buffer events
+follow the ring's notification suppression (rings.py: push() says whether to notify).
 """
 
 import random
@@ -73,6 +85,10 @@ COMMON_REGS = {
     0x38: (2, 'queue_notify_data'), 0x3A: (2, 'queue_reset'),
 }
 NO_VECTOR = 0xFFFF
+IRQ_STORM = 100                 # messages per event with misbehave='irq_storm'
+COMMAND_INTX_DISABLE = 0x400
+MSIX_TABLE_OFF, MSIX_PBA_OFF = 0x000, 0x800     # in BAR1, as QEMU
+MSIX_ENTRY = 16
 
 
 class QueueState:
@@ -107,6 +123,21 @@ class _Region:
 
     def write(self, off, size, value):
         self.model.modern_write(off, size, value)
+
+
+class _MsixTable(RamBacked):
+    """BAR1: the MSI-X table and PBA; unmasking an entry sends what it held."""
+
+    def __init__(self, model):
+        RamBacked.__init__(self, 0x1000)
+        self.model = model
+
+    def write(self, off, size, value):
+        if off >= MSIX_PBA_OFF:
+            return                  # the PBA is read-only
+        RamBacked.write(self, off, size, value)
+        if off % MSIX_ENTRY == 12 and not value & 1:
+            self.model.msix_unmasked(off // MSIX_ENTRY)
 
 
 class _Legacy:
@@ -183,7 +214,8 @@ class VirtioPciModel(PciDevice):
         self._state_reset()
         # BAR1: the MSI-X table and PBA (as QEMU). Vectors: queues + config.
         nvec = msix_vectors if msix_vectors is not None else len(queue_sizes) + 1
-        self.msix = RamBacked(0x1000)
+        self.msix = _MsixTable(self)
+        self.msix_vectors = nvec
         self.add_bar(1, 0x1000, 'mem32', handler=self.msix)
         if mode != 'modern':
             size = 32
@@ -232,6 +264,8 @@ class VirtioPciModel(PciDevice):
         self.legacy_in_use = False
         for q in self.queues:
             q.reset()
+        if getattr(self, 'machine', None) is not None:
+            self.machine.set_intx(self, False)
 
     # -- helpers for tests -------------------------------------------------------
     @property
@@ -249,11 +283,56 @@ class VirtioPciModel(PciDevice):
         self.config_generation = (self.config_generation + 1) & 0xFF
         self.isr |= 2
         self.config_interrupts += 1
+        self.interrupt(self.config_msix_vector)
 
     def set_needs_reset(self):
         self.status |= DEVICE_NEEDS_RESET
         self.isr |= 2
         self.config_interrupts += 1
+        self.interrupt(self.config_msix_vector)
+
+    # -- interrupts (4.1.4.5, 4.1.4.8) ------------------------------------------------
+    def interrupt(self, entry):
+        """Signal an event whose ISR bit is already set: an MSI-X message through
+        table entry `entry`, or INTx."""
+        if self.misbehave == 'no_irq' or self.machine is None:
+            return
+        if self._msix_enabled():
+            if entry == NO_VECTOR or entry >= self.msix_vectors:
+                return
+            for _ in range(IRQ_STORM if self.misbehave == 'irq_storm' else 1):
+                self._msix_send(entry)
+        elif not self.command() & COMMAND_INTX_DISABLE:
+            self.machine.set_intx(self, True)
+
+    def _msix_send(self, entry):
+        base = MSIX_TABLE_OFF + MSIX_ENTRY * entry
+        t = self.msix
+        if self.config[self.msix_cap + 3] & 0x40 or t.read(base + 12, 4) & 1:
+            bit = MSIX_PBA_OFF + entry // 8
+            t.data[bit] = t.data.get(bit, 0) | 1 << (entry % 8)
+            return
+        address = t.read(base, 4) | t.read(base + 4, 4) << 32
+        self.machine.msi_write(address, t.read(base + 8, 4))
+
+    def msix_unmasked(self, entry):
+        """A table entry was unmasked: a message held in its pending bit goes out."""
+        t = self.msix
+        bit = MSIX_PBA_OFF + entry // 8
+        if t.data.get(bit, 0) & 1 << (entry % 8) and not self.config[self.msix_cap + 3] & 0x40:
+            t.data[bit] &= ~(1 << (entry % 8))
+            self._msix_send(entry)
+
+    def _read_isr(self):
+        """Reading ISR status clears it and lowers INTx (4.1.4.5)."""
+        v = self.isr
+        self.isr = 0
+        if self.machine is not None and self.misbehave != 'irq_storm':
+            self.machine.set_intx(self, False)
+        return v
+
+    def _vector_written(self, value):
+        return NO_VECTOR if self.misbehave == 'refuse_msix' else value
 
     def _error(self, msg):
         """A driver bug the device noticed: log it and stop (QEMU marks the
@@ -329,9 +408,7 @@ class VirtioPciModel(PciDevice):
         if COMMON_OFF <= off < COMMON_OFF + REGION_SIZE:
             return self.common_read(off - COMMON_OFF, size)
         if ISR_OFF <= off < ISR_OFF + REGION_SIZE:
-            v = self.isr
-            self.isr = 0            # reading ISR status clears it (4.1.4.5)
-            return v
+            return self._read_isr()
         if DEVICE_OFF <= off < DEVICE_OFF + REGION_SIZE:
             return self.device_config_read(off - DEVICE_OFF, size)
         return 0
@@ -412,7 +489,7 @@ class VirtioPciModel(PciDevice):
         elif name == 'device_status':
             self.write_status(value)
         elif name == 'config_msix_vector':
-            self.config_msix_vector = value
+            self.config_msix_vector = self._vector_written(value)
         elif name in ('device_feature', 'num_queues', 'config_generation',
                       'queue_notify_off', 'queue_notify_data'):
             self.errors.append('driver wrote read-only %s' % name)
@@ -431,7 +508,7 @@ class VirtioPciModel(PciDevice):
             else:
                 self._enable_queue(q)
         elif name == 'queue_msix_vector':
-            q.msix_vector = value
+            q.msix_vector = self._vector_written(value)
         elif name == 'queue_reset':
             pass
         else:
@@ -493,9 +570,7 @@ class VirtioPciModel(PciDevice):
         if off == 0x12 and size == 1:
             return self.read_status()
         if off == 0x13 and size == 1:
-            v = self.isr
-            self.isr = 0
-            return v
+            return self._read_isr()
         if off == 0x14 and size == 2 and base == 0x18:
             return self.config_msix_vector
         if off == 0x16 and size == 2 and base == 0x18:
@@ -533,10 +608,10 @@ class VirtioPciModel(PciDevice):
         elif off == 0x12 and size == 1:
             self.write_status(value)
         elif off == 0x14 and size == 2 and base == 0x18:
-            self.config_msix_vector = value
+            self.config_msix_vector = self._vector_written(value)
         elif off == 0x16 and size == 2 and base == 0x18:
             if q:
-                q.msix_vector = value
+                q.msix_vector = self._vector_written(value)
         else:
             self.errors.append('legacy write 0x%x at 0x%x width %d' % (value, off, size))
 
@@ -586,6 +661,9 @@ class VirtioPciModel(PciDevice):
         if q.ring is None:
             self.errors.append('queue %d notified before it was set up' % index)
             return
+        if self.misbehave == 'empty_irq':
+            self.isr |= 1
+            self.interrupt(q.msix_vector)
         if self.completion == 'lazy':
             return              # looks at the ring only in complete()
         self.process(q)
@@ -665,6 +743,7 @@ class VirtioPciModel(PciDevice):
             if notify:
                 q.interrupts += 1
                 self.isr |= 1
+                self.interrupt(q.msix_vector)
 
     def handle(self, queue, req):
         """Serve one request (subclasses override). The generic device
