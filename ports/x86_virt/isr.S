@@ -1,10 +1,11 @@
 // Interrupt entry stubs: one per vector 0-255 (CPU exceptions 0-31, then
-// interrupts: the 8259s or the I/O APIC, MSI, the APIC's spurious vector). Each pushes a uniform frame
-// (see isr_frame_t in x86.h) and calls isr_dispatch(frame).
+// interrupts: the 8259s or the I/O APIC, MSI, the APIC's spurious vector).
+// Each pushes a uniform frame (see isr_frame_t in x86.h) and calls
+// isr_dispatch(frame). Stubs are packed (no alignment): the table below
+// holds their addresses.
 
 
     .macro isr_stub n
-    .align 8
 isr_\n:
     .if ((\n == 8) || ((\n >= 10) && (\n <= 14)) || (\n == 17) || (\n == 21) || (\n == 29) || (\n == 30))
     .else

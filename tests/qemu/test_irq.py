@@ -167,3 +167,18 @@ def test_the_repl_takes_input_on_microvm(boot):
         g = boot(machine=machine)
         assert g.eval('6 * 7') == 42
         g.close()
+
+
+def test_a_soft_reset_gives_every_vector_back_and_drops_the_handlers(boot):
+    g = boot()
+    g.exec('import x86\n'
+           'v = x86.msi_alloc()\n'
+           'x86.irq_attach(v, lambda vector: print("stale handler ran"))\n'
+           'x86.irq_mask(v)')
+    g.exit_raw_repl()
+    g.enter_raw_repl(soft_reset=True)
+    out = g.exec('import x86\n'
+                 'v = x86.msi_alloc()\n'
+                 'x86.write32(%d, %d | v)\n'
+                 'print(v, x86.irq_wait(1000), x86.irq_count(v))' % (LAPIC_ICR, ICR_SELF))
+    assert out.strip() == '64 (64,) 1', out       # fresh, unmasked, no handler left
