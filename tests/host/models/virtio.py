@@ -34,6 +34,7 @@ follow the ring's notification suppression (rings.py: push() says whether to not
 import random
 import struct
 
+from tests.host.models.interrupts import IRQ_STORM, Interrupting, MsixTable  # noqa: F401
 from tests.host.models.pci import PciDevice, RamBacked
 from tests.host.models.rings import Dma, PackedRing, RingError, SplitRing
 
@@ -85,10 +86,6 @@ COMMON_REGS = {
     0x38: (2, 'queue_notify_data'), 0x3A: (2, 'queue_reset'),
 }
 NO_VECTOR = 0xFFFF
-IRQ_STORM = 100                 # messages per event with misbehave='irq_storm'
-COMMAND_INTX_DISABLE = 0x400
-MSIX_TABLE_OFF, MSIX_PBA_OFF = 0x000, 0x800     # in BAR1, as QEMU
-MSIX_ENTRY = 16
 
 
 class QueueState:
@@ -125,21 +122,6 @@ class _Region:
         self.model.modern_write(off, size, value)
 
 
-class _MsixTable(RamBacked):
-    """BAR1: the MSI-X table and PBA; unmasking an entry sends what it held."""
-
-    def __init__(self, model):
-        RamBacked.__init__(self, 0x1000)
-        self.model = model
-
-    def write(self, off, size, value):
-        if off >= MSIX_PBA_OFF:
-            return                  # the PBA is read-only
-        RamBacked.write(self, off, size, value)
-        if off % MSIX_ENTRY == 12 and not value & 1:
-            self.model.msix_unmasked(off // MSIX_ENTRY)
-
-
 class _Legacy:
     def __init__(self, model):
         self.model = model
@@ -151,7 +133,7 @@ class _Legacy:
         self.model.legacy_write(off, size, value)
 
 
-class VirtioPciModel(PciDevice):
+class VirtioPciModel(Interrupting, PciDevice):
     """A VirtIO PCI function. mode: 'legacy' (legacy-only, like QEMU's
     disable-modern=on), 'transitional' (QEMU's default) or 'modern'
     (disable-legacy=on). features: device-specific bits offered (the shared
@@ -214,7 +196,7 @@ class VirtioPciModel(PciDevice):
         self._state_reset()
         # BAR1: the MSI-X table and PBA (as QEMU). Vectors: queues + config.
         nvec = msix_vectors if msix_vectors is not None else len(queue_sizes) + 1
-        self.msix = _MsixTable(self)
+        self.msix = MsixTable(self)
         self.msix_vectors = nvec
         self.add_bar(1, 0x1000, 'mem32', handler=self.msix)
         if mode != 'modern':
@@ -290,49 +272,6 @@ class VirtioPciModel(PciDevice):
         self.isr |= 2
         self.config_interrupts += 1
         self.interrupt(self.config_msix_vector)
-
-    # -- interrupts (4.1.4.5, 4.1.4.8) ------------------------------------------------
-    def interrupt(self, entry):
-        """Signal an event whose ISR bit is already set: an MSI-X message through
-        table entry `entry`, or INTx."""
-        if self.misbehave == 'no_irq' or self.machine is None:
-            return
-        if self._msix_enabled():
-            if entry == NO_VECTOR or entry >= self.msix_vectors:
-                return
-            for _ in range(IRQ_STORM if self.misbehave == 'irq_storm' else 1):
-                self._msix_send(entry)
-        elif not self.command() & COMMAND_INTX_DISABLE:
-            self.machine.set_intx(self, True)
-
-    def _msix_send(self, entry):
-        base = MSIX_TABLE_OFF + MSIX_ENTRY * entry
-        t = self.msix
-        if self.config[self.msix_cap + 3] & 0x40 or t.read(base + 12, 4) & 1:
-            bit = MSIX_PBA_OFF + entry // 8
-            t.data[bit] = t.data.get(bit, 0) | 1 << (entry % 8)
-            return
-        address = t.read(base, 4) | t.read(base + 4, 4) << 32
-        self.machine.msi_write(address, t.read(base + 8, 4))
-
-    def msix_unmasked(self, entry):
-        """A table entry was unmasked: a message held in its pending bit goes out."""
-        t = self.msix
-        bit = MSIX_PBA_OFF + entry // 8
-        if t.data.get(bit, 0) & 1 << (entry % 8) and not self.config[self.msix_cap + 3] & 0x40:
-            t.data[bit] &= ~(1 << (entry % 8))
-            self._msix_send(entry)
-
-    def _read_isr(self):
-        """Reading ISR status clears it and lowers INTx (4.1.4.5)."""
-        v = self.isr
-        self.isr = 0
-        if self.machine is not None and self.misbehave != 'irq_storm':
-            self.machine.set_intx(self, False)
-        return v
-
-    def _vector_written(self, value):
-        return NO_VECTOR if self.misbehave == 'refuse_msix' else value
 
     def _error(self, msg):
         """A driver bug the device noticed: log it and stop (QEMU marks the
