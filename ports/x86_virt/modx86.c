@@ -1,8 +1,9 @@
 // The `x86` module: the machine as the VirtIO drivers see it.
 //
 // It exports exactly the names of docs/hardware-interface.md (port I/O,
-// physical memory, DMA memory, barrier, ticks) plus mem8/mem16/mem32,
-// addressof(), poweroff() and dupterm() (a second terminal, dupterm.c).
+// physical memory, DMA memory, barrier, ticks, interrupts: irq.c) plus
+// mem8/mem16/mem32, addressof(), poweroff(), dupterm() (a second terminal,
+// dupterm.c) and irq_controller().
 // Memory is identity mapped: an address is a physical address. read*/write* are on the drivers' ring hot paths, so
 // they take the small-int fast path first.
 #include <string.h>

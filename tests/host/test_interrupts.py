@@ -272,3 +272,89 @@ def test_no_interrupt_at_all_ends_at_the_deadline(use_msix):
     assert m.ticks_diff(m.ticks_ms(), t0) >= 50
     assert m.irq_count(v) == 0
     assert dev.vq.pop() == ('r', 16)            # the work was done all the same
+
+
+# -- virtio.interrupts: MSI-X if the device takes it, else INTx ----------------------------
+
+from virtio.interrupts import Interrupts  # noqa: E402
+
+
+@pytest.mark.parametrize('transport', ['legacy', 'modern'])
+def test_interrupts_use_msix_with_a_vector_per_queue_and_one_for_config(transport):
+    m, dev = bring_up(GenericModel(queue_sizes=(8, 8), config=bytes(4)), transport)
+    changes = []
+    irqs = Interrupts(m, dev.transport, queues=2, on_config=lambda: changes.append(1))
+    assert irqs.mode == 'msix' and len(irqs.vectors) == 3
+    assert dev.transport.queue_msix_vector(1) == 2
+    dev.vq.enable_interrupts()
+    request(m, dev)
+    assert m.irq_wait(1000) == (irqs.vectors[1],)      # queue 0 -> entry 1
+    model_of(m).set_config(0, b'\x07')
+    assert m.irq_wait(1000) == (irqs.vectors[0],)
+    assert changes == [1] and irqs.config_events == 1
+
+
+def test_interrupts_share_the_last_entry_when_the_table_is_small():
+    m, dev = bring_up(GenericModel(queue_sizes=(8, 8, 8), msix_vectors=2))
+    irqs = Interrupts(m, dev.transport, queues=3)
+    assert irqs.mode == 'msix' and len(irqs.vectors) == 2
+    assert [dev.transport.queue_msix_vector(q) for q in range(3)] == [1, 1, 1]
+
+
+@pytest.mark.parametrize('transport', ['legacy', 'modern'])
+def test_a_refused_vector_falls_back_to_intx_with_msix_off(transport):
+    cfg = bytes(range(8))
+    m, dev = bring_up(GenericModel(misbehave='refuse_msix', config=cfg), transport)
+    irqs = Interrupts(m, dev.transport, queues=1)
+    assert irqs.mode == 'intx'
+    assert not dev.transport.pci.msix_enabled()
+    assert dev.transport.config_read8(3) == 3            # legacy config back at 0x14
+    assert m.msi_alloc() == 64                          # the MSI vectors were given back
+    dev.vq.enable_interrupts()
+    request(m, dev)
+    assert m.irq_wait(1000) == tuple(irqs.vectors)
+    assert m.irq_wait(SHORT_MS) == ()                   # the handler's ISR read served it
+
+
+def test_intx_config_changes_reach_each_device_on_a_shared_line():
+    a, b = GenericModel(config=bytes(4)), GenericModel(config=bytes(4))
+    m, fns = machine_with((3, a), (7, b))
+    seen = []
+    irqs = []
+    for name, fn in zip('ab', fns):
+        t = open_transport(m, fn)
+        GenericDriver(t, None).init()
+        irqs.append(Interrupts(m, t, 1, on_config=lambda name=name: seen.append(name),
+                               use_msix=False))
+    assert [i.mode for i in irqs] == ['intx', 'intx']
+    assert irqs[0].vectors == irqs[1].vectors
+    b.set_config(0, b'\x01')
+    assert m.irq_wait(1000) == tuple(irqs[0].vectors)
+    a.set_config(0, b'\x01')
+    b.set_config(0, b'\x02')
+    m.irq_wait(1000)
+    assert seen == ['b', 'a', 'b']
+    assert m.irq_wait(SHORT_MS) == ()
+
+
+def test_without_the_interrupt_calls_there_is_nothing_to_set_up():
+    class Polling:
+        def __init__(self, m):
+            self._m = m
+
+        def __getattr__(self, name):
+            if name.startswith('irq_') or name.startswith('msi_') or name == 'intx_vector':
+                raise AttributeError(name)
+            return getattr(self._m, name)
+    m, dev = bring_up(GenericModel())
+    irqs = Interrupts(Polling(m), dev.transport, 1)
+    assert irqs.mode is None and irqs.vectors == []
+
+
+def test_close_gives_the_vectors_back():
+    m, dev = bring_up(GenericModel())
+    irqs = Interrupts(m, dev.transport, 1)
+    assert irqs.mode == 'msix'
+    irqs.close()
+    assert not dev.transport.pci.msix_enabled()
+    assert [m.msi_alloc(), m.msi_alloc()] == [64, 65]

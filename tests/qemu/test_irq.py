@@ -182,3 +182,38 @@ def test_a_soft_reset_gives_every_vector_back_and_drops_the_handlers(boot):
                  'x86.write32(%d, %d | v)\n'
                  'print(v, x86.irq_wait(1000), x86.irq_count(v))' % (LAPIC_ICR, ICR_SELF))
     assert out.strip() == '64 (64,) 1', out       # fresh, unmasked, no handler left
+
+
+@pytest.mark.parametrize('machine', ['pc', 'q35'])
+@pytest.mark.parametrize('props, mode', [('', 'msix'), (',vectors=0', 'intx')])
+def test_virtio_interrupts_picks_msix_or_intx_on_a_real_device(boot, machine, props, mode):
+    g = boot(machine=machine, devices=['-device', 'virtio-rng-pci' + props])
+    _bind(g, None)
+    out = g.exec('from virtio.interrupts import Interrupts\n'
+                 'irqs = Interrupts(x86, t, 1)\n'
+                 'vq.enable_interrupts()\n'
+                 'one_request("r")\n'
+                 'got = x86.irq_wait(3000)\n'
+                 'print(irqs.mode, got == (irqs.vectors[-1],), x86.irq_wait(50), vq.pop())\n',
+                 timeout=20)
+    assert out.strip() == "%s True () ('r', 16)" % mode, out
+
+
+def test_virtio_interrupts_on_a_shared_line_each_device_acknowledges_its_own(boot):
+    g = boot(machine='pc', devices=['-device', 'virtio-rng-pci,vectors=0,addr=4',
+                                    '-device', 'virtio-rng-pci,vectors=0,addr=8'])
+    out = g.exec('import x86, virtio\n'
+                 'from virtio.interrupts import Interrupts\n'
+                 'virtio.probe()\n'
+                 'devs = [virtio.find("rng", i) for i in (0, 1)]\n'
+                 'irqs = [Interrupts(x86, d.transport, 1) for d in devs]\n'
+                 'buf = x86.dma_alloc(16)\n'
+                 'for d in devs:\n'
+                 '    d.requestq.enable_interrupts()\n'
+                 'for d in reversed(devs):\n'
+                 '    d.requestq.add((), [(buf, 16)], "x")\n'
+                 '    d.requestq.kick()\n'
+                 '    print(x86.irq_wait(3000) == tuple(irqs[0].vectors), x86.irq_wait(50))\n'
+                 'print([i.mode for i in irqs], irqs[0].vectors == irqs[1].vectors)\n',
+                 timeout=20)
+    assert out.strip().splitlines() == ['True ()', 'True ()', "['intx', 'intx'] True"], out
