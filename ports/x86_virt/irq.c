@@ -391,22 +391,32 @@ static mp_obj_t x86_irq_count(mp_obj_t vector) {
 }
 MP_DEFINE_CONST_FUN_OBJ_1(x86_irq_count_obj, x86_irq_count);
 
-// Take the pending set with interrupts off: a tuple of vectors, or NULL.
+// Take the pending set (called with interrupts off; returns with them on
+// when it took some): a tuple of vectors, or NULL. If the tuple cannot be
+// allocated (MemoryError, or Ctrl-C meanwhile) what was taken goes back.
 static mp_obj_t take_pending(void) {
+    uint32_t got[WORDS];
     int n = 0;
     for (int w = 0; w < WORDS; w++) {
-        n += __builtin_popcount(pending[w]);
+        got[w] = pending[w];
+        pending[w] = 0;
+        n += __builtin_popcount(got[w]);
     }
     if (n == 0) {
         return MP_OBJ_NULL;
     }
-    uint32_t got[WORDS];
-    for (int w = 0; w < WORDS; w++) {
-        got[w] = pending[w];
-        pending[w] = 0;
-    }
     cpu_sti();
+    nlr_buf_t nlr;
+    if (nlr_push(&nlr) != 0) {
+        uint32_t flags = irq_save();
+        for (int w = 0; w < WORDS; w++) {
+            pending[w] |= got[w];
+        }
+        irq_restore(flags);
+        nlr_jump(nlr.ret_val);
+    }
     mp_obj_tuple_t *t = MP_OBJ_TO_PTR(mp_obj_new_tuple(n, NULL));
+    nlr_pop();
     int i = 0;
     for (int v = 0; v < VECTORS; v++) {
         if (got[v >> 5] & (1u << (v & 31))) {

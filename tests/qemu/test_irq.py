@@ -217,3 +217,15 @@ def test_virtio_interrupts_on_a_shared_line_each_device_acknowledges_its_own(boo
                  'print([i.mode for i in irqs], irqs[0].vectors == irqs[1].vectors)\n',
                  timeout=20)
     assert out.strip().splitlines() == ['True ()', 'True ()', "['intx', 'intx'] True"], out
+
+
+def test_ctrl_c_ends_a_wait_without_deadline(boot):
+    g = boot()
+    g.enter_raw_repl()
+    g.write(b'import x86\nprint("waiting")\nx86.irq_wait(-1)\x04')
+    g.read_until(b'waiting')
+    time.sleep(0.2)
+    g.write(b'\x03')
+    out = g.read_until(b'\x04>', timeout=10)
+    assert b'KeyboardInterrupt' in out
+    assert g.eval('x86.irq_wait(0)') == ()      # the machine is fine afterwards
