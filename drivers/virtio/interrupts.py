@@ -36,8 +36,8 @@ class Interrupts:
         self.vectors = []
         self._msix = None
         self._intx = None
-        if not hasattr(hw, 'irq_wait'):
-            return
+        if not hasattr(hw, 'irq_wait') or getattr(transport, 'pci', None) is None:
+            return                      # no interrupt calls, or not PCI (virtio-mmio): poll
         if use_msix and msix.find(transport.pci) is not None and self._try_msix(queues):
             self.mode = 'msix'
         elif self._try_intx():
