@@ -178,3 +178,41 @@ class LegacyTransport(transport.PciTransport):
             return name, 'ring at 0x%x' % (value << QUEUE_ADDRESS_SHIFT) if value else 'off'
         return name, ''
 
+
+    # -- MSI-X vectors (4.1.4.8, legacy layout) ------------------------------------------
+    # The two registers exist only while MSI-X is enabled, and the device
+    # configuration moves from 0x14 to 0x18 meanwhile: call follow_msix() after
+    # enabling or disabling MSI-X (virtio.msix.Msix.enable).
+    def follow_msix(self):
+        """Place the device configuration where it is now: 0x18 with MSI-X on, else 0x14."""
+        self.config_base = CONFIG_MSIX if self.pci.msix_enabled() else CONFIG
+        self.config_length = self.pci.bar(0).size - self.config_base
+
+    def _msix_registers(self):
+        if self.config_base != CONFIG_MSIX:
+            raise VirtioError('%s: the legacy MSI-X vector registers exist only while MSI-X '
+                              'is enabled (enable it, then call follow_msix())'
+                              % self.pci.address)
+
+    def set_config_msix_vector(self, v):
+        """Map configuration change events to MSI-X entry v; returns what the device
+        reads back (virtio.msix.NO_VECTOR: refused)."""
+        self._msix_registers()
+        self.regs.w16(CONFIG_MSIX_VECTOR, v)
+        return self.regs.r16(CONFIG_MSIX_VECTOR)
+
+    def config_msix_vector(self):
+        self._msix_registers()
+        return self.regs.r16(CONFIG_MSIX_VECTOR)
+
+    def set_queue_msix_vector(self, i, v):
+        """Map queue i's used-buffer events to MSI-X entry v; returns the read-back."""
+        self._msix_registers()
+        self.regs.w16(QUEUE_SELECT, i)
+        self.regs.w16(QUEUE_MSIX_VECTOR, v)
+        return self.regs.r16(QUEUE_MSIX_VECTOR)
+
+    def queue_msix_vector(self, i):
+        self._msix_registers()
+        self.regs.w16(QUEUE_SELECT, i)
+        return self.regs.r16(QUEUE_MSIX_VECTOR)

@@ -150,6 +150,7 @@ void kmain(uint32_t magic, const multiboot_info_t *mbi) {
     fpu_init();
     memory_init(magic, mbi);
     timer_init();
+    irq_init();
     cpu_sti();
     mp_printf(&mp_plat_print, "x86_virt: heap %u KiB, DMA %u KiB, ROM %u modules, TSC %u MHz\n",
         (unsigned)((heap_area_end - heap_area_start) >> 10), (unsigned)((dma_area_end - dma_area_start) >> 10),
@@ -169,6 +170,7 @@ soft_reset:
     help_init();
     readline_init0();
     dupterm_reset();
+    irq_reset();
 
     if (cold_boot) {
         cold_boot = false;

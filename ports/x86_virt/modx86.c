@@ -1,8 +1,9 @@
 // The `x86` module: the machine as the VirtIO drivers see it.
 //
 // It exports exactly the names of docs/hardware-interface.md (port I/O,
-// physical memory, DMA memory, barrier, ticks) plus mem8/mem16/mem32,
-// addressof(), poweroff() and dupterm() (a second terminal, dupterm.c).
+// physical memory, DMA memory, barrier, ticks, interrupts: irq.c) plus
+// mem8/mem16/mem32, addressof(), poweroff(), dupterm() (a second terminal,
+// dupterm.c) and irq_controller().
 // Memory is identity mapped: an address is a physical address. read*/write* are on the drivers' ring hot paths, so
 // they take the small-int fast path first.
 #include <string.h>
@@ -301,6 +302,10 @@ static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(x86_poweroff_obj, 0, 1, x86_poweroff_
 // ---- The module -----------------------------------------------------------
 
 extern const mp_obj_fun_builtin_var_t x86_dupterm_obj;     // dupterm.c
+// irq.c: interrupts (docs/hardware-interface.md, "Interrupts")
+extern const mp_obj_fun_builtin_fixed_t x86_msi_alloc_obj, x86_msi_free_obj, x86_msi_message_obj,
+    x86_intx_vector_obj, x86_irq_attach_obj, x86_irq_detach_obj, x86_irq_mask_obj,
+    x86_irq_unmask_obj, x86_irq_count_obj, x86_irq_wait_obj, x86_irq_controller_obj;
 
 static const mp_rom_map_elem_t x86_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR_x86) },
@@ -333,6 +338,17 @@ static const mp_rom_map_elem_t x86_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_addressof), MP_ROM_PTR(&x86_addressof_obj) },
     { MP_ROM_QSTR(MP_QSTR_poweroff), MP_ROM_PTR(&x86_poweroff_obj) },
     { MP_ROM_QSTR(MP_QSTR_dupterm), MP_ROM_PTR(&x86_dupterm_obj) },
+    { MP_ROM_QSTR(MP_QSTR_msi_alloc), MP_ROM_PTR(&x86_msi_alloc_obj) },
+    { MP_ROM_QSTR(MP_QSTR_msi_free), MP_ROM_PTR(&x86_msi_free_obj) },
+    { MP_ROM_QSTR(MP_QSTR_msi_message), MP_ROM_PTR(&x86_msi_message_obj) },
+    { MP_ROM_QSTR(MP_QSTR_intx_vector), MP_ROM_PTR(&x86_intx_vector_obj) },
+    { MP_ROM_QSTR(MP_QSTR_irq_attach), MP_ROM_PTR(&x86_irq_attach_obj) },
+    { MP_ROM_QSTR(MP_QSTR_irq_detach), MP_ROM_PTR(&x86_irq_detach_obj) },
+    { MP_ROM_QSTR(MP_QSTR_irq_mask), MP_ROM_PTR(&x86_irq_mask_obj) },
+    { MP_ROM_QSTR(MP_QSTR_irq_unmask), MP_ROM_PTR(&x86_irq_unmask_obj) },
+    { MP_ROM_QSTR(MP_QSTR_irq_count), MP_ROM_PTR(&x86_irq_count_obj) },
+    { MP_ROM_QSTR(MP_QSTR_irq_wait), MP_ROM_PTR(&x86_irq_wait_obj) },
+    { MP_ROM_QSTR(MP_QSTR_irq_controller), MP_ROM_PTR(&x86_irq_controller_obj) },
 };
 static MP_DEFINE_CONST_DICT(x86_module_globals, x86_module_globals_table);
 

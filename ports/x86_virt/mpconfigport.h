@@ -86,6 +86,19 @@ typedef uint32_t mp_uint_t;
 typedef long mp_off_t;
 
 #define MICROPY_MAKE_POINTER_CALLABLE(p)    (p)
+
+// The scheduler's queue is shared with interrupt handlers (irq.c, uart.c):
+// its critical sections run with interrupts off.
+static inline mp_uint_t x86_atomic_begin(void) {
+    mp_uint_t flags;
+    __asm__ volatile ("pushfl; popl %0; cli" : "=r" (flags) : : "memory");
+    return flags;
+}
+static inline void x86_atomic_end(mp_uint_t flags) {
+    __asm__ volatile ("pushl %0; popfl" : : "r" (flags) : "memory", "cc");
+}
+#define MICROPY_BEGIN_ATOMIC_SECTION()      x86_atomic_begin()
+#define MICROPY_END_ATOMIC_SECTION(state)   x86_atomic_end(state)
 #define MP_SSIZE_MAX                        (0x7fffffff)
 
 // Idle with interrupts enabled: run pending callbacks/exceptions, then hlt

@@ -35,6 +35,7 @@ import time
 import weakref
 
 from tests.host.models.dma import DmaArea
+from tests.host.irqchip import IrqChip
 
 QEMU = 'qemu-system-x86_64'
 HALT_BIOS = b'\xf4' * 65536         # HLT everywhere: the reset vector halts, the VM idles
@@ -106,13 +107,19 @@ def _cleanup(res, tmpdir):
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-class QtestMachine:
+class QtestMachine(IrqChip):
     """The hardware interface of docs/hardware-interface.md, backed by QEMU over qtest.
 
     args: extra QEMU arguments (-device/-drive/-netdev/-chardev ...).
     machine: 'pc' or 'q35'. qemu: the binary (qemu-system-x86_64 or qemu-system-i386).
     memory_mb: guest RAM, 2..2048; the DMA area is [1 MiB, memory_mb MiB).
     timeout: seconds to wait for QEMU's start and for any one reply.
+
+    Interrupts (tests/host/irqchip.py): INTx lines are the I/O APIC's inputs as QEMU
+    reports them (irq_intercept_in); qtest cannot see writes to the APIC's MSI window,
+    so msi_message() gives a mailbox in guest RAM (4 bytes per vector, as QEMU's own
+    libqos tests do) and the wait reads it: a device's MSI write is a memory write.
+    Messages that land before the wait looks are counted once.
     """
 
     def __init__(self, args=(), machine='pc', qemu=QEMU, memory_mb=64,
@@ -131,6 +138,9 @@ class QtestMachine:
         self._rx = bytearray()
         self._sock = None
         self.irq_levels = {}            # line -> 1/0, after intercept_irqs()
+        self._intercepting = False
+        self._mailbox = None            # MSI messages land here (see the class doc)
+        self._irq_setup()
         self._dir = tempfile.mkdtemp(prefix='qtest-')
         self._res = {}                  # what _cleanup releases: proc, sock, stderr
         self._finalizer = weakref.finalize(self, _cleanup, self._res, self._dir)
@@ -323,17 +333,44 @@ class QtestMachine:
     def intercept_irqs(self, qom_path='ioapic'):
         """Have QEMU report interrupt lines of `qom_path` as IRQ raise/lower events."""
         self._call('irq_intercept_in %s' % qom_path)
+        self._intercepting = True
 
     def _irq_event(self, line):
         words = line.split()
         if len(words) != 3 or words[1] not in ('raise', 'lower'):
             raise QtestError('qtest: malformed interrupt event %r' % line)
-        self.irq_levels[int(words[2])] = 1 if words[1] == 'raise' else 0
+        line, level = int(words[2]), 1 if words[1] == 'raise' else 0
+        self.irq_levels[line] = level
+        self._irq_line(line, level)
 
     def irq_level(self, line):
         """The level of an intercepted interrupt line, after collecting pending events."""
         self._call('endianness')
         return self.irq_levels.get(line, 0)
+
+    def intx_vector(self, line):
+        if not self._intercepting:
+            self.intercept_irqs()
+        return IrqChip.intx_vector(self, line)
+
+    def _irq_msi_address(self, vector):
+        if self._mailbox is None:
+            self._mailbox = self.dma_alloc(4 * 256, 64)
+        return self._mailbox + 4 * vector
+
+    def _irq_poll(self):
+        self._call('endianness')        # a round trip: QEMU's IRQ lines so far come in
+        if self._mailbox is None:
+            return
+        box = self.read(self._mailbox, 4 * 256)
+        for v in range(256):
+            data = int.from_bytes(box[4 * v:4 * v + 4], 'little')
+            if data:
+                self.write32(self._mailbox + 4 * v, 0)
+                self._irq_vector(data & 0xFF)
+
+    def _irq_nap(self):
+        time.sleep(0.0005)
 
     # -- port I/O ---------------------------------------------------------------------
 

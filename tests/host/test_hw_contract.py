@@ -290,3 +290,62 @@ def test_ticks_diff_wraps_like_micropython(hw):
     assert hw.ticks_diff(5, TICKS_PERIOD - 5) == 10
     assert hw.ticks_diff(TICKS_PERIOD - 5, 5) == -10
     assert hw.ticks_diff(TICKS_PERIOD // 2 - 1, 0) == TICKS_PERIOD // 2 - 1
+
+
+# -- interrupts (tests/irq_contract.py: the same checks run in the image) ------------------
+
+from tests import irq_contract  # noqa: E402
+
+INTX_LINE = 10
+
+
+class _Pin:
+    """Something with an INTx pin wired to a line of the model machine."""
+
+    def __init__(self, line):
+        self.config = bytearray(256)
+        self.config[0x3C] = line
+
+
+class ModelFire:
+    """A device's side of the model Machine: MSI writes and an INTx pin."""
+    line = INTX_LINE
+
+    def __init__(self):
+        self.pin = _Pin(INTX_LINE)
+
+    def msi(self, hw, vector):
+        hw.msi_write(*hw.msi_message(vector))
+
+    def intx(self, hw, line, level):
+        assert line == self.pin.config[0x3C]
+        hw.set_intx(self.pin, level)
+
+
+class QtestFire:
+    """QEMU's side: an MSI is a device's memory write of `data` to `address`; an INTx
+    line is an input of the I/O APIC, driven with qtest's set_irq_in."""
+    line = INTX_LINE
+
+    @staticmethod
+    def msi(hw, vector):
+        address, data = hw.msi_message(vector)
+        hw.write32(address, data)
+
+    @staticmethod
+    def intx(hw, line, level):
+        hw.qtest('set_irq_in ioapic unnamed-gpio-in %d %d' % (line, level))
+
+
+IRQ_INTERFACE = ('msi_alloc', 'msi_free', 'msi_message', 'intx_vector', 'irq_attach',
+                 'irq_detach', 'irq_mask', 'irq_unmask', 'irq_count', 'irq_wait')
+
+
+def test_every_interrupt_call_is_there(hw):
+    missing = [name for name in IRQ_INTERFACE if not callable(getattr(hw, name, None))]
+    assert not missing, '%s lacks %s' % (hw.kind, ', '.join(missing))
+
+
+@pytest.mark.parametrize('check', irq_contract.CHECKS, ids=lambda c: c.__name__[6:])
+def test_interrupt_contract(hw, check):
+    check(hw, ModelFire() if hw.kind == 'model' else QtestFire())

@@ -9,8 +9,10 @@ pytestmark = pytest.mark.qemu
 MULTIBOOT_MAGIC = 0x1BADB002        # the first word of the image, loaded at 1 MiB
 CONTRACT = ['inb', 'inw', 'inl', 'outb', 'outw', 'outl', 'read8', 'read16', 'read32',
             'read64', 'write8', 'write16', 'write32', 'write64', 'read', 'write',
-            'dma_alloc', 'dma_free', 'bytearray_at', 'barrier', 'ticks_ms', 'ticks_us', 'ticks_diff']
-EXTRAS = ['mem8', 'mem16', 'mem32', 'addressof', 'poweroff', 'dupterm']
+            'dma_alloc', 'dma_free', 'bytearray_at', 'barrier', 'ticks_ms', 'ticks_us',
+            'ticks_diff', 'msi_alloc', 'msi_free', 'msi_message', 'intx_vector', 'irq_attach',
+            'irq_detach', 'irq_mask', 'irq_unmask', 'irq_count', 'irq_wait']
+EXTRAS = ['mem8', 'mem16', 'mem32', 'addressof', 'poweroff', 'dupterm', 'irq_controller']
 
 
 @pytest.fixture(scope='module')

@@ -9,6 +9,7 @@ import struct
 import time
 
 from tests.host.models.dma import DmaArea
+from tests.host.irqchip import MSI_ADDRESS, IrqChip
 from tests.host.models.pci import HostBridge, PciBridge, PciBusModel
 
 CONFIG_ADDRESS = 0xCF8
@@ -20,6 +21,12 @@ FW_CFG_PORT_SEL = 0x510
 FW_CFG_PORT_DATA = 0x511
 TICKS_PERIOD = 1 << 30          # MicroPython's ticks wrap here
 FOUR_GIB = 1 << 32
+INTERRUPT_LINE = 0x3C
+INTERRUPT_PIN = 0x3D
+# What SeaBIOS does on pc: PIRQA..D to ISA IRQs 10, 10, 11, 11; INTA# of slot s is
+# PIRQ (s - 1 + pin - 1) & 3 (the PIIX3 swizzle), so slots share lines.
+PIRQ_LINES = (10, 10, 11, 11)
+MSI_WINDOW = 0xFFF00000         # address bits that select the local APICs' MSI window
 
 
 class BusFault(Exception):
@@ -27,7 +34,7 @@ class BusFault(Exception):
     or memory a 32-bit CPU cannot reach."""
 
 
-class Machine:
+class Machine(IrqChip):
     """A PC-like machine for the host bench.
 
     devices: items placed on bus 0 from slot 3 on (00:00.0 is the host
@@ -41,7 +48,11 @@ class Machine:
     mmio: virtio-mmio window models (tests/host/models/mmio.py), each placed
     at microvm's 0xfeb00000 + 512 * n unless it is (base, window). Reads
     from the rest of that window list see 0, as QEMU's unassigned memory.
-    cmdline: the kernel command line fw_cfg hands out (keys 0x14/0x15)."""
+    cmdline: the kernel command line fw_cfg hands out (keys 0x14/0x15).
+
+    Interrupts (tests/host/irqchip.py): each function's interrupt_line is set when it
+    is placed, as firmware would (PIRQ_LINES); devices raise INTx with set_intx() and
+    send MSI messages with msi_write()."""
 
     def __init__(self, devices=(), ram_size=8 << 20, dma_base=1 << 20,
                  strict=True, first_slot=3, host_bridge=True, mmio=(), cmdline=''):
@@ -55,6 +66,8 @@ class Machine:
         self.root = PciBusModel(0)
         self._decode = None
         self.barriers = 0
+        self._intx_asserted = {}    # line -> set of functions asserting it
+        self._irq_setup()
         if host_bridge:
             self.attach(self.root, HostBridge(), 0, 0)
         for item in devices:
@@ -94,6 +107,9 @@ class Machine:
     def attach(self, bus, dev, slot, function):
         bus.place(dev, slot, function)
         dev.machine = self
+        pin = dev.config[INTERRUPT_PIN]
+        if pin:
+            dev.config[INTERRUPT_LINE] = PIRQ_LINES[(slot - 1 + pin - 1) & 3]
         if isinstance(dev, PciBridge):
             for item in dev.pending:
                 self.add(item, bus=dev.secondary, first_slot=0)
@@ -355,6 +371,34 @@ class Machine:
         if not (0 <= addr and addr + n <= self.ram_size):
             raise BusFault('device DMA write of %d bytes at 0x%x outside RAM' % (n, addr))
         self.ram[addr:addr + n] = data
+
+    # -- interrupts, the devices' side ----------------------------------------------------
+    def set_intx(self, dev, asserted):
+        """A function asserts or releases its INTx pin (level triggered, wired-OR)."""
+        line = dev.config[INTERRUPT_LINE]
+        holders = self._intx_asserted.setdefault(line, set())
+        if asserted:
+            holders.add(dev)
+        else:
+            holders.discard(dev)
+        self._irq_line(line, 1 if holders else 0)
+
+    def msi_write(self, address, data):
+        """A device's MSI write: to the APIC window it is an interrupt, elsewhere a
+        plain memory write (as on a PC)."""
+        if address & MSI_WINDOW == MSI_ADDRESS:
+            self._irq_vector(data & 0xFF)
+        else:
+            self.dma_write(address, (data & 0xFFFFFFFF).to_bytes(4, 'little'))
+
+    def _irq_msi_address(self, vector):
+        return MSI_ADDRESS
+
+    def _irq_poll(self):
+        self.idle()
+
+    def _irq_nap(self):
+        time.sleep(0.0005)
 
     # -- ordering and time --------------------------------------------------------------------
     def barrier(self):
