@@ -70,7 +70,7 @@ def driver_class(device_type):
     return mod.DRIVER
 
 
-def _drive(hw, where, dtype, open_it, ids=None):
+def _drive(hw, where, dtype, open_it, ids=None, interrupts=True):
     # An initialized device on the transport open_it(memory) returns, or an
     # UnboundDevice that says why not. memory: hw, recording what is allocated.
     try:
@@ -85,6 +85,7 @@ def _drive(hw, where, dtype, open_it, ids=None):
     try:
         t = open_it(memory)
         dev = cls(t)
+        dev.use_interrupts = interrupts
         dev.init()
         return dev
     except Exception as e:
@@ -109,11 +110,12 @@ def _give_back(t, memory):
         pass
 
 
-def bind(hw, fn, transport=None):
+def bind(hw, fn, transport=None, interrupts=True):
     """Drive one VirtIO PCI function: an initialized device, or an
     UnboundDevice that says why not."""
     return _drive(hw, fn, _transport.device_type(fn),
-                  lambda memory: _transport.open_transport(memory, fn, transport))
+                  lambda memory: _transport.open_transport(memory, fn, transport),
+                  None, interrupts)
 
 
 def bind_mmio(hw, window, device_type, vendor_id=0):
@@ -123,7 +125,7 @@ def bind_mmio(hw, window, device_type, vendor_id=0):
                   'mmio vendor 0x%08x' % vendor_id)
 
 
-def probe(hw=None, transport=None, mmio=None):
+def probe(hw=None, transport=None, mmio=None, interrupts=True):
     """Scan PCI, assign BARs if no firmware did (no BAR has an address),
     find the virtio-mmio windows (virtio.mmio_probe), bind a driver to every
     VirtIO device and initialize it. transport: None (modern when the
@@ -131,8 +133,10 @@ def probe(hw=None, transport=None, mmio=None):
     (discover), False (PCI only), a kernel command line or a list of
     virtio.mmio.Window. Returns the devices, bound or not, PCI ones first;
     virtio.find() then looks them up, virtio.skipped() says which MMIO
-    windows held nothing usable and why. The devices the last probe bound
-    are released first (virtio.release): reset, their DMA memory given
+    windows held nothing usable and why. interrupts=False: every wait polls
+    (for teaching and comparison); by default waits sleep until an
+    interrupt where the device and the port can deliver one (MSI-X, else
+    INTx). The devices the last probe bound are released first (virtio.release): reset, their DMA memory given
     back, their old objects refusing every call."""
     hw = pci.port_hw(hw)
     _probes[0] += 1
@@ -151,7 +155,7 @@ def probe(hw=None, transport=None, mmio=None):
     _devices[:] = []
     for fn in fns:
         if _transport.is_virtio(fn):
-            _devices.append(bind(hw, fn, transport))
+            _devices.append(bind(hw, fn, transport, interrupts))
     skipped = []
     if mmio is not False:
         from virtio import mmio_probe

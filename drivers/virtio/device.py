@@ -25,6 +25,7 @@ class VirtioDevice:
     RING_FEATURES = CORE_FEATURES   # the ring and transport bits its queues handle
     FEATURE_DEPENDENCIES = {}    # device-specific bit -> the bits it needs (spec 5.x.3.1)
     FEATURE_NAMES = {}           # device-specific bit -> name
+    USE_MSIX = True              # False: INTx even where the function has MSI-X
     retired = None               # why, once a later probe() replaced this object
 
     def __init__(self, transport, wanted=None):
@@ -46,6 +47,10 @@ class VirtioDevice:
             wanted = self.SUPPORTED_FEATURES | self.RING_FEATURES
         self.wanted = wanted & ~(CORE_FEATURES & ~self.RING_FEATURES)
         transport.feature_table = self.FEATURE_NAMES
+        self.use_interrupts = True  # virtio.probe(interrupts=False) keeps polling
+        self.interrupts = None      # virtio.interrupts.Interrupts once initialized
+        self.config_events = 0      # configuration changes seen (4.1.4.5: ISR bit 1)
+        self.on_event = None        # a user's callback: on_event(device, what)
 
     # -- identity --------------------------------------------------------------
     def __str__(self):
@@ -81,6 +86,8 @@ class VirtioDevice:
             self._negotiate()
             step = 'setup'
             self.setup()
+            step = 'interrupts'
+            self._setup_interrupts()
             step = 'DRIVER_OK'
             t.add_status(tp.DRIVER_OK)
             self.check()
@@ -132,6 +139,38 @@ class VirtioDevice:
         """Stop the device: after this it touches no memory of ours."""
         self.transport.reset()
         self.queues = []
+        if self.interrupts is not None:
+            self.interrupts.close()         # its vectors back to the port
+            self.interrupts = None
+
+    # -- interrupts (4.1.4.5, 4.1.4.8; docs/hardware-interface.md) ----------------------
+    def _setup_interrupts(self):
+        """Before DRIVER_OK: MSI-X vectors for configuration changes and each
+        queue, or the INTx line, when the hardware interface can take
+        interrupts; each queue's waits then sleep instead of spinning."""
+        if not self.use_interrupts or not hasattr(self.hw, 'irq_wait'):
+            return
+        from virtio.interrupts import Interrupts
+        from virtio.wait import Sleeper
+        irqs = Interrupts(self.hw, self.transport, len(self.queues), self._config_event,
+                          self.USE_MSIX)
+        if irqs.mode is None:
+            return                          # no way for this device (virtio-mmio): poll
+        self.interrupts = irqs
+        for vq in self.queues:
+            if vq is not None:
+                vq.sleeper = Sleeper(self.hw, [(vq.steps, vq.st)])
+
+    def _config_event(self):
+        # A configuration change notification (from a handler, never inside
+        # the interrupt): the driver re-reads what it keeps, then the user hears.
+        self.config_events += 1
+        self.config_changed()
+        if self.on_event is not None:
+            self.on_event(self, 'config')
+
+    def config_changed(self):
+        """The device's configuration changed (drivers re-read theirs)."""
 
     def dma_alloc(self, size, align=4096):
         """DMA memory for this device (hw.dma_alloc), recorded so that it goes back

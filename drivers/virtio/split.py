@@ -480,7 +480,7 @@ _F_INDIRECT = const(4)      # VIRTQ_DESC_F_INDIRECT
 _DESC = const(16)           # DESC_SIZE
 
 
-PlainSteps = Steps(use_slots, build, set_desc, post, publish, kicked, pop)
+PlainSteps = Steps(use_slots, build, set_desc, post, publish, kicked, pop, set_interrupts)
 
 try:
     import micropython

@@ -45,7 +45,8 @@ class Steps:
     plain ones in PlainSteps, whatever runs: a test in the image runs the same
     scenario through those and through the viper ones)."""
 
-    def __init__(self, use_slots, build, set_desc, post, publish, kicked, pop):
+    def __init__(self, use_slots, build, set_desc, post, publish, kicked, pop, set_interrupts):
+        self.set_interrupts = set_interrupts
         self.use_slots = use_slots
         self.build = build
         self.set_desc = set_desc
@@ -172,7 +173,7 @@ class Virtqueue:
         Raises VirtioTimeout after timeout_ms. Anything published but not
         yet notified (a kick cut short) is notified first."""
         self.kick()
-        return wait.until(self.hw, self.pop, timeout_ms, self.check, self._late)
+        return wait.until(self.hw, self.pop, timeout_ms, self.check, self._late, self.sleeper)
 
     def _late(self, timeout_ms):
         return ('%s: no completion within %d ms (%d requests in flight)'
@@ -190,6 +191,7 @@ class Virtqueue:
     def _init_bookkeeping(self):
         self.notifications = 0
         self.owner = None             # a driver that drives this ring itself (take_over)
+        self.sleeper = None           # how a wait on this ring sleeps (virtio.wait.Sleeper)
 
     # -- prebuilt chains: a driver that drives the ring itself -------------------------
     def take_over(self, owner, nslots, per, indirect):

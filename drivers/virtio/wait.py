@@ -1,8 +1,11 @@
 # The one wait of the stack: every driver that waits for its device (a used
 # buffer, a reset, room to transmit, an answer on a control queue) waits
 # here, with one meaning of a timeout and the device-health check
-# (DEVICE_NEEDS_RESET, 2.1.2) in the same loop. Polling today; this is where
-# waits will sleep until an interrupt.
+# (DEVICE_NEEDS_RESET, 2.1.2) in the same loop. It polls first (under TCG a
+# completion often comes within microseconds); after a batch of looks in
+# vain, a wait with a Sleeper asks its rings for used-buffer notifications
+# (2.7.7, 2.8.10), looks once more, and halts the CPU until an interrupt or
+# the deadline (hw.irq_wait).
 #
 # A timeout: the wait gives up when at least timeout_ms milliseconds have
 # passed since it started and one more look after that found nothing. So a
@@ -19,13 +22,15 @@ except ImportError:
 from virtio.errors import VirtioTimeout
 
 POLL_BATCH = const(64)          # looks between two looks at the clock
+SLEEP_SLICE_MS = const(100)     # the longest sleep between two health checks
 
 
-def until(hw, ready, timeout_ms, check, late):
+def until(hw, ready, timeout_ms, check, late, sleeper=None):
     """Call ready() until it returns something true, and return that.
     check() (or None) runs between batches of looks and raises if the device
     is broken. After timeout_ms: VirtioTimeout(late(timeout_ms)), or None
-    when late is None (a wait whose caller takes "nothing" as an answer)."""
+    when late is None (a wait whose caller takes "nothing" as an answer).
+    sleeper (or None: poll only): sleeps between batches of looks."""
     r = ready()
     if r:
         return r
@@ -34,6 +39,10 @@ def until(hw, ready, timeout_ms, check, late):
         r = ready()
         if r:
             return r
+        if sleeper is not None and d.polls == 0:       # a batch of looks in vain
+            r = sleeper.sleep(ready, d.left())
+            if r:
+                return r
     r = ready()
     if r or late is None:
         return r
@@ -54,6 +63,13 @@ class Deadline:
         self.start = hw.ticks_ms()
         self.polls = 0
 
+    def left(self):
+        """Milliseconds to the deadline (a slice of sleep for None)."""
+        if self.timeout_ms is None:
+            return SLEEP_SLICE_MS
+        left = self.timeout_ms - self.hw.ticks_diff(self.hw.ticks_ms(), self.start)
+        return left if left > 0 else 0
+
     def expired(self):
         if self.timeout_ms == 0:
             return True
@@ -66,3 +82,33 @@ class Deadline:
         if self.timeout_ms is None:
             return False
         return self.hw.ticks_diff(self.hw.ticks_ms(), self.start) >= self.timeout_ms
+
+
+class Sleeper:
+    """How a wait on some rings sleeps: used-buffer notifications on (the
+    rings' set_interrupts step), one more look (a buffer used before they
+    were on raises no interrupt), then the CPU halted until an interrupt or
+    the deadline (hw.irq_wait), then notifications off again: while a driver
+    polls, the device need not interrupt. A lost interrupt costs at most the
+    slice: the wait looks again after it."""
+
+    def __init__(self, hw, rings):
+        self.hw = hw
+        self.rings = rings              # (steps, state) of each ring
+        self.sleeps = 0
+
+    def _notifications(self, on):
+        for steps, st in self.rings:
+            steps.set_interrupts(self.hw, st, on)
+
+    def sleep(self, ready, left):
+        self._notifications(True)
+        try:
+            r = ready()
+            if r:
+                return r
+            self.sleeps += 1
+            self.hw.irq_wait(left if left < SLEEP_SLICE_MS else SLEEP_SLICE_MS)
+            return ready()
+        finally:
+            self._notifications(False)

@@ -28,6 +28,7 @@ MASKS = [
     r'(queue_address <- )0x[0-9a-f]+ ring at 0x[0-9a-f]+()',           # ring addresses
     r'(queue_(?:desc|driver|device)\.lo <- )0x[0-9a-f]+()',
     r'((?:desc|avail|used) )0x[0-9a-f]+()', r'(^ {5}\d  )0x[0-9a-f]{16}()',
+    r'(used_event )\d+()',                 # where the last sleep left it (virtio.wait)
 ]
 # Lines that come or not with the host's speed: while waiting, the driver reads the
 # device status now and then (a device that asks for a reset is noticed).

@@ -94,6 +94,10 @@ class BlkConfig:
         st[ST_BLOCK_MASK] = self.block_size - 1
         st[ST_READ_ONLY] = 1 if self.read_only else 0
 
+    def config_changed(self):
+        # A configuration change notification: QEMU's block_resize, for one.
+        self.refresh()
+
     def refresh(self):
         """Read the configuration again (after a configuration change
         notification, e.g. QEMU's block_resize: the capacity may change)."""

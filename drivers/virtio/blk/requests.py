@@ -366,7 +366,8 @@ class BlkRequests:
             raise VirtioError('%s: nothing in flight to wait for' % self._who)
         if timeout_ms is None:
             timeout_ms = self.timeout_ms
-        wait.until(self.hw, self._reap, timeout_ms, self.check, self._late)
+        wait.until(self.hw, self._reap, timeout_ms, self.check, self._late,
+                   self.requestq.sleeper)
 
     def _late(self, timeout_ms):
         return ('%s: no completion within %d ms (%d requests in flight)'

@@ -43,12 +43,14 @@ class NoAlias:
 
 
 def bring_up(model, transport=None, wanted=None, queue_size=None, indirect_max=None,
-             driver=GenericDriver, alias=True, **machine_kw):
+             driver=GenericDriver, alias=True, interrupts=False, **machine_kw):
     """`model` in a fresh Machine, initialized by `driver` (spec 3.1.1);
-    alias=False hides bytearray_at from the driver. Returns (machine, device)."""
+    alias=False hides bytearray_at from the driver; interrupts=True lets the
+    device set up its interrupts (its waits sleep). Returns (machine, device)."""
     m, fns = machine_with(model, **machine_kw)
     t = open_transport(m if alias else NoAlias(m), fns[0], transport)
     dev = driver(t, wanted)
+    dev.use_interrupts = interrupts
     dev.queue_size = queue_size
     dev.indirect_max = indirect_max
     dev.init()
