@@ -18,5 +18,7 @@ for name in sorted(os.listdir(DRIVERS)):
 # The boot script and what it uses.
 module("fwcfg.py")
 module("boot.py")
+# Mounting the disk at / after every reset (main.c calls it).
+module("fsboot.py")
 # A small `random`, seeded from virtio-rng when it is imported.
 module("random.py")
