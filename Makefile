@@ -15,6 +15,7 @@ SERIAL ?= mon:stdio
 SCRIPT ?=
 DISK ?= build/scratch.img
 DISK_SIZE ?= 64M
+SAFE ?=
 QEMU_EXTRA ?=
 PYTEST_ARGS ?=
 
@@ -57,6 +58,7 @@ help:
 	@echo "make bench    run bench/run.py"
 	@echo "make clean    remove build products (keeps the downloaded source)"
 	@echo "options: QEMU= ACCEL=tcg|kvm MACHINE=pc|q35 MEM=<MiB> SCRIPT=file.py SERIAL=pty DISK= DEVICES= QEMU_EXTRA= PYTEST_ARGS="
+	@echo "         SAFE=1 (do not run boot.py/main.py from the disk)"
 
 # ---- Set-up ----------------------------------------------------------------
 setup: host-tools $(VENV_STAMP) $(MPY_STAMP) $(FATFS_STAMP) $(LFS_STAMP)
@@ -112,10 +114,13 @@ QEMU_ARGS = -accel $(ACCEL) -machine $(MACHINE) -m $(MEM) -nodefaults -no-reboot
 	-device isa-debug-exit,iobase=0xf4,iosize=0x04 \
 	$(DEVICES) \
 	$(if $(SCRIPT),-fw_cfg name=opt/script$(comma)file=$(SCRIPT) -fw_cfg name=opt/script-name$(comma)string=$(notdir $(SCRIPT))) \
+	$(if $(SAFE),-fw_cfg name=opt/safe-mode$(comma)string=1) \
 	$(QEMU_EXTRA)
 
-$(DISK):
-	@mkdir -p $(@D); truncate -s $(DISK_SIZE) $@
+# The scratch disk starts as an empty FAT file system (docs/files.md), so
+# files can be kept on it from the first boot.
+$(DISK): | host-tools
+	@mkdir -p $(@D); truncate -s $(DISK_SIZE) $@.tmp && mformat -i $@.tmp -v SCRATCH :: && mv $@.tmp $@
 
 run: build $(DISK)
 	@if [ -n "$(SCRIPT)" ] && [ ! -f "$(SCRIPT)" ]; then echo "run: SCRIPT=$(SCRIPT): no such file"; exit 1; fi

@@ -1,5 +1,5 @@
-# The disk at boot (docs/files.md). main.c calls mount_root() after every
-# reset (power-on and soft reset):
+# The disk at boot (docs/files.md). boot.py (at power-on, before a SCRIPT)
+# and main.c (after every reset) call mount_root(); it acts once per reset:
 #
 # 1. The first virtio-blk disk is mounted at / when it holds a FAT or a
 #    littlefs file system (os.mount of a block device tries both); a blank
@@ -18,6 +18,8 @@ import fwcfg
 SAFE_MODE_FILE = "opt/safe-mode"
 ENODEV = 19
 
+_result = []    # mount_root()'s answer, once per reset (modules are reloaded)
+
 
 def safe_mode():
     return fwcfg.read_file(x86, SAFE_MODE_FILE) is not None
@@ -33,6 +35,12 @@ def first_disk():
 
 
 def mount_root():
+    if not _result:
+        _result.append(_mount_root())
+    return _result[0]
+
+
+def _mount_root():
     disk = first_disk()
     if disk is None:
         return False

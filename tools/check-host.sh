@@ -21,6 +21,10 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v sha256sum >/dev/null 2>&1 || missing+=(coreutils)
 command -v tar >/dev/null 2>&1 || missing+=(tar)
+# FAT disk images: make run formats its scratch disk (mformat), the tests
+# build and check images (mcopy, fsck.fat).
+command -v mformat >/dev/null 2>&1 || missing+=(mtools)
+command -v fsck.fat >/dev/null 2>&1 || [ -x /usr/sbin/fsck.fat ] || [ -x /sbin/fsck.fat ] || missing+=(dosfstools)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

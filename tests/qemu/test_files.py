@@ -1,0 +1,291 @@
+"""Files on the virtio disk (docs/files.md): images made on the host are read
+by the guest; what the guest writes, fsck.fat / mcopy / littlefs-python read
+back; bad input gets the errno MicroPython documents."""
+import hashlib
+import os
+import subprocess
+
+import pytest
+
+from tests.qemu.fsimages import disk, fat_fsck, fat_image, fat_read, lfs, lfs_image, need
+from tests.qemu.harness import GuestError
+
+pytestmark = pytest.mark.qemu
+
+MiB = 1024 * 1024
+
+
+def errno_of(err):
+    """The errno an OSError traceback from the guest names: 'OSError: [Errno 2]
+    ENOENT' -> 2, or 'OSError: 39' for the errno values MicroPython has no name for."""
+    last = err.traceback.strip().splitlines()[-1]
+    assert last.startswith('OSError: '), last
+    if '[Errno ' in last:
+        return int(last.split('[Errno ')[1].split(']')[0])
+    return int(last.split(': ')[1])
+
+
+def guest_errno(g, code):
+    with pytest.raises(GuestError) as e:
+        g.exec(code)
+    return errno_of(e.value)
+
+
+# ---- images from the host ---------------------------------------------------------
+
+def test_fat_image_from_mtools_is_read_and_its_modules_imported(boot, tmp_path):
+    deep = os.urandom(5000)
+    img = fat_image(str(tmp_path / 'fat.img'), 8 * MiB, dirs=['lib', 'sub', 'sub/dir'], files={
+        'hello.txt': b'hello from the host\nsecond line\n',
+        'A long file name.txt': b'long names work',
+        'sub/dir/deep.bin': deep,
+        'mymod.py': b'X = 6 * 7\n',
+        'lib/helper.py': b'def twice(x):\n    return 2 * x\n',
+    })
+    g = boot(devices=disk(img))
+    assert g.eval("sorted(__import__('os').listdir('/'))") == \
+        ['A long file name.txt', 'hello.txt', 'lib', 'mymod.py', 'sub']
+    assert g.eval("open('/A long file name.txt').read()") == 'long names work'
+    assert g.eval("[l for l in open('hello.txt')]") == ['hello from the host\n', 'second line\n']
+    assert g.eval("open('/sub/dir/deep.bin', 'rb').read()") == deep
+    assert g.eval("__import__('os').stat('/sub/dir/deep.bin')[6]") == 5000
+    # import through sys.path: '' (the root, the current directory) and /lib
+    assert g.eval("__import__('mymod').X") == 42
+    assert g.eval("__import__('helper').twice(21)") == 42
+
+
+def test_littlefs_image_from_littlefs_python_is_read(boot, tmp_path):
+    data = os.urandom(3000)
+    img = lfs_image(str(tmp_path / 'lfs.img'), 2 * MiB, dirs=['d/e'],
+                    files={'d/e/data.bin': data, 'main_mod.py': b'Y = 7\n'})
+    g = boot(devices=disk(img))
+    assert g.eval("sorted(__import__('os').listdir('/'))") == ['d', 'main_mod.py']
+    assert g.eval("open('/d/e/data.bin', 'rb').read()") == data
+    assert g.eval("__import__('main_mod').Y") == 7
+
+
+# ---- what the guest writes, checked on the host -----------------------------------
+
+WRITE_TREE = '''
+import os, x86
+for d in range(10):
+    os.mkdir('/d%d' % d)
+    os.mkdir('/d%d/sub' % d)
+    for i in range(PER_DIR):
+        name = '/d%d/sub/f%03d.txt' % (d, i) if i % 2 else '/d%d/f%03d.txt' % (d, i)
+        with open(name, 'w') as f:
+            f.write('file %d %d\\n' % (d, i) * (1 + i % 7))
+buf = bytearray(65536)
+with open('/big.bin', 'wb') as f:
+    for i in range(BIG_CHUNKS):
+        buf[0:4] = i.to_bytes(4, 'little')
+        f.write(buf)
+for d in range(10):
+    os.rename('/d%d/f000.txt' % d, '/d%d/renamed.txt' % d)
+    os.remove('/d%d/f002.txt' % d)
+for i in range(1, PER_DIR, 2):
+    os.remove('/d9/sub/f%03d.txt' % i)
+os.rmdir('/d9/sub')
+'''
+
+
+def write_tree(per_dir, big_chunks):
+    return WRITE_TREE.replace('PER_DIR', str(per_dir)).replace('BIG_CHUNKS', str(big_chunks))
+
+
+def expected_tree(per_dir):
+    files = {}
+    for d in range(10):
+        for i in range(per_dir):
+            name = 'd%d/sub/f%03d.txt' % (d, i) if i % 2 else 'd%d/f%03d.txt' % (d, i)
+            files[name] = (b'file %d %d\n' % (d, i)) * (1 + i % 7)
+        files['d%d/renamed.txt' % d] = files.pop('d%d/f000.txt' % d)
+        del files['d%d/f002.txt' % d]
+    for i in range(1, per_dir, 2):
+        del files['d9/sub/f%03d.txt' % i]
+    return files
+
+
+def big_file(chunks):
+    h = hashlib.sha256()
+    buf = bytearray(65536)
+    for i in range(chunks):
+        buf[0:4] = i.to_bytes(4, 'little')
+        h.update(buf)
+    return h.hexdigest()
+
+
+def test_guest_writes_fat_then_fsck_and_mcopy_agree(boot, tmp_path):
+    img = fat_image(str(tmp_path / 'fat.img'), 64 * MiB)
+    g = boot(devices=disk(img))
+    g.exec(write_tree(100, 512), timeout=120)   # 1,000 files, 32 MiB
+    assert g.exec_until_exit('import x86; x86.poweroff(0)') == 0
+    status, report = fat_fsck(img)
+    assert status == 0, report
+    out = tmp_path / 'out'
+    subprocess.run([need('mcopy'), '-s', '-n', '-i', img, '::/', str(out)], check=True)
+    got = {}
+    for root, _, names in os.walk(out):
+        for n in names:
+            p = os.path.join(root, n)
+            got[os.path.relpath(p, out)] = open(p, 'rb').read()
+    big = got.pop('big.bin')
+    assert len(big) == 32 * MiB and hashlib.sha256(big).hexdigest() == big_file(512)
+    assert got == expected_tree(100)
+    assert not os.path.exists(out / 'd9' / 'sub')
+
+
+def test_guest_writes_littlefs_then_littlefs_python_agrees(boot, tmp_path):
+    img = lfs_image(str(tmp_path / 'lfs.img'), 16 * MiB)
+    g = boot(devices=disk(img))
+    g.exec(write_tree(20, 16), timeout=120)    # 200 files (littlefs is slower), 1 MiB
+    assert g.exec_until_exit('import x86; x86.poweroff(0)') == 0
+    fs = lfs(img)
+    got = {}
+    for root, dirs, names in fs.walk('/'):
+        for n in names:
+            p = (root.rstrip('/') + '/' + n).lstrip('/')
+            with fs.open(p, 'rb') as f:
+                got[p] = f.read()
+    big = got.pop('big.bin')
+    assert hashlib.sha256(big).hexdigest() == big_file(16)
+    assert got == expected_tree(20)
+
+
+# ---- a block device written in Python ---------------------------------------------
+
+RAM_DISK = '''
+import os
+class RAMBlockDev:
+    def __init__(self, block_size, num_blocks):
+        self.block_size = block_size
+        self.data = bytearray(block_size * num_blocks)
+    def readblocks(self, block_num, buf, offset=0):
+        addr = block_num * self.block_size + offset
+        buf[:] = self.data[addr:addr + len(buf)]
+    def writeblocks(self, block_num, buf, offset=0):
+        addr = block_num * self.block_size + offset
+        self.data[addr:addr + len(buf)] = buf
+    def ioctl(self, op, arg):
+        if op == 4:
+            return len(self.data) // self.block_size
+        if op == 5:
+            return self.block_size
+        return 0
+'''
+
+
+@pytest.mark.parametrize('kind', ['VfsFat', 'VfsLfs2'])
+def test_a_ram_disk_in_python_is_formatted_mounted_and_used(guest, kind):
+    guest.exec(RAM_DISK + '''
+bdev = RAMBlockDev(512, 256)
+os.%s.mkfs(bdev)
+os.mount(os.%s(bdev), '/ram')
+os.mkdir('/ram/dir')
+with open('/ram/dir/x.txt', 'w') as f:
+    f.write('on a RAM disk')
+''' % (kind, kind))
+    try:
+        assert guest.eval("os.listdir('/')") == ['ram']
+        assert guest.eval("open('/ram/dir/x.txt').read()") == 'on a RAM disk'
+        guest.exec("os.chdir('/ram/dir')")
+        assert guest.eval("(os.getcwd(), open('x.txt').read())") == ('/ram/dir', 'on a RAM disk')
+        assert guest.eval("os.statvfs('/ram')[0]") > 0
+    finally:
+        guest.exec("os.chdir('/'); os.umount('/ram')")
+    assert guest.eval("os.listdir('/')") == []
+
+
+# ---- bad input ------------------------------------------------------------------------
+
+def test_missing_existing_and_nonempty_give_enoent_eexist_enotempty(boot, tmp_path):
+    g = boot(devices=disk(fat_image(str(tmp_path / 'fat.img'), 4 * MiB, dirs=['d'],
+                                    files={'d/x': b'x'})))
+    assert guest_errno(g, "open('/nothing.txt')") == 2
+    assert guest_errno(g, "import os; os.stat('/nothing')") == 2
+    assert guest_errno(g, "os.remove('/nothing')") == 2
+    assert guest_errno(g, "os.mkdir('/d')") == 17
+    assert guest_errno(g, "open('/d/x', 'x')") == 17
+    assert guest_errno(g, "os.rmdir('/d')") == 39
+    assert guest_errno(g, "os.remove('/d')") == 21
+    assert guest_errno(g, "open('/d')") == 21
+
+
+def test_full_disk_gives_enospc_and_keeps_what_was_written(boot, tmp_path):
+    img = fat_image(str(tmp_path / 'fat.img'), 1 * MiB, files={'keep.txt': b'keep me\n'})
+    g = boot(devices=disk(img))
+    g.exec('''
+import os
+chunk = bytes(range(256)) * 16
+written = 0
+f = open('/fill.bin', 'wb')
+try:
+    while True:
+        written += f.write(chunk)
+except OSError as e:
+    err = e.errno
+f.close()
+''', timeout=60)
+    assert g.eval('err') == 28
+    written = g.eval('written')
+    assert written > 512 * 1024
+    assert g.eval("open('/keep.txt').read()") == 'keep me\n'
+    assert g.exec_until_exit('import x86; x86.poweroff(0)') == 0
+    status, report = fat_fsck(img)
+    assert status == 0, report
+    assert fat_read(img, 'keep.txt') == b'keep me\n'
+    assert fat_read(img, 'fill.bin')[:written] == ((bytes(range(256)) * 16) * (written // 4096 + 1))[:written]
+
+
+def test_read_only_mount_and_read_only_disk_give_erofs(boot, tmp_path):
+    img = fat_image(str(tmp_path / 'fat.img'), 4 * MiB, files={'a.txt': b'a'})
+    g = boot(devices=disk(img))
+    g.exec("import os, virtio; os.umount('/'); os.mount(os.VfsFat(virtio.find('blk')), '/', readonly=True)")
+    assert g.eval("open('/a.txt').read()") == 'a'
+    for code in ["open('/b.txt', 'w')", "os.mkdir('/d')", "os.remove('/a.txt')",
+                 "os.rename('/a.txt', '/c.txt')"]:
+        assert guest_errno(g, code) == 30, code
+    g.close()
+    g = boot(devices=disk(img, readonly=True))
+    assert g.eval("open('/a.txt').read()") == 'a'
+    assert guest_errno(g, "open('/b.txt', 'w')") == 30
+    assert guest_errno(g, "import os; os.mkdir('/d')") == 30
+
+
+@pytest.mark.parametrize('fill', [b'\xff', b'\xa5\x5a\x00\x13'])
+def test_garbage_disk_is_not_mounted_and_not_written(boot, tmp_disk, fill):
+    img = tmp_disk(2 * MiB, fill=fill)
+    before = hashlib.sha256(open(img, 'rb').read()).hexdigest()
+    g = boot(devices=disk(img))
+    g.exec("import os, virtio; blk = virtio.find('blk')")
+    assert g.eval("os.listdir('/')") == []
+    assert guest_errno(g, "os.mount(blk, '/')") == 19
+    assert guest_errno(g, "os.mount(os.VfsFat(blk), '/')") == 19
+    assert guest_errno(g, "os.mount(os.VfsLfs2(blk), '/')") == 19
+    assert g.exec_until_exit('import x86; x86.poweroff(0)') == 0
+    assert hashlib.sha256(open(img, 'rb').read()).hexdigest() == before
+
+
+@pytest.mark.parametrize('make', [fat_image, lfs_image])
+def test_a_file_used_after_umount_raises_and_what_it_held_is_kept(boot, tmp_path, make):
+    img = make(str(tmp_path / 'disk.img'), 4 * MiB)
+    g = boot(devices=disk(img))
+    g.exec("import os, virtio; f = open('/x.txt', 'w'); f.write('written before umount'); os.umount('/')")
+    assert guest_errno(g, "f.write('after')") == 9
+    assert guest_errno(g, "f.read()") == 9
+    g.exec("os.mount(virtio.find('blk'), '/')")
+    assert g.eval("open('/x.txt').read()") == 'written before umount'
+
+
+def test_boot_py_and_main_py_run_unless_safe_mode(boot, tmp_path):
+    img = fat_image(str(tmp_path / 'fat.img'), 4 * MiB, files={
+        'boot.py': b'print("BOOT.PY RAN")\n',
+        'main.py': b'print("MAIN.PY RAN")\n',
+    })
+    g = boot(devices=disk(img))
+    assert 'BOOT.PY RAN' in g.output and 'MAIN.PY RAN' in g.output
+    g.close()
+    g = boot(devices=disk(img), extra_args=['-fw_cfg', 'name=opt/safe-mode,string=1'])
+    assert 'safe mode' in g.output
+    assert 'BOOT.PY RAN' not in g.output and 'MAIN.PY RAN' not in g.output
+    assert g.eval("open('/main.py').read()") == 'print("MAIN.PY RAN")\n'
