@@ -152,7 +152,20 @@ static mp_obj_t autodetect(mp_obj_t bdev, mp_obj_t readonly) {
     mp_raise_OSError(MP_ENODEV);
 }
 
+// mount() with no arguments: the table, as [(obj, path), ...] (mpremote df).
+static mp_obj_t mount_list(void) {
+    mp_obj_t list = mp_obj_new_list(0, NULL);
+    for (vfs_mount_t *m = MOUNTS; m != NULL; m = m->next) {
+        mp_obj_t t[2] = {m->obj, mp_obj_new_str(m->path, m->len)};
+        mp_obj_list_append(list, mp_obj_new_tuple(2, t));
+    }
+    return list;
+}
+
 static mp_obj_t vfs_mount(size_t n_args, const mp_obj_t *pos, mp_map_t *kw) {
+    if (n_args == 0 && kw->used == 0) {
+        return mount_list();
+    }
     enum { ARG_obj, ARG_path, ARG_readonly, ARG_mkfs };
     static const mp_arg_t allowed[] = {
         { MP_QSTR_, MP_ARG_REQUIRED | MP_ARG_OBJ, {.u_obj = MP_OBJ_NULL} },
@@ -190,7 +203,7 @@ static mp_obj_t vfs_mount(size_t n_args, const mp_obj_t *pos, mp_map_t *kw) {
     MOUNTS = m;
     return mp_const_none;
 }
-MP_DEFINE_CONST_FUN_OBJ_KW(vfs_mount_obj, 2, vfs_mount);
+MP_DEFINE_CONST_FUN_OBJ_KW(vfs_mount_obj, 0, vfs_mount);
 
 static mp_obj_t vfs_umount(mp_obj_t target) {
     vstr_t abs;
