@@ -92,6 +92,7 @@ int blockdev_read(blockdev_t *bd, uint32_t block, uint32_t offset, void *buf, si
 }
 
 int blockdev_write(blockdev_t *bd, uint32_t block, uint32_t offset, const void *buf, size_t len) {
+    bd->dirty = true;
     return transfer(bd, bd->writeblocks, block, offset, (void *)buf, len);
 }
 
@@ -101,6 +102,9 @@ int blockdev_ioctl(blockdev_t *bd, int op, uint32_t arg, mp_int_t *result) {
     int err = call(bd, args, 2, &r);
     if (err == 0 && result != NULL) {
         *result = r == mp_const_none ? 0 : mp_obj_get_int(r);
+    }
+    if (err == 0 && op == BLOCKDEV_IOCTL_SYNC) {
+        bd->dirty = false;
     }
     return err;
 }

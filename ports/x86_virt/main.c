@@ -122,12 +122,13 @@ static bool run_boot_script(void) {
     return ok;
 }
 
-// sys.path as on MicroPython boards: the current directory, the ROM
-// (".frozen", reader.c), then /lib.
+// sys.path: the ROM (".frozen", reader.c) first, then the current directory
+// and /lib as on MicroPython boards. ROM first: the drivers' imports never
+// wait on the disk (nor on a disk the drivers are resetting).
 static void sys_path_init(void) {
     mp_obj_list_init(MP_OBJ_TO_PTR(mp_sys_path), 0);
-    mp_obj_list_append(mp_sys_path, MP_OBJ_NEW_QSTR(MP_QSTR_));
     mp_obj_list_append(mp_sys_path, MP_OBJ_NEW_QSTR(MP_QSTR__dot_frozen));
+    mp_obj_list_append(mp_sys_path, MP_OBJ_NEW_QSTR(MP_QSTR_));
     mp_obj_list_append(mp_sys_path, MP_OBJ_NEW_QSTR(MP_QSTR__slash_lib));
 }
 

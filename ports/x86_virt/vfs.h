@@ -30,6 +30,7 @@ typedef struct _blockdev_t {
     mp_obj_t writeblocks[5];
     mp_obj_t ioctl[4];
     uint32_t block_size, block_count;
+    bool dirty;                 // written since the last successful sync
     int last_errno;             // of the last failed call (EIO when unknown)
     mp_obj_t last_exc;          // ... and that exception, re-raised later
 } blockdev_t;

@@ -249,14 +249,15 @@ static mp_obj_t fat_mount(mp_obj_t self_in, mp_obj_t readonly, mp_obj_t mkfs) {
 static MP_DEFINE_CONST_FUN_OBJ_3(fat_mount_obj, fat_mount);
 
 // umount(): close the open files (writing out what they hold), flush the
-// disk's cache, and give the volume back.
+// disk's cache if anything was written since the last flush (an umount that
+// has nothing to write does not touch the device), and give the volume back.
 static mp_obj_t fat_umount(mp_obj_t self_in) {
     fat_vfs_t *self = MP_OBJ_TO_PTR(self_in);
     if (self->vol < 0) {
         return mp_const_none;
     }
     int err = file_list_close_all(&self->files);
-    if (!self->readonly && disk_ioctl(self->vol, CTRL_SYNC, NULL) != RES_OK) {
+    if (self->bd.dirty && disk_ioctl(self->vol, CTRL_SYNC, NULL) != RES_OK) {
         err = err ? err : MP_EIO;
     }
     give_volume(self);

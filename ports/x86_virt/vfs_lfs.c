@@ -178,7 +178,7 @@ static mp_obj_t lfs_umount_m(mp_obj_t self_in) {
     int err = file_list_close_all(&self->files);
     self->mounted = false;
     lfs_unmount(&self->lfs);
-    if (!err && !self->readonly && bd_sync(&self->cfg)) {
+    if (!err && self->bd.dirty && bd_sync(&self->cfg)) {
         err = MP_EIO;
     }
     if (err) {
