@@ -22,3 +22,8 @@ module("boot.py")
 module("fsboot.py")
 # A small `random`, seeded from virtio-rng when it is imported.
 module("random.py")
+# json and binascii with MicroPython's names (the C ones are in extmod/, which
+# the source we build from lacks; the micropython-lib sdists on PyPI have no
+# setup.py or pyproject.toml, so pip cannot fetch them, and their json needs `re`).
+module("json.py")
+module("binascii.py")
