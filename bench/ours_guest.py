@@ -91,6 +91,12 @@ def call_line(w):
         return "write(blk, '%s', %d, %d, %d)" % (w.name, p['bs'], p['offset'], p['total'])
     if w.kind == 'ping':
         return "ping(st, '%s', %d)" % (w.name, p['count'])
+    if w.kind == 'fs':
+        if p['op'] == 'fswrite':
+            return "fs_write('%s', root + '/big.bin', %d, %d)" % (w.name, p['bs'], p['total'])
+        if p['op'] == 'fsread':
+            return "fs_read('%s', root + '/big.bin', %d, %d, remount)" % (w.name, p['bs'], p['total'])
+        return "fs_files('%s', root + '/files', %d, %d)" % (w.name, p['count'], p['size'])
     raise ValueError('no guest call for %s' % w.name)
 
 
@@ -111,8 +117,13 @@ def run(image, master_disk, work_dir, selected, timeout=240, log=print):
     disk = os.path.join(work_dir, 'ours-disk.img')
     shutil.copyfile(master_disk, disk)
     port = qemu.free_udp_port()
-    args = qemu.MACHINE_FLAGS + qemu.devices(disk, port) + ['-kernel', image]
+    fs_selected = [w for w in selected if w.kind == 'fs']
+    fs_disk = fs_selected and qemu.make_fs_disk(os.path.join(work_dir, 'ours-fs.img'), W.FS_DISK_BYTES)
+    args = qemu.MACHINE_FLAGS + qemu.devices(disk, port, fs_disk or None) + ['-kernel', image]
     results = {}
+    if fs_selected and not fs_disk:
+        results.update(na_all(fs_selected, 'no FAT disk (mformat missing)'))
+        fs_selected = []
     texts = []
     with qemu.Qemu(args, timeout) as q:
         _, t_ready = q.expect(re.escape(READY), 60)
@@ -126,6 +137,15 @@ def run(image, master_disk, work_dir, selected, timeout=240, log=print):
         for w in selected:
             if w.kind in ('read', 'write'):
                 texts.append(run_workload(repl, w))
+        if fs_selected:
+            out, err = repl.run(guest_source('ours_fs.py') + '\nroot = fs_mount()\n')
+            texts.append(out)
+            if err:
+                why = 'file system not mounted: %s' % err.strip().splitlines()[-1]
+                results.update({w.name: {'value': None, 'error': why} for w in fs_selected})
+            else:
+                for w in fs_selected:
+                    texts.append(run_workload(repl, w))
         needs_net = [w for w in selected if w.kind in ('ping', 'udp')]
         if needs_net:
             out, err = repl.run(guest_source('ours_net.py') + '\nst = make_stack()\n')
@@ -165,6 +185,9 @@ def run(image, master_disk, work_dir, selected, timeout=240, log=print):
         elif w.kind in ('read', 'write'):
             value, err = W.disk_figure(w, entry and entry['result'])
             results[w.name] = {'value': value, 'error': err, 'detail': entry and entry['result']}
+        elif w.kind == 'fs':
+            value, err = W.fs_figure(w, entry and entry['result'])
+            results[w.name] = {'value': value, 'error': err, 'detail': entry and entry['result']}
         elif w.kind == 'ping':
             results[w.name] = figures.ping(entry)
     for w in selected:
@@ -174,4 +197,6 @@ def run(image, master_disk, work_dir, selected, timeout=240, log=print):
     if notes:
         results['_notes'] = notes
     os.remove(disk)
+    if fs_disk:
+        os.remove(fs_disk)
     return results

@@ -22,15 +22,31 @@ MACHINE_FLAGS = ['-accel', 'tcg', '-machine', 'pc', '-m', '512M', '-nodefaults',
 UDP_GUEST_PORT = 7
 
 
-def devices(disk, udp_host_port):
-    """The four virtio devices, the same for both guests (net's iPXE ROM is left out)."""
+def devices(disk, udp_host_port, fs_disk=None):
+    """The four virtio devices, the same for both guests (net's iPXE ROM is left out);
+    with fs_disk, a second virtio-blk disk for the file workloads (FAT, made on the host)."""
+    fs = ['-drive', 'file=%s,format=raw,if=none,id=disk1' % fs_disk,
+          '-device', 'virtio-blk-pci,drive=disk1,serial=benchfs'] if fs_disk else []
     return ['-drive', 'file=%s,format=raw,if=none,id=disk0' % disk,
-            '-device', 'virtio-blk-pci,drive=disk0,serial=benchdisk',
+            '-device', 'virtio-blk-pci,drive=disk0,serial=benchdisk'] + fs + [
             '-netdev', 'user,id=net0,hostfwd=udp:127.0.0.1:%d-:%d' % (udp_host_port, UDP_GUEST_PORT),
             '-device', 'virtio-net-pci,netdev=net0,romfile=',
             '-device', 'virtio-serial-pci',
             '-chardev', 'null,id=vcon0', '-device', 'virtconsole,chardev=vcon0',
             '-device', 'virtio-rng-pci']
+
+
+def make_fs_disk(path, size):
+    """A fresh FAT disk image (Debian's mtools: mformat, no partition table), or None
+    when mformat is missing (the file workloads then say why)."""
+    with open(path, 'wb') as f:
+        f.truncate(size)
+    try:
+        subprocess.run(['mformat', '-i', path, '::'], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        os.remove(path)
+        return None
+    return path
 
 
 def free_udp_port():
