@@ -18,6 +18,17 @@
 #define FAT_SECTOR_SIZE     (512)
 #define MKFS_WORK_SIZE      (16 * 1024)     // bigger: fewer writes while formatting
 #define FAT_NAME_MAX        (255)
+// FatFs moves file data one cluster at a time (often 4 KiB), and each call is
+// a request through the Python driver. So consecutive writes are gathered
+// and sent as one, and a multi-sector read reads ahead (see "runs" below).
+#define RUN_SECTORS         (256)           // 128 KiB per gathered write / read-ahead
+
+// A run of consecutive sectors held in RAM: start, count, and the bytes.
+typedef struct {
+    uint8_t *buf;           // RUN_SECTORS sectors
+    LBA_t start;
+    UINT count;             // 0: empty
+} run_t;
 
 typedef struct _fat_vfs_t {
     mp_obj_base_t base;
@@ -26,6 +37,8 @@ typedef struct _fat_vfs_t {
     int vol;                // FatFs volume number while mounted, else -1
     bool readonly;
     vfs_file_t *files;      // open files
+    run_t pending;          // written by FatFs, not yet sent to the device
+    run_t ahead;            // read from the device ahead of FatFs
 } fat_vfs_t;
 
 typedef struct {
@@ -88,10 +101,65 @@ DSTATUS disk_status(BYTE pdrv) {
     return v->readonly ? STA_PROTECT : 0;
 }
 
+// ---- runs: gathered writes and read-ahead ---------------------------------------------
+// Writes: a write that continues the pending run joins it; any other write,
+// a read of a sector in it, a sync and umount send it first. So what FatFs
+// wrote reaches the device by the time a file is closed or flushed (FatFs
+// syncs then), as before; only between two syncs is it held in RAM.
+// Reads: a read of 2 sectors or more (file data) fetches RUN_SECTORS at once;
+// the next reads are served from them. A write over them drops them.
+
+static bool overlaps(const run_t *r, LBA_t sector, UINT count) {
+    return r->count && sector < r->start + r->count && r->start < sector + count;
+}
+
+static int send_pending(fat_vfs_t *v) {
+    run_t *r = &v->pending;
+    if (r->count == 0) {
+        return 0;
+    }
+    UINT n = r->count;
+    r->count = 0;
+    return blockdev_write(&v->bd, r->start, 0, r->buf, n * FAT_SECTOR_SIZE);
+}
+
+static void runs_init(fat_vfs_t *v) {
+    if (v->pending.buf == NULL) {
+        v->pending.buf = m_new(uint8_t, RUN_SECTORS * FAT_SECTOR_SIZE);
+        v->ahead.buf = m_new(uint8_t, RUN_SECTORS * FAT_SECTOR_SIZE);
+    }
+    v->pending.count = v->ahead.count = 0;
+}
+
 DRESULT disk_read(BYTE pdrv, BYTE *buff, LBA_t sector, UINT count) {
     fat_vfs_t *v = volume(pdrv);
     if (v == NULL) {
         return RES_NOTRDY;
+    }
+    if (overlaps(&v->pending, sector, count) && send_pending(v)) {
+        return RES_ERROR;
+    }
+    run_t *a = &v->ahead;
+    if (a->buf != NULL && count >= 2 && count < RUN_SECTORS
+        && !(a->count && sector >= a->start && sector + count <= a->start + a->count)) {
+        // Not in the read-ahead: fetch RUN_SECTORS from here (or to the end).
+        UINT n = v->bd.block_count - sector < RUN_SECTORS ? v->bd.block_count - sector : RUN_SECTORS;
+        a->count = 0;
+        if (n >= count) {
+            // What is still pending in that range must reach the disk first.
+            if (overlaps(&v->pending, sector, n) && send_pending(v)) {
+                return RES_ERROR;
+            }
+            if (blockdev_read(&v->bd, sector, 0, a->buf, n * FAT_SECTOR_SIZE)) {
+                return RES_ERROR;
+            }
+            a->start = sector;
+            a->count = n;
+        }
+    }
+    if (a->count && sector >= a->start && sector + count <= a->start + a->count) {
+        memcpy(buff, a->buf + (sector - a->start) * FAT_SECTOR_SIZE, count * FAT_SECTOR_SIZE);
+        return RES_OK;
     }
     return blockdev_read(&v->bd, sector, 0, buff, count * FAT_SECTOR_SIZE) ? RES_ERROR : RES_OK;
 }
@@ -104,7 +172,27 @@ DRESULT disk_write(BYTE pdrv, const BYTE *buff, LBA_t sector, UINT count) {
     if (v->readonly) {
         return RES_WRPRT;
     }
-    return blockdev_write(&v->bd, sector, 0, buff, count * FAT_SECTOR_SIZE) ? RES_ERROR : RES_OK;
+    if (overlaps(&v->ahead, sector, count)) {
+        v->ahead.count = 0;
+    }
+    run_t *r = &v->pending;
+    if (r->buf == NULL || count > RUN_SECTORS) {
+        if (send_pending(v)) {
+            return RES_ERROR;
+        }
+        return blockdev_write(&v->bd, sector, 0, buff, count * FAT_SECTOR_SIZE) ? RES_ERROR : RES_OK;
+    }
+    if (r->count && (sector != r->start + r->count || r->count + count > RUN_SECTORS)) {
+        if (send_pending(v)) {
+            return RES_ERROR;
+        }
+    }
+    if (r->count == 0) {
+        r->start = sector;
+    }
+    memcpy(r->buf + r->count * FAT_SECTOR_SIZE, buff, count * FAT_SECTOR_SIZE);
+    r->count += count;
+    return RES_OK;
 }
 
 DRESULT disk_ioctl(BYTE pdrv, BYTE cmd, void *buff) {
@@ -114,6 +202,9 @@ DRESULT disk_ioctl(BYTE pdrv, BYTE cmd, void *buff) {
     }
     switch (cmd) {
         case CTRL_SYNC:
+            if (send_pending(v)) {
+                return RES_ERROR;
+            }
             return blockdev_ioctl(&v->bd, BLOCKDEV_IOCTL_SYNC, 0, NULL) ? RES_ERROR : RES_OK;
         case GET_SECTOR_COUNT:
             *(LBA_t *)buff = v->bd.block_count;
@@ -230,6 +321,7 @@ static mp_obj_t fat_mount(mp_obj_t self_in, mp_obj_t readonly, mp_obj_t mkfs) {
         mp_raise_OSError(MP_EBUSY);     // mounted already
     }
     self->readonly |= mp_obj_is_true(readonly);
+    runs_init(self);
     take_volume(self);
     char drive[3] = {'0' + self->vol, ':', 0};
     FRESULT res = f_mount(&self->fatfs, drive, 1);
@@ -257,6 +349,9 @@ static mp_obj_t fat_umount(mp_obj_t self_in) {
         return mp_const_none;
     }
     int err = file_list_close_all(&self->files);
+    if (send_pending(self)) {
+        err = err ? err : MP_EIO;
+    }
     if (self->bd.dirty && disk_ioctl(self->vol, CTRL_SYNC, NULL) != RES_OK) {
         err = err ? err : MP_EIO;
     }
