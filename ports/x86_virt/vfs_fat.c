@@ -118,9 +118,12 @@ static int send_pending(fat_vfs_t *v) {
     if (r->count == 0) {
         return 0;
     }
-    UINT n = r->count;
-    r->count = 0;
-    return blockdev_write(&v->bd, r->start, 0, r->buf, n * FAT_SECTOR_SIZE);
+    // Kept when the write fails (Ctrl-C, an I/O error): sent again next time.
+    int err = blockdev_write(&v->bd, r->start, 0, r->buf, r->count * FAT_SECTOR_SIZE);
+    if (err == 0) {
+        r->count = 0;
+    }
+    return err;
 }
 
 static void runs_init(fat_vfs_t *v) {

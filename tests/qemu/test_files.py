@@ -356,3 +356,4 @@ f.close()
 print(open('/f.bin', 'rb').read() == b'A' * 204800 + b'B' * 8192 + b'A' * (524288 - 212992))
 ''')
     assert out == 'True\nTrue\n'
+
