@@ -357,3 +357,79 @@ print(open('/f.bin', 'rb').read() == b'A' * 204800 + b'B' * 8192 + b'A' * (52428
 ''')
     assert out == 'True\nTrue\n'
 
+
+
+# ---- open()'s modes and the file methods -------------------------------------------
+
+FILE_API = '''
+bdev = RAMBlockDev(512, 512)
+os.%(kind)s.mkfs(bdev)
+os.mount(os.%(kind)s(bdev), '/api')
+r = []
+with open('/api/t.txt', 'w') as f:
+    r.append(f.write('line one\\nline two\\nthird'))
+    r.append(repr(f))
+with open('/api/t.txt') as f:
+    r.append(f.readline()); r.append(f.tell()); r.append([l for l in f])
+with open('/api/t.txt', 'a') as f:
+    f.write('!')
+with open('/api/t.txt', 'rb') as f:
+    r.append(f.read(4)); f.seek(-3, 2); r.append(f.read())
+    buf = bytearray(5); f.seek(5); r.append(f.readinto(buf)); r.append(bytes(buf))
+with open('/api/t.txt', 'r+') as f:
+    f.seek(5); f.write('ONE'); f.seek(0); r.append(f.read(12))
+try:
+    open('/api/t.txt', 'x')
+except OSError as e:
+    r.append(e.errno)
+with open('/api/new.bin', 'x+b') as f:
+    f.write(b'\\x00\\xff'); f.flush(); f.seek(0); r.append(f.read())
+try:
+    open('/api/t.txt', 'rw')
+except ValueError:
+    r.append('ValueError')
+f = open('/api/t.txt'); f.close(); f.close()
+try:
+    f.read()
+except OSError as e:
+    r.append(e.errno)
+r.append(sorted(os.listdir('/api')))
+r.append([t[:2] for t in sorted(os.ilistdir('/api'))])
+os.rename('/api/new.bin', '/api/t.txt')
+r.append((sorted(os.listdir('/api')), os.stat('/api/t.txt')[6]))
+os.umount('/api')
+'''
+
+
+@pytest.mark.parametrize('kind', ['VfsFat', 'VfsLfs2'])
+def test_open_modes_and_file_methods(guest, kind):
+    guest.exec(RAM_DISK + FILE_API % {'kind': kind})
+    assert guest.eval('r') == [
+        23, "<io.TextIOWrapper open>",
+        'line one\n', 9, ['line two\n', 'third'],
+        b'line', b'rd!', 5, b'one\nl',
+        'line ONE\nlin',
+        17,
+        b'\x00\xff',
+        'ValueError',
+        9,
+        ['new.bin', 't.txt'],
+        [('new.bin', 0x8000), ('t.txt', 0x8000)],
+        (['t.txt'], 2),
+    ]
+
+
+def test_os_urandom_uname_and_the_vfs_module(boot):
+    g = boot(devices=['-device', 'virtio-rng-pci'])
+    a, b = g.eval("(__import__('os').urandom(32), __import__('os').urandom(32))")
+    assert len(a) == 32 and len(b) == 32 and a != b
+    assert g.eval("__import__('os').uname().sysname") == 'x86_virt'
+    assert g.eval("__import__('os').uname().machine") == 'x86_virt with i686'
+    assert g.eval("[n for n in ('mount', 'umount', 'VfsFat', 'VfsLfs2') if hasattr(__import__('vfs'), n)]") \
+        == ['mount', 'umount', 'VfsFat', 'VfsLfs2']
+    assert g.eval("__import__('vfs').mount()") == []
+
+
+def test_os_urandom_without_virtio_rng_raises(guest):
+    with pytest.raises(GuestError, match='OSError'):
+        guest.exec("import os; os.urandom(4)")
