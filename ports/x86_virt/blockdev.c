@@ -59,32 +59,26 @@ static int exception_errno(mp_obj_t exc) {
     return MP_EIO;
 }
 
-// Call a prepared method frame with n extra arguments; 0 or an errno.
-static int call(blockdev_t *bd, const mp_obj_t *frame, size_t n_args, mp_obj_t *result) {
-    mp_obj_t args[5];
-    memcpy(args, frame, (2 + n_args) * sizeof(mp_obj_t));
-    nlr_buf_t nlr;
-    if (nlr_push(&nlr) == 0) {
-        mp_obj_t r = mp_call_method_n_kw(n_args, 0, args);
-        nlr_pop();
-        if (result != NULL) {
-            *result = r;
-        }
-        return 0;
-    }
-    bd->last_exc = MP_OBJ_FROM_PTR(nlr.ret_val);
+// Keep what a call raised, for blockdev_raise(); its errno.
+static int caught(blockdev_t *bd, void *exc) {
+    bd->last_exc = MP_OBJ_FROM_PTR(exc);
     bd->last_errno = exception_errno(bd->last_exc);
     return bd->last_errno;
 }
 
+// Everything that can raise -- the arguments' allocation included (a
+// MemoryError) -- happens inside the nlr frame.
 static int transfer(blockdev_t *bd, mp_obj_t *frame, uint32_t block, uint32_t offset, void *buf, size_t len) {
-    mp_obj_t args[5];
-    memcpy(args, frame, 2 * sizeof(mp_obj_t));
-    args[2] = mp_obj_new_int_from_uint(block);
-    // The C buffer itself, without a copy; the device must not keep it.
-    args[3] = mp_obj_new_bytearray_by_ref(len, buf);
-    args[4] = MP_OBJ_NEW_SMALL_INT(offset);
-    return call(bd, args, offset ? 3 : 2, NULL);
+    nlr_buf_t nlr;
+    if (nlr_push(&nlr) == 0) {
+        mp_obj_t args[5] = {frame[0], frame[1], mp_obj_new_int_from_uint(block),
+                            // The C buffer itself, without a copy; the device must not keep it.
+                            mp_obj_new_bytearray_by_ref(len, buf), MP_OBJ_NEW_SMALL_INT(offset)};
+        mp_call_method_n_kw(offset ? 3 : 2, 0, args);
+        nlr_pop();
+        return 0;
+    }
+    return caught(bd, nlr.ret_val);
 }
 
 int blockdev_read(blockdev_t *bd, uint32_t block, uint32_t offset, void *buf, size_t len) {
@@ -97,16 +91,21 @@ int blockdev_write(blockdev_t *bd, uint32_t block, uint32_t offset, const void *
 }
 
 int blockdev_ioctl(blockdev_t *bd, int op, uint32_t arg, mp_int_t *result) {
-    mp_obj_t args[4] = {bd->ioctl[0], bd->ioctl[1], MP_OBJ_NEW_SMALL_INT(op), mp_obj_new_int_from_uint(arg)};
-    mp_obj_t r;
-    int err = call(bd, args, 2, &r);
-    if (err == 0 && result != NULL) {
-        *result = r == mp_const_none ? 0 : mp_obj_get_int(r);
+    nlr_buf_t nlr;
+    if (nlr_push(&nlr) == 0) {
+        mp_obj_t args[4] = {bd->ioctl[0], bd->ioctl[1], MP_OBJ_NEW_SMALL_INT(op), mp_obj_new_int_from_uint(arg)};
+        mp_obj_t r = mp_call_method_n_kw(2, 0, args);
+        mp_int_t n = r == mp_const_none ? 0 : mp_obj_get_int(r);
+        nlr_pop();
+        if (result != NULL) {
+            *result = n;
+        }
+        if (op == BLOCKDEV_IOCTL_SYNC) {
+            bd->dirty = false;
+        }
+        return 0;
     }
-    if (err == 0 && op == BLOCKDEV_IOCTL_SYNC) {
-        bd->dirty = false;
-    }
-    return err;
+    return caught(bd, nlr.ret_val);
 }
 
 NORETURN void blockdev_raise(blockdev_t *bd, int err) {

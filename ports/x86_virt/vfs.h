@@ -26,9 +26,9 @@
 // ---- blockdev.c: calling a Python block device --------------------------
 typedef struct _blockdev_t {
     mp_obj_t obj;
-    mp_obj_t readblocks[5];     // bound-method call frames, filled once
-    mp_obj_t writeblocks[5];
-    mp_obj_t ioctl[4];
+    mp_obj_t readblocks[2];     // the bound methods (mp_load_method), looked up once
+    mp_obj_t writeblocks[2];
+    mp_obj_t ioctl[2];
     uint32_t block_size, block_count;
     bool dirty;                 // written since the last successful sync
     int last_errno;             // of the last failed call (EIO when unknown)

@@ -447,3 +447,46 @@ def test_an_mpy_module_on_the_disk_is_imported(boot, tmp_path):
     g = boot(devices=disk(img))
     assert g.eval("__import__('compiled_mod').area(6, 7)") == 42
     assert g.eval("__import__('compiled_mod').NAME") == 'from a .mpy'
+
+
+# ---- a block device that raises in the middle of a file system update -------------
+
+FLAKY = '''
+class Flaky(RAMBlockDev):
+    fail_in = 0         # raise on that many-th write from now (0: never)
+    exc = None
+    def writeblocks(self, block_num, buf, offset=0):
+        if self.fail_in:
+            self.fail_in -= 1
+            if not self.fail_in:
+                raise self.exc
+        RAMBlockDev.writeblocks(self, block_num, buf, offset)
+bdev = Flaky(512, 512)
+os.%(kind)s.mkfs(bdev)
+os.mount(os.%(kind)s(bdev), '/fl')
+seen = []
+for i in range(1, 6):
+    bdev.fail_in, bdev.exc = i, %(exc)s
+    try:
+        with open('/fl/f%%d.txt' %% i, 'w') as f:
+            f.write('x' * 3000)
+    except BaseException as e:
+        seen.append(type(e).__name__)
+    bdev.fail_in = 0
+    with open('/fl/ok%%d.txt' %% i, 'w') as f:
+        f.write('fine %%d' %% i)
+os.umount('/fl')
+os.mount(os.%(kind)s(bdev), '/fl')
+oks = [open('/fl/ok%%d.txt' %% i).read() for i in range(1, 6)]
+os.umount('/fl')
+'''
+
+
+@pytest.mark.parametrize('kind', ['VfsFat', 'VfsLfs2'])
+@pytest.mark.parametrize('exc', ['MemoryError', 'KeyboardInterrupt', 'OSError(5)'])
+def test_an_exception_inside_the_block_device_leaves_the_file_system_usable(guest, kind, exc):
+    guest.exec(RAM_DISK + FLAKY % {'kind': kind, 'exc': exc})
+    name = exc.split('(')[0]
+    seen = guest.eval('seen')
+    assert seen and set(seen) == {name}, seen       # the device's own exception, unchanged
+    assert guest.eval('oks') == ['fine %d' % i for i in range(1, 6)]
