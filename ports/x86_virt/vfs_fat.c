@@ -126,6 +126,15 @@ static int send_pending(fat_vfs_t *v) {
     return err;
 }
 
+// Everything written, out of RAM and out of the device's write cache.
+static int flush_device(fat_vfs_t *v) {
+    int err = send_pending(v);
+    if (err == 0 && v->bd.dirty) {
+        err = blockdev_ioctl(&v->bd, BLOCKDEV_IOCTL_SYNC, 0, NULL);
+    }
+    return err;
+}
+
 static void runs_init(fat_vfs_t *v) {
     if (v->pending.buf == NULL) {
         v->pending.buf = m_new(uint8_t, RUN_SECTORS * FAT_SECTOR_SIZE);
@@ -205,10 +214,11 @@ DRESULT disk_ioctl(BYTE pdrv, BYTE cmd, void *buff) {
     }
     switch (cmd) {
         case CTRL_SYNC:
-            if (send_pending(v)) {
-                return RES_ERROR;
-            }
-            return blockdev_ioctl(&v->bd, BLOCKDEV_IOCTL_SYNC, 0, NULL) ? RES_ERROR : RES_OK;
+            // FatFs syncs at every close, mkdir, rename, remove: what it
+            // wrote goes to the device. The device's own cache is flushed by
+            // flush(), os.sync() and umount (flush_device), as Linux does at
+            // fsync/sync/umount but not at close.
+            return send_pending(v) ? RES_ERROR : RES_OK;
         case GET_SECTOR_COUNT:
             *(LBA_t *)buff = v->bd.block_count;
             return RES_OK;
@@ -306,7 +316,7 @@ static mp_obj_t fat_mkfs(mp_obj_t bdev) {
     uint8_t *work = m_new(uint8_t, MKFS_WORK_SIZE);
     FRESULT res = f_mkfs(drive, &opt, work, MKFS_WORK_SIZE);
     m_del(uint8_t, work, MKFS_WORK_SIZE);
-    if (res == FR_OK && disk_ioctl(self->vol, CTRL_SYNC, NULL) != RES_OK) {
+    if (res == FR_OK && flush_device(self)) {
         res = FR_DISK_ERR;
     }
     give_volume(self);
@@ -352,10 +362,7 @@ static mp_obj_t fat_umount(mp_obj_t self_in) {
         return mp_const_none;
     }
     int err = file_list_close_all(&self->files);
-    if (send_pending(self)) {
-        err = err ? err : MP_EIO;
-    }
-    if (self->bd.dirty && disk_ioctl(self->vol, CTRL_SYNC, NULL) != RES_OK) {
+    if (flush_device(self)) {
         err = err ? err : MP_EIO;
     }
     give_volume(self);
@@ -374,7 +381,7 @@ static mp_obj_t fat_sync(mp_obj_t self_in) {
             blockdev_raise(&self->bd, err);
         }
         if (!self->readonly) {
-            check(self, disk_ioctl(self->vol, CTRL_SYNC, NULL) == RES_OK ? FR_OK : FR_DISK_ERR);
+            check(self, flush_device(self) ? FR_DISK_ERR : FR_OK);
         }
     }
     return mp_const_none;
@@ -574,9 +581,18 @@ static int fat_file_seek(vfs_file_t *vf, mp_off_t *offset, int whence) {
     return err;
 }
 
+// flush(): the file's data and entry to the device, and the device's cache
+// flushed (close() does the first only, see disk_ioctl).
 static int fat_file_sync(vfs_file_t *vf) {
     fat_file_t *f = (fat_file_t *)vf;
-    return (vf->flags & FILE_WRITE) ? file_result(f, f_sync(&f->fil)) : 0;
+    if (!(vf->flags & FILE_WRITE)) {
+        return 0;
+    }
+    int err = file_result(f, f_sync(&f->fil));
+    if (err == 0 && flush_device(MP_OBJ_TO_PTR(vf->fs))) {
+        blockdev_raise(&((fat_vfs_t *)MP_OBJ_TO_PTR(vf->fs))->bd, MP_EIO);
+    }
+    return err;
 }
 
 static int fat_file_close(vfs_file_t *vf) {
