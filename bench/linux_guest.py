@@ -32,9 +32,34 @@ def script(selected):
         elif w.kind == 'ping':
             lines += ['echo "@@ %s"' % w.name,
                       'ping -c %d -i 0.2 -W 2 10.0.2.2' % p['count']]
+    lines += fs_script([w for w in selected if w.kind == 'fs'])
     if any(w.kind == 'udp' for w in selected):
         lines += ['echo "@@ udp_server"', 'bhelper udpecho %d' % qemu.UDP_GUEST_PORT]
     return '\n'.join(lines) + '\n'
+
+
+FS_MOUNT = '/tmp'
+
+
+def fs_script(fs):
+    """The file workloads on the second disk (/dev/vdb, FAT made on the host), through
+    vfat; before the read, the page cache is dropped (after a sync)."""
+    if not fs:
+        return []
+    big = FS_MOUNT + '/big.bin'
+    lines = ['mount -t vfat /dev/vdb %s || echo "BENCH ERROR mount vfat /dev/vdb"' % FS_MOUNT]
+    for w in fs:
+        p = w.params
+        if p['op'] == 'fsread' and not any(x.params['op'] == 'fswrite' for x in fs):
+            lines += ['bhelper fswrite %s %d %d > /dev/null' % (big, p['bs'], p['total'])]
+        if p['op'] == 'fsread':
+            lines += ['sync', 'echo 3 > /proc/sys/vm/drop_caches']
+        lines += ['echo "@@ %s"' % w.name]
+        if p['op'] == 'fsfiles':
+            lines += ['bhelper fsfiles %s %d %d' % (FS_MOUNT, p['count'], p['size'])]
+        else:
+            lines += ['bhelper %s %s %d %d' % (p['op'], big, p['bs'], p['total'])]
+    return lines
 
 
 def run(info, master_disk, work_dir, selected, timeout=150, log=print, machine='pc'):
@@ -50,7 +75,9 @@ def run(info, master_disk, work_dir, selected, timeout=150, log=print, machine='
     initrd = linuxref.with_script(info['initramfs'], script(selected),
                                   os.path.join(work_dir, 'linux-initrd.cpio'))
     port = qemu.free_udp_port()
-    args = (qemu.machine_flags(machine) + qemu.devices(disk, port, machine) +
+    fs_selected = [w for w in selected if w.kind == 'fs']
+    fs_disk = fs_selected and qemu.make_fs_disk(os.path.join(work_dir, 'linux-fs.img'), W.FS_DISK_BYTES)
+    args = (qemu.machine_flags(machine) + qemu.devices(disk, port, machine, fs_disk or None) +
             ['-kernel', info['kernel'], '-initrd', initrd, '-append', KERNEL_CMDLINE])
     results = {}
     with qemu.Qemu(args, timeout) as q:
@@ -73,11 +100,20 @@ def run(info, master_disk, work_dir, selected, timeout=150, log=print, machine='
             value, err = W.disk_figure(w, entry and entry['result'])
             results[w.name] = {'value': value, 'error': err,
                                'detail': entry and entry['result']}
+        elif w.kind == 'fs':
+            entry = parsed.get(w.name)
+            value, err = W.fs_figure(w, entry and entry['result'])
+            if not fs_disk:
+                value, err = None, 'no FAT disk (mformat missing)'
+            results[w.name] = {'value': value, 'error': err,
+                               'detail': entry and entry['result']}
         elif w.kind == 'ping':
             results[w.name] = figures.ping(parsed.get(w.name))
     for w in selected:
         if w.kind == 'write' and results[w.name]['value'] is not None:
             figures.check_written(disk, w, results)
+    if fs_disk:
+        os.remove(fs_disk)
     if 'ERROR' in text:
         results['_errors'] = [l for l in text.splitlines() if 'BENCH ERROR' in l]
     os.remove(disk)

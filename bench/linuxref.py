@@ -31,6 +31,10 @@ HELPER_SRC = os.path.join(BENCH_DIR, 'helper', 'bhelper.c')
 WANTED_MODULES = ['virtio_pci', 'virtio_blk', 'virtio_net', 'virtio_console', 'virtio_rng']
 OPTIONAL_MODULES = ['virtio_mmio']       # for microvm, when the kernel has it as a module
 
+# For the file workloads (vfat on the second disk), loaded when the kernel package has
+# them as modules; a kernel without vfat gives those workloads an error, not a failed build.
+FS_MODULES = ['vfat', 'nls_cp437', 'nls_utf8', 'nls_iso8859_1', 'nls_ascii']
+
 # busybox applets the scripts call, linked into /bin.
 APPLETS = ['sh', 'mount', 'insmod', 'ip', 'ping', 'poweroff', 'cat', 'echo', 'cut', 'sleep',
            'usleep', 'ls', 'grep', 'dd', 'sync', 'uname', 'head', 'sed', 'nc', 'true']
@@ -193,7 +197,8 @@ def builtin_modules(modroot):
 
 def recipe_hash():
     h = hashlib.sha256()
-    for part in (INIT, ' '.join(WANTED_MODULES + OPTIONAL_MODULES), ' '.join(APPLETS)):
+    for part in (INIT, ' '.join(WANTED_MODULES + OPTIONAL_MODULES), ' '.join(FS_MODULES),
+                 ' '.join(APPLETS)):
         h.update(part.encode())
     with open(HELPER_SRC, 'rb') as f:
         h.update(f.read())
@@ -258,11 +263,12 @@ def build(cache_dir, log=print):
     builtin = builtin_modules(modroot)
     depends = {}
     for name, path in kos.items():
-        if name.startswith('virtio') or 'failover' in name:
+        if name.startswith('virtio') or 'failover' in name or name == 'fat' or name in FS_MODULES:
             dep = modinfo(path).get('depends', '')
             depends[name] = [d.replace('-', '_') for d in dep.split(',') if d and d not in builtin]
     wanted = [m for m in WANTED_MODULES if m not in builtin]
     wanted += [m for m in OPTIONAL_MODULES if m not in builtin and m in kos]
+    wanted += [m for m in FS_MODULES if m in kos and m not in builtin]
     order = module_order(wanted, depends)
 
     helper = build_helper(os.path.join(cache_dir, 'bhelper'))

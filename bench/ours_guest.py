@@ -93,6 +93,12 @@ def call_line(w):
         return "write(blk, '%s', %d, %d, %d)" % (w.name, p['bs'], p['offset'], p['total'])
     if w.kind == 'ping':
         return "ping(st, '%s', %d)" % (w.name, p['count'])
+    if w.kind == 'fs':
+        if p['op'] == 'fswrite':
+            return "fs_write('%s', root + '/big.bin', %d, %d)" % (w.name, p['bs'], p['total'])
+        if p['op'] == 'fsread':
+            return "fs_read('%s', root + '/big.bin', %d, %d, remount)" % (w.name, p['bs'], p['total'])
+        return "fs_files('%s', root + '/files', %d, %d)" % (w.name, p['count'], p['size'])
     raise ValueError('no guest call for %s' % w.name)
 
 
@@ -146,8 +152,14 @@ def run(image, master_disk, work_dir, selected, timeout=240, log=print, machine=
         results, text = run_script(image, disk, work_dir, selected, machine, timeout)
         return collect(results, text, selected, disk)
     port = qemu.free_udp_port()
-    args = qemu.machine_flags(machine) + qemu.devices(disk, port, machine) + ['-kernel', image]
+    fs_selected = [w for w in selected if w.kind == 'fs']
+    fs_disk = fs_selected and qemu.make_fs_disk(os.path.join(work_dir, 'ours-fs.img'), W.FS_DISK_BYTES)
+    args = (qemu.machine_flags(machine) + qemu.devices(disk, port, machine, fs_disk or None)
+            + ['-kernel', image])
     results = {}
+    if fs_selected and not fs_disk:
+        results.update(na_all(fs_selected, 'no FAT disk (mformat missing)'))
+        fs_selected = []
     texts = []
     with qemu.Qemu(args, timeout) as q:
         _, t_ready = q.expect(re.escape(READY), 60)
@@ -161,6 +173,15 @@ def run(image, master_disk, work_dir, selected, timeout=240, log=print, machine=
         for w in selected:
             if w.kind in ('read', 'write'):
                 texts.append(run_workload(repl, w))
+        if fs_selected:
+            out, err = repl.run(guest_source('ours_fs.py') + '\nroot = fs_mount()\n')
+            texts.append(out)
+            if err:
+                why = 'file system not mounted: %s' % err.strip().splitlines()[-1]
+                results.update({w.name: {'value': None, 'error': why} for w in fs_selected})
+            else:
+                for w in fs_selected:
+                    texts.append(run_workload(repl, w))
         needs_net = [w for w in selected if w.kind in ('ping', 'udp')]
         if needs_net:
             out, err = repl.run(guest_source('ours_net.py') + '\nst = make_stack()\n')
@@ -187,10 +208,10 @@ def run(image, master_disk, work_dir, selected, timeout=240, log=print, machine=
             q.wait_exit(10)
         except qemu.Timeout:
             pass
-    return collect(results, '\n'.join(texts), selected, disk)
+    return collect(results, "\n".join(texts), selected, disk, fs_disk)
 
 
-def collect(results, text, selected, disk):
+def collect(results, text, selected, disk, fs_disk=None):
     """Figures from the workloads' output text; the written disk checked, then removed."""
     parsed = W.parse_output(text)
     for w in selected:
@@ -204,6 +225,9 @@ def collect(results, text, selected, disk):
         elif w.kind in ('read', 'write'):
             value, err = W.disk_figure(w, entry and entry['result'])
             results[w.name] = {'value': value, 'error': err, 'detail': entry and entry['result']}
+        elif w.kind == 'fs':
+            value, err = W.fs_figure(w, entry and entry['result'])
+            results[w.name] = {'value': value, 'error': err, 'detail': entry and entry['result']}
         elif w.kind == 'ping':
             results[w.name] = figures.ping(entry)
     for w in selected:
@@ -213,4 +237,6 @@ def collect(results, text, selected, disk):
     if notes:
         results['_notes'] = notes
     os.remove(disk)
+    if fs_disk:
+        os.remove(fs_disk)
     return results

@@ -30,25 +30,41 @@ PC_PACKED = 'pc-packed'
 
 
 def machine_flags(machine='pc'):
-    """MACHINE_FLAGS, on another machine ('pc' or MICROVM)."""
+    """MACHINE_FLAGS, on another machine ('pc', PC_PACKED or MICROVM)."""
     if machine in ('pc', PC_PACKED):
         return list(MACHINE_FLAGS)
     i = MACHINE_FLAGS.index('-machine')
     return MACHINE_FLAGS[:i + 1] + [MICROVM + ',acpi=off'] + MACHINE_FLAGS[i + 2:]
 
 
-def devices(disk, udp_host_port, machine='pc'):
+def devices(disk, udp_host_port, machine='pc', fs_disk=None):
     """The four virtio devices, the same for both guests (net's iPXE ROM is left out);
-    virtio-mmio ones (-device virtio-*-device) on microvm."""
+    virtio-mmio ones (-device virtio-*-device) on microvm; with fs_disk, a second
+    virtio-blk disk for the file workloads (FAT, made on the host)."""
     bus, rom = ('device', '') if machine == MICROVM else ('pci', ',romfile=')
     packed = ',packed=on' if machine == PC_PACKED else ''
+    fs = ['-drive', 'file=%s,format=raw,if=none,id=disk1' % fs_disk,
+          '-device', 'virtio-blk-%s,drive=disk1,serial=benchfs' % bus] if fs_disk else []
     return ['-drive', 'file=%s,format=raw,if=none,id=disk0' % disk,
-            '-device', 'virtio-blk-%s,drive=disk0,serial=benchdisk%s' % (bus, packed),
+            '-device', 'virtio-blk-%s,drive=disk0,serial=benchdisk%s' % (bus, packed)] + fs + [
             '-netdev', 'user,id=net0,hostfwd=udp:127.0.0.1:%d-:%d' % (udp_host_port, UDP_GUEST_PORT),
             '-device', 'virtio-net-%s,netdev=net0%s%s' % (bus, rom, packed),
             '-device', 'virtio-serial-%s' % bus,
             '-chardev', 'null,id=vcon0', '-device', 'virtconsole,chardev=vcon0',
             '-device', 'virtio-rng-%s' % bus]
+
+
+def make_fs_disk(path, size):
+    """A fresh FAT disk image (Debian's mtools: mformat, no partition table), or None
+    when mformat is missing (the file workloads then say why)."""
+    with open(path, 'wb') as f:
+        f.truncate(size)
+    try:
+        subprocess.run(['mformat', '-i', path, '::'], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        os.remove(path)
+        return None
+    return path
 
 
 def free_udp_port():

@@ -19,6 +19,13 @@ UDP_RATE_COUNT = int(os.environ.get('BENCH_UDP_RATE_COUNT', '2000'))
 UDP_WINDOW = 16
 UDP_SIZES = (16, 64, 256, 512, 1024, 1400)
 
+# The file workloads (docs/files.md): a fresh FAT disk of its own (mformat on the host,
+# the same for both guests), ours through VfsFat, Linux's through vfat.
+FS_DISK_BYTES = 256 * MiB
+FS_FILE_BYTES = int(os.environ.get('BENCH_FS_MIB', '64')) * MiB
+FS_FILES = 1000
+FS_FILE_SIZE = 100
+
 HIGHER, LOWER = 'higher', 'lower'
 
 
@@ -50,6 +57,12 @@ WORKLOADS = [
     _read('read_512_d32', '512 B random reads, depth 32', 512, 32, 'rand', 'IOPS'),
     Workload('seq_write', 'sequential write 1 MiB + flush', 'MB/s', HIGHER, 'write',
              bs=MiB, offset=WRITE_OFFSET, total=WRITE_BYTES),
+    Workload('fs_write', 'FAT: write a 64 MiB file, 1 MiB writes, close', 'MB/s', HIGHER, 'fs',
+             op='fswrite', bs=MiB, total=FS_FILE_BYTES),
+    Workload('fs_read', 'FAT: read it back, caches dropped', 'MB/s', HIGHER, 'fs',
+             op='fsread', bs=MiB, total=FS_FILE_BYTES),
+    Workload('fs_files', 'FAT: create 1,000 files of 100 B, then sync', 'files/s', HIGHER, 'fs',
+             op='fsfiles', count=FS_FILES, size=FS_FILE_SIZE),
     Workload('ping_rtt', 'ping 10.0.2.2, median RTT', 'ms', LOWER, 'ping', count=PING_COUNT),
     Workload('udp_rtt', 'UDP echo via hostfwd, median RTT', 'ms', LOWER, 'udp'),
     Workload('udp_rtt_p99', 'UDP echo via hostfwd, p99 RTT', 'ms', LOWER, 'udp'),
@@ -107,6 +120,7 @@ def on_machine(selected, machine):
 
 BY_NAME = {w.name: w for w in WORKLOADS}
 DISK_WORKLOADS = [w for w in WORKLOADS if w.kind in ('read', 'write')]
+FS_WORKLOADS = [w for w in WORKLOADS if w.kind == 'fs']
 
 _MARK = re.compile(r'^@@ (\S+)')
 _RESULT = re.compile(r'^RESULT ((?:\w+=\S+ ?)+)')
@@ -185,6 +199,27 @@ def disk_figure(w, result):
     if w.unit == 'MB/s':
         return result['bytes'] / seconds / 1e6, None
     return result['ops'] / seconds, None
+
+
+def fs_figure(w, result):
+    """(value, error) for a file workload's RESULT dict (bhelper fs* and ours_fs.py)."""
+    if result is None:
+        return None, 'no result'
+    for k in ('ops', 'bytes', 'ns', 'bad'):
+        if k not in result:
+            return None, 'result lacks %s' % k
+    if result['bad']:
+        return None, 'wrong data (%d failed checks)' % result['bad']
+    if result['ns'] <= 0:
+        return None, 'nothing measured'
+    p = w.params
+    if p['op'] == 'fsfiles':
+        if result['ops'] != p['count']:
+            return None, 'made %d of %d files' % (result['ops'], p['count'])
+        return result['ops'] / (result['ns'] / 1e9), None
+    if result['bytes'] != p['total']:
+        return None, 'moved %d of %d bytes' % (result['bytes'], p['total'])
+    return result['bytes'] / (result['ns'] / 1e9) / 1e6, None
 
 
 def median(xs):

@@ -5,7 +5,8 @@
 #    mmio@<base>, each with its transport), virtio-mmio windows skipped for a
 #    reason, or, when the drivers are missing or fail, the PCI functions read
 #    straight from configuration space.
-# 2. If QEMU was given a script (make run SCRIPT=x.py, delivered through
+# 2. Mount the disk at / when it holds a file system (fsboot.py).
+# 3. If QEMU was given a script (make run SCRIPT=x.py, delivered through
 #    fw_cfg as opt/script), run it and power off with its status:
 #    0 on success, sys.exit(n) -> n, an uncaught exception -> 1 (after the
 #    traceback). Otherwise return, and main.c starts the REPL.
@@ -103,6 +104,8 @@ def run_script(source, name):
 
 def main():
     report()
+    import fsboot
+    fsboot.mount_root()
     source = fwcfg.read_file(x86, SCRIPT_FILE)
     if source is not None:
         name = fwcfg.read_file(x86, SCRIPT_NAME_FILE)

@@ -18,5 +18,12 @@ for name in sorted(os.listdir(DRIVERS)):
 # The boot script and what it uses.
 module("fwcfg.py")
 module("boot.py")
+# Mounting the disk at / after every reset (main.c calls it).
+module("fsboot.py")
 # A small `random`, seeded from virtio-rng when it is imported.
 module("random.py")
+# json and binascii with MicroPython's names (the C ones are in extmod/, which
+# the source we build from lacks; the micropython-lib sdists on PyPI have no
+# setup.py or pyproject.toml, so pip cannot fetch them, and their json needs `re`).
+module("json.py")
+module("binascii.py")

@@ -30,6 +30,10 @@ command -v sha256sum >/dev/null 2>&1 || missing+=(coreutils)
 command -v tar >/dev/null 2>&1 || missing+=(tar)
 # The host end of the virtio console in README.md (socat - UNIX-CONNECT:...).
 command -v socat >/dev/null 2>&1 || missing+=(socat)
+# FAT disk images: make run formats its scratch disk (mformat), the tests
+# build and check images (mcopy, fsck.fat).
+command -v mformat >/dev/null 2>&1 || missing+=(mtools)
+command -v fsck.fat >/dev/null 2>&1 || [ -x /usr/sbin/fsck.fat ] || [ -x /sbin/fsck.fat ] || missing+=(dosfstools)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

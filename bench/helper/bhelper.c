@@ -19,6 +19,12 @@
  *   bhelper read  PATH BS DEPTH seq|rand REGION_BYTES MAX_OPS MAX_MS [buffered]
  *   bhelper write PATH BS OFFSET TOTAL_BYTES
  *   bhelper udpecho PORT
+ *   bhelper fswrite FILE BS TOTAL_BYTES   a file on a mounted file system, then fsync
+ *   bhelper fsread  FILE BS TOTAL_BYTES   read it back (the script drops caches first)
+ *   bhelper fsfiles DIR COUNT SIZE        COUNT files of SIZE bytes in 10 folders, then sync
+ *
+ * The file workloads' data (bench/guest/ours_fs.py writes the same): chunk k of BS bytes
+ * starts with k (u32) and FILE_MAGIC; byte i >= 8 of every chunk is (i * 7 + 0x33) & 0xff.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -30,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -326,6 +333,125 @@ static int cmd_udpecho(int argc, char **argv)
     return 0;
 }
 
+/* ---- file workloads (docs/files.md; ours: bench/guest/ours_fs.py) ---- */
+#define FILE_MAGIC 0x454c4946u  /* "FILE" */
+
+static void fill_chunk(unsigned char *p, uint64_t bs, uint32_t k)
+{
+    uint32_t magic = FILE_MAGIC;
+    for (uint64_t i = STAMP_LEN; i < bs; i++)
+        p[i] = (unsigned char)((i * 7 + 0x33) & 0xff);
+    memcpy(p, &k, 4);
+    memcpy(p + 4, &magic, 4);
+}
+
+static int cmd_fswrite(int argc, char **argv)
+{
+    if (argc < 5) {
+        fprintf(stderr, "usage: bhelper fswrite FILE BS TOTAL_BYTES\n");
+        return 2;
+    }
+    uint64_t bs = strtoull(argv[3], NULL, 0), total = strtoull(argv[4], NULL, 0);
+    unsigned char *buf = aligned(bs);
+    uint64_t t0 = now_ns(), ops = 0;
+    long bad = 0;
+    int fd = open(argv[2], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+        fprintf(stderr, "bhelper: open %s: %s\n", argv[2], strerror(errno));
+        return 2;
+    }
+    uint64_t busy_ns = now_ns() - t0;
+    for (uint64_t off = 0; off < total; off += bs) {
+        fill_chunk(buf, bs, (uint32_t)(off / bs));
+        t0 = now_ns();
+        ssize_t n = write(fd, buf, bs);
+        busy_ns += now_ns() - t0;
+        if (n != (ssize_t)bs) {
+            bad++;
+            break;
+        }
+        ops++;
+    }
+    t0 = now_ns();
+    if (fsync(fd) != 0 || close(fd) != 0)
+        bad++;
+    busy_ns += now_ns() - t0;
+    printf("RESULT op=fswrite bs=%llu ops=%llu bytes=%llu ns=%llu bad=%ld\n",
+           (unsigned long long)bs, (unsigned long long)ops, (unsigned long long)(ops * bs),
+           (unsigned long long)busy_ns, bad);
+    return bad ? 1 : 0;
+}
+
+static int cmd_fsread(int argc, char **argv)
+{
+    if (argc < 5) {
+        fprintf(stderr, "usage: bhelper fsread FILE BS TOTAL_BYTES\n");
+        return 2;
+    }
+    uint64_t bs = strtoull(argv[3], NULL, 0), total = strtoull(argv[4], NULL, 0);
+    unsigned char *buf = aligned(bs), *want = aligned(bs);
+    uint64_t t0 = now_ns(), ops = 0;
+    long bad = 0;
+    int fd = open(argv[2], O_RDONLY);
+    if (fd < 0) {
+        fprintf(stderr, "bhelper: open %s: %s\n", argv[2], strerror(errno));
+        return 2;
+    }
+    uint64_t busy_ns = now_ns() - t0;
+    for (uint64_t off = 0; off < total; off += bs) {
+        t0 = now_ns();
+        ssize_t n = read(fd, buf, bs);
+        busy_ns += now_ns() - t0;
+        fill_chunk(want, bs, (uint32_t)(off / bs));
+        if (n != (ssize_t)bs || memcmp(buf, want, bs) != 0) {
+            bad++;
+            if (n != (ssize_t)bs)
+                break;
+        }
+        ops++;
+    }
+    close(fd);
+    printf("RESULT op=fsread bs=%llu ops=%llu bytes=%llu ns=%llu bad=%ld\n",
+           (unsigned long long)bs, (unsigned long long)ops, (unsigned long long)(ops * bs),
+           (unsigned long long)busy_ns, bad);
+    return bad ? 1 : 0;
+}
+
+static int cmd_fsfiles(int argc, char **argv)
+{
+    if (argc < 5) {
+        fprintf(stderr, "usage: bhelper fsfiles DIR COUNT SIZE\n");
+        return 2;
+    }
+    const char *dir = argv[2];
+    long count = atol(argv[3]), size = atol(argv[4]), bad = 0, made = 0;
+    char path[512], body[4096];
+    if (size > (long)sizeof(body))
+        size = sizeof(body);
+    for (long i = 0; i < size; i++)
+        body[i] = (char)('a' + i % 26);
+    uint64_t t0 = now_ns();
+    for (int d = 0; d < 10; d++) {
+        snprintf(path, sizeof(path), "%s/d%d", dir, d);
+        if (mkdir(path, 0755) != 0)
+            bad++;
+    }
+    for (long i = 0; i < count; i++) {
+        snprintf(path, sizeof(path), "%s/d%ld/f%04ld", dir, i % 10, i);
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0 || write(fd, body, (size_t)size) != size || close(fd) != 0) {
+            bad++;
+            continue;
+        }
+        made++;
+    }
+    sync();
+    uint64_t busy_ns = now_ns() - t0;
+    printf("RESULT op=fsfiles bs=%ld ops=%ld bytes=%ld ns=%llu bad=%ld\n",
+           size, made, made * size, (unsigned long long)busy_ns, bad);
+    return bad ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -335,6 +461,12 @@ int main(int argc, char **argv)
         return cmd_write(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "udpecho") == 0)
         return cmd_udpecho(argc, argv);
-    fprintf(stderr, "usage: bhelper read|write|udpecho ...\n");
+    if (argc >= 2 && strcmp(argv[1], "fswrite") == 0)
+        return cmd_fswrite(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "fsread") == 0)
+        return cmd_fsread(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "fsfiles") == 0)
+        return cmd_fsfiles(argc, argv);
+    fprintf(stderr, "usage: bhelper read|write|udpecho|fswrite|fsread|fsfiles ...\n");
     return 2;
 }

@@ -18,6 +18,7 @@
 #include "shared/runtime/gchelper.h"
 #include "shared/runtime/pyexec.h"
 #include "rom.h"
+#include "vfs.h"
 #include "x86.h"
 
 #define MULTIBOOT_BOOTLOADER_MAGIC  0x2badb002
@@ -144,6 +145,35 @@ static bool run_boot_script(void) {
     return ok;
 }
 
+// sys.path: the ROM (".frozen", reader.c) first, then the current directory
+// and /lib as on MicroPython boards. ROM first: the drivers' imports never
+// wait on the disk (nor on a disk the drivers are resetting).
+static void sys_path_init(void) {
+    mp_obj_list_init(MP_OBJ_TO_PTR(mp_sys_path), 0);
+    mp_obj_list_append(mp_sys_path, MP_OBJ_NEW_QSTR(MP_QSTR__dot_frozen));
+    mp_obj_list_append(mp_sys_path, MP_OBJ_NEW_QSTR(MP_QSTR_));
+    mp_obj_list_append(mp_sys_path, MP_OBJ_NEW_QSTR(MP_QSTR__slash_lib));
+}
+
+// The disk (docs/files.md): firmware/fsboot.py mounts the first virtio-blk
+// disk at / when it holds FAT or littlefs. True when boot.py and main.py
+// should run from it (mounted, and not started with make run SAFE=1).
+static bool mount_root(void) {
+    nlr_buf_t nlr;
+    bool run_scripts = false;
+    if (nlr_push(&nlr) == 0) {
+        mp_hal_set_interrupt_char(CHAR_CTRL_C);
+        mp_obj_t fsboot = mp_import_name(MP_QSTR_fsboot, mp_const_none, MP_OBJ_NEW_SMALL_INT(0));
+        run_scripts = mp_obj_is_true(mp_call_function_0(mp_load_attr(fsboot, MP_QSTR_mount_root)));
+        nlr_pop();
+    } else {
+        mp_obj_print_exception(&mp_plat_print, MP_OBJ_FROM_PTR(nlr.ret_val));
+    }
+    mp_hal_set_interrupt_char(-1);
+    mp_handle_pending(false);
+    return run_scripts;
+}
+
 void kmain(uint32_t magic, const multiboot_info_t *mbi) {
     idt_init();
     uart_init();
@@ -168,6 +198,8 @@ soft_reset:
     gc_init((void *)heap_area_start, (void *)heap_area_end);
     mp_init();
     help_init();
+    sys_path_init();
+    vfs_init();
     readline_init0();
     dupterm_reset();
     irq_reset();
@@ -177,6 +209,14 @@ soft_reset:
         if (!run_boot_script()) {
             uart_puts("boot.py failed: powering off\r\n");
             x86_poweroff(EXIT_PYTHON_EXCEPTION);
+        }
+    }
+    // The user's boot.py on every reset, main.py when a REPL user (not a
+    // raw-REPL tool such as mpremote) is waiting, as on MicroPython boards.
+    if (mount_root()) {
+        pyexec_file_if_exists("boot.py");
+        if (pyexec_mode_kind == PYEXEC_MODE_FRIENDLY_REPL) {
+            pyexec_file_if_exists("main.py");
         }
     }
 
@@ -193,6 +233,7 @@ soft_reset:
     }
 
     mp_printf(&mp_plat_print, "MPY: soft reboot\n");
+    vfs_deinit();       // files closed, disks' caches written out
     gc_sweep_all();
     mp_deinit();
     dma_reclaim();
@@ -211,21 +252,13 @@ void x86_idle(void) {
     timer_wait_event(-1);
 }
 
-// No filesystem yet: the ROM's modules (rom.c) are there for import only.
-mp_obj_t mp_builtin_open(size_t n_args, const mp_obj_t *args, mp_map_t *kwargs) {
-    (void)n_args;
-    (void)args;
-    (void)kwargs;
-    mp_raise_msg(&mp_type_OSError, MP_ERROR_TEXT("no filesystem: open() cannot open files (the ROM's modules can be imported, not opened)"));
-}
-MP_DEFINE_CONST_FUN_OBJ_KW(mp_builtin_open_obj, 1, mp_builtin_open);
-
 const char x86_virt_help_text[] =
     "MicroPython on x86_virt: a bare-metal i686 VM for QEMU.\n"
     "\n"
     "  import x86        port I/O, physical memory, DMA memory, barrier, ticks\n"
     "  import virtio     the VirtIO drivers: virtio.probe() lists the devices\n"
     "  import time       ticks_ms(), ticks_us(), ticks_diff(), sleep_ms(), ...\n"
+    "  import os         files on the disk: os.listdir(), open(), os.mount()\n"
     "  x86.poweroff()    end the session (QEMU exits with status 0)\n"
     "  x86.poweroff(n)   end with status (n << 1) | 1\n"
     "\n"

@@ -49,10 +49,12 @@
 // start): its help('modules') lists the ROM's modules too.
 #define MICROPY_CAN_OVERRIDE_BUILTINS       (1)
 #define MICROPY_PY_MICROPYTHON_MEM_INFO     (1)
-#define MICROPY_PY_IO_IOBASE                (0)
+// io.IOBase: Python classes that are streams (mpremote's RemoteFile).
+#define MICROPY_PY_IO_IOBASE                (1)
 // Our own `time` (ports/x86_virt/modtime.c): upstream's lives in extmod/.
 #define MICROPY_PY_TIME                     (0)
-// Not in the 1.23 source we build from (extmod/ is absent).
+// Not in the 1.23 source we build from (extmod/ is absent). `os`, `vfs`
+// and open() are our own (modos.c, vfs.c; docs/files.md).
 #define MICROPY_PY_VFS                      (0)
 #define MICROPY_PY_OS                       (0)
 #define MICROPY_PY_ASYNCIO                  (0)

@@ -1,13 +1,10 @@
 // The ROM: the Python modules of firmware/manifest.py as .mpy files, packed and
 // DEFLATE-compressed by tools/mkrom.py (its doc string has the format),
-// unpacked into RAM at boot. Imports read from it as from a file system: `import
-// virtio.pci` finds "virtio" (a directory) and "virtio/pci.mpy" (a file).
+// unpacked into RAM at boot. Imports read from it as from a file system
+// (reader.c: sys.path's ".frozen" entry): `import virtio.pci` finds "virtio"
+// (a directory) and "virtio/pci.mpy" (a file).
 #include <string.h>
 
-#include "py/builtin.h"
-#include "py/lexer.h"
-#include "py/mperrno.h"
-#include "py/reader.h"
 #include "py/runtime.h"
 #include "inflate.h"
 #include "rom.h"
@@ -79,30 +76,4 @@ bool rom_dir(const char *path) {
         }
     }
     return false;
-}
-
-// ---- What MicroPython's import asks of a file system ---------------------
-
-mp_import_stat_t mp_import_stat(const char *path) {
-    const uint8_t *data;
-    size_t len;
-    if (rom_file(path, &data, &len)) {
-        return MP_IMPORT_STAT_FILE;
-    }
-    return rom_dir(path) ? MP_IMPORT_STAT_DIR : MP_IMPORT_STAT_NO_EXIST;
-}
-
-void mp_reader_new_file(mp_reader_t *reader, qstr filename) {
-    const uint8_t *data;
-    size_t len;
-    if (!rom_file(qstr_str(filename), &data, &len)) {
-        mp_raise_OSError(MP_ENOENT);
-    }
-    mp_reader_new_mem(reader, data, len, 0);     // 0: nothing to free on close
-}
-
-mp_lexer_t *mp_lexer_new_from_file(qstr filename) {
-    mp_reader_t reader;
-    mp_reader_new_file(&reader, filename);
-    return mp_lexer_new(filename, reader);
 }

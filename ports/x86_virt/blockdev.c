@@ -1,0 +1,118 @@
+// Calling a block device written in Python: MicroPython's block-device
+// protocol (os.AbstractBlockDev):
+//     readblocks(block_num, buf[, offset])
+//     writeblocks(block_num, buf[, offset])
+//     ioctl(op, arg)     op: 1 init, 2 deinit, 3 sync, 4 block count,
+//                            5 block size, 6 erase a block
+// The offset argument (the "extended" protocol) is passed only when it is
+// not 0, so a device with the simple two-argument methods works whenever
+// the file system reads whole blocks.
+//
+// The file systems (FatFs, littlefs) are C code that must never be unwound
+// half-way through an update, so a call that raises (an I/O error, a
+// KeyboardInterrupt, a MemoryError) is caught here and turned into an errno;
+// the exception is kept and re-raised once the file system has returned.
+#include <string.h>
+
+#include "py/mperrno.h"
+#include "py/nlr.h"
+#include "py/objexcept.h"
+#include "py/runtime.h"
+#include "vfs.h"
+
+void blockdev_init(blockdev_t *bd, mp_obj_t obj) {
+    memset(bd, 0, sizeof(*bd));
+    bd->obj = obj;
+    bd->last_exc = MP_OBJ_NULL;
+    mp_load_method(obj, MP_QSTR_readblocks, bd->readblocks);
+    mp_load_method(obj, MP_QSTR_writeblocks, bd->writeblocks);
+    mp_load_method(obj, MP_QSTR_ioctl, bd->ioctl);
+    mp_int_t n;
+    if (blockdev_ioctl(bd, BLOCKDEV_IOCTL_INIT, 0, &n) != 0) {
+        blockdev_raise(bd, MP_EIO);
+    }
+    // No answer to "block size" means 512 (the protocol's default).
+    bd->block_size = 512;
+    if (blockdev_ioctl(bd, BLOCKDEV_IOCTL_BLOCK_SIZE, 0, &n) != 0) {
+        blockdev_raise(bd, MP_EIO);
+    }
+    if (n > 0) {
+        bd->block_size = n;
+    }
+    if (blockdev_ioctl(bd, BLOCKDEV_IOCTL_BLOCK_COUNT, 0, &n) != 0) {
+        blockdev_raise(bd, MP_EIO);
+    }
+    if (n <= 0) {
+        mp_raise_msg(&mp_type_OSError, MP_ERROR_TEXT("block device reports no blocks (ioctl 4)"));
+    }
+    bd->block_count = n;
+}
+
+// The errno an exception stands for: OSError's first argument, else EIO.
+static int exception_errno(mp_obj_t exc) {
+    if (mp_obj_is_subclass_fast(MP_OBJ_FROM_PTR(mp_obj_get_type(exc)), MP_OBJ_FROM_PTR(&mp_type_OSError))) {
+        mp_obj_exception_t *e = MP_OBJ_TO_PTR(exc);
+        if (e->args->len > 0 && mp_obj_is_small_int(e->args->items[0])) {
+            return MP_OBJ_SMALL_INT_VALUE(e->args->items[0]);
+        }
+    }
+    return MP_EIO;
+}
+
+// Keep what a call raised, for blockdev_raise(); its errno.
+static int caught(blockdev_t *bd, void *exc) {
+    bd->last_exc = MP_OBJ_FROM_PTR(exc);
+    bd->last_errno = exception_errno(bd->last_exc);
+    return bd->last_errno;
+}
+
+// Everything that can raise -- the arguments' allocation included (a
+// MemoryError) -- happens inside the nlr frame.
+static int transfer(blockdev_t *bd, mp_obj_t *frame, uint32_t block, uint32_t offset, void *buf, size_t len) {
+    nlr_buf_t nlr;
+    if (nlr_push(&nlr) == 0) {
+        mp_obj_t args[5] = {frame[0], frame[1], mp_obj_new_int_from_uint(block),
+                            // The C buffer itself, without a copy; the device must not keep it.
+                            mp_obj_new_bytearray_by_ref(len, buf), MP_OBJ_NEW_SMALL_INT(offset)};
+        mp_call_method_n_kw(offset ? 3 : 2, 0, args);
+        nlr_pop();
+        return 0;
+    }
+    return caught(bd, nlr.ret_val);
+}
+
+int blockdev_read(blockdev_t *bd, uint32_t block, uint32_t offset, void *buf, size_t len) {
+    return transfer(bd, bd->readblocks, block, offset, buf, len);
+}
+
+int blockdev_write(blockdev_t *bd, uint32_t block, uint32_t offset, const void *buf, size_t len) {
+    bd->dirty = true;
+    return transfer(bd, bd->writeblocks, block, offset, (void *)buf, len);
+}
+
+int blockdev_ioctl(blockdev_t *bd, int op, uint32_t arg, mp_int_t *result) {
+    nlr_buf_t nlr;
+    if (nlr_push(&nlr) == 0) {
+        mp_obj_t args[4] = {bd->ioctl[0], bd->ioctl[1], MP_OBJ_NEW_SMALL_INT(op), mp_obj_new_int_from_uint(arg)};
+        mp_obj_t r = mp_call_method_n_kw(2, 0, args);
+        mp_int_t n = r == mp_const_none ? 0 : mp_obj_get_int(r);
+        nlr_pop();
+        if (result != NULL) {
+            *result = n;
+        }
+        if (op == BLOCKDEV_IOCTL_SYNC) {
+            bd->dirty = false;
+        }
+        return 0;
+    }
+    return caught(bd, nlr.ret_val);
+}
+
+NORETURN void blockdev_raise(blockdev_t *bd, int err) {
+    if (bd->last_exc != MP_OBJ_NULL) {
+        mp_obj_t exc = bd->last_exc;
+        bd->last_exc = MP_OBJ_NULL;
+        nlr_raise(exc);
+    }
+    mp_raise_OSError(err);
+}
