@@ -102,9 +102,12 @@ def replay(guest, lines):
 
 @pytest.fixture
 def make_run_guest(image):
-    """A guest with `make run`'s devices and disk size, at its REPL."""
+    """A guest with `make run`'s devices and disk (its size, formatted FAT as the
+    Makefile's disk rule does), at its REPL."""
     with tempfile.TemporaryDirectory(prefix='x86virt-docs-') as d:
-        with Guest(devices=default_devices(make_disk(d, DISK_SIZE)), image=image) as g:
+        disk = make_disk(d, DISK_SIZE)
+        subprocess.run(['mformat', '-i', disk, '-v', 'SCRATCH', '::'], check=True)
+        with Guest(devices=default_devices(disk), image=image) as g:
             g.start(wait_banner=False)
             yield g
 
