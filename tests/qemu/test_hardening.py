@@ -133,3 +133,4 @@ def test_a_real_ctrl_c_at_random_moments_never_wedges_the_device(g, kind):
         interrupted += 'KeyboardInterrupt' in err
         assert g.exec(CHECKS[kind], timeout=20).strip() == 'True'
     assert interrupted == 20
+
