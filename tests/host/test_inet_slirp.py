@@ -156,7 +156,7 @@ def test_dhcp_ping_and_udp_with_slirp(slirp):
     finally:
         server.close()
     st = s.stats
-    assert st["rx_frames"] == st["rx_arp"] + st["rx_icmp"] + st["rx_udp"] + s.dropped()
+    assert st["rx_frames"] == st["rx_arp"] + st["rx_icmp"] + st["rx_udp"] + st["rx_tcp"] + s.dropped()
 
 
 def test_udp_echo_service_through_hostfwd(slirp):
