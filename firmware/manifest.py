@@ -20,3 +20,6 @@ module("fwcfg.py")
 module("boot.py")
 # A small `random`, seeded from virtio-rng when it is imported.
 module("random.py")
+# MicroPython's socket and select over drivers/inet (inet/sockets.py).
+module("socket.py")
+module("select.py")

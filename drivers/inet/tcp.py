@@ -64,6 +64,7 @@ class Tcp:
         self.rcvbuf = rcvbuf
         self.conns = {}             # (remote ip, remote port, local port) -> Connection
         self.listeners = {}         # local port -> Listener
+        self.bound = set()          # ports sockets bound before listen or connect
         self.isn_source = None      # a function -> 32 random bits (virtio-rng), if any
         self._isn_count = 0
         self._next_port = EPHEMERAL_FIRST
