@@ -57,7 +57,9 @@ def ring_state(vq):
         s["used_idx"] = u_idx
         s["used"] = [(hw.read32(vq.used + 4 + 8 * i), hw.read32(vq.used + 8 + 8 * i))
                      for i in range(n)]
-        s["last_used"] = getattr(vq, "_last_used", None)
+        # The driver's own used index; a driver that drives the ring itself (owner: net,
+        # blk) keeps it elsewhere, and it is not shown.
+        s["last_used"] = getattr(vq, "_last_used", None) if s["owner"] is None else None
         # Heads the driver made available and the device has not yet returned.
         k = (a_idx - u_idx) & 0xFFFF
         s["heads"] = [s["avail"][(u_idx + i) % n] for i in range(min(k, n))]
@@ -178,7 +180,8 @@ def queue_svg(st):
         y = y0 + rows * cell + 20
         y = _ring_svg(o, "avail idx %d" % st["avail_idx"], st["avail"], st["avail_idx"],
                       st["used_idx"], n, cols, cell, y, heads, False)
-        _ring_svg(o, "used idx %d (driver seen %s)" % (st["used_idx"], st["last_used"]),
+        _ring_svg(o, "used idx %d%s" % (st["used_idx"], "" if st["last_used"] is None else
+                                         " (driver has seen %d)" % st["last_used"]),
                   [e[0] for e in st["used"]], st["used_idx"], st["last_used"], n, cols, cell,
                   y, heads, True)
     o.append("</svg>")
@@ -315,9 +318,9 @@ def handle(conn, stack=None):
         conn.close()
 
 
-def serve(port=80, count=0, sock_module=None, stack=None):
-    """Serve the status page on port until `count` requests were answered (0: for ever).
-    -> the number answered."""
+def serve(port=80, count=0, sock_module=None, stack=None, idle_s=0):
+    """Serve the status page on port until `count` requests were answered (0: for ever),
+    or no request came for idle_s seconds (0: wait for ever). -> the number answered."""
     if sock_module is None:
         import socket as sock_module
     if stack is None and hasattr(sock_module, "get_stack"):
@@ -326,12 +329,19 @@ def serve(port=80, count=0, sock_module=None, stack=None):
     s.setsockopt(sock_module.SOL_SOCKET, sock_module.SO_REUSEADDR, 1)
     s.bind(("", port))
     s.listen(8)
+    if idle_s:
+        s.settimeout(idle_s)
     print("webstatus: serving http://%s:%d/" % (
         stack.ip and ".".join([str(b) for b in stack.ip]) if stack else "0.0.0.0", port))
     served = 0
     try:
         while not count or served < count:
-            conn, _ = s.accept()
+            try:
+                conn, _ = s.accept()
+            except OSError:
+                if idle_s:
+                    break                   # idle for idle_s: done
+                raise
             handle(conn, stack)
             served += 1
     finally:

@@ -47,6 +47,7 @@ EINPROGRESS = 115
 
 WAIT_SLICE_MS = 10           # a blocked call polls this long at most, so timers still run
 DEFAULT_BACKLOG = 2
+CLOSE_LINGER_MS = 3000       # close() waits this long at most for its data to be acknowledged
 
 _state = {"stack": None, "factory": None}
 
@@ -361,8 +362,14 @@ class socket:
         if self._closed:
             return
         self._closed = True
-        if self._conn is not None:
-            self._conn.close()
+        c = self._conn
+        if c is not None:
+            c.close()
+            # Nothing runs the stack in the background: linger (polling) until the data
+            # and the FIN are acknowledged, or CLOSE_LINGER_MS pass, so that they do not
+            # wait in the send buffer for a poll that may never come.
+            _wait(self._stack, lambda: c.state in (tcb.FIN_WAIT_2, tcb.TIME_WAIT, tcb.CLOSED),
+                  CLOSE_LINGER_MS)
         if self._listener is not None:
             self._listener.close()
         if self._udp is not None:
