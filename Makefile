@@ -42,7 +42,7 @@ help:
 	@echo "make setup    install what is missing (apt packages, .venv, MicroPython source)"
 	@echo "make bench    run bench/run.py"
 	@echo "make clean    remove build products (keeps the downloaded source)"
-	@echo "options: QEMU= ACCEL=tcg|kvm MACHINE=pc|q35 MEM=<MiB> SCRIPT=file.py SERIAL=pty DISK= DEVICES= QEMU_EXTRA= PYTEST_ARGS="
+	@echo "options: QEMU= ACCEL=tcg|kvm MACHINE=pc|q35 MEM=<MiB> SCRIPT=file.py SERIAL=pty DISK= DEVICES= WEB_PORT= QEMU_EXTRA= PYTEST_ARGS="
 
 # ---- Set-up ----------------------------------------------------------------
 setup: host-tools $(VENV_STAMP) $(MPY_STAMP)
@@ -78,9 +78,11 @@ $(IMAGE): $(PORT_INPUTS) $(BUILD)/x86_virt/inputs.list $(MPY_STAMP) $(VENV_STAMP
 # Default devices: virtio-blk on a scratch disk, virtio-net on user
 # networking, a virtio console (its host end: the socket below), virtio-rng.
 VCON_SOCKET ?= $(BUILD)/virtconsole.sock
+# The host port forwarded to the guest's port 80, where `webstatus.serve(80)` serves.
+WEB_PORT ?= 8080
 DEVICES ?= \
 	-drive file=$(DISK),format=raw,if=none,id=disk0 -device virtio-blk-pci,drive=disk0 \
-	-netdev user,id=net0 -device virtio-net-pci,netdev=net0 \
+	-netdev user,id=net0,hostfwd=tcp:127.0.0.1:$(WEB_PORT)-:80 -device virtio-net-pci,netdev=net0 \
 	-device virtio-serial-pci \
 	-chardev socket,id=vcon0,path=$(VCON_SOCKET),server=on,wait=off \
 	-device virtconsole,chardev=vcon0 \
@@ -100,6 +102,7 @@ run: build $(DISK)
 	@if [ -n "$(SCRIPT)" ] && [ ! -f "$(SCRIPT)" ]; then echo "run: SCRIPT=$(SCRIPT): no such file"; exit 1; fi
 	@echo "$(QEMU) $(strip $(QEMU_ARGS))" | tr -s ' \t' ' '
 	@echo "(Ctrl-A X quits QEMU; x86.poweroff() from Python)"
+	@echo "(status page: import webstatus; webstatus.serve(80) in the guest, then http://127.0.0.1:$(WEB_PORT)/)"
 	@$(QEMU) $(QEMU_ARGS); status=$$?; \
 	if [ $$status -ne 0 ]; then \
 		if [ $$status -gt 1 ] && [ $$((status & 1)) = 1 ]; then why="guest exit code $$((status >> 1))"; else why="QEMU failed"; fi; \

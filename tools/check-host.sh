@@ -21,6 +21,8 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v sha256sum >/dev/null 2>&1 || missing+=(coreutils)
 command -v tar >/dev/null 2>&1 || missing+=(tar)
+# Headless Chromium draws the guest's status page in tests/qemu/test_tcp.py.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -9,7 +9,7 @@ MicroPython's tools/manifestfile.py. Output: BUILD/rom.z (written only when it
 changes, so an unchanged tree does not relink) and BUILD/rom/<path>.mpy.
 
 Why not MicroPython's usual freezing (mpy-tool.py -> C structures)? Size: the
-stripped image must stay within 256 KiB, and the frozen C form of the drivers
+stripped image must stay within 384 KiB, and the frozen C form of the drivers
 is about 20% larger than their .mpy files, which DEFLATE to about 55%.
 The guest unpacks the ROM into RAM at boot (ports/x86_virt/rom.c) and imports
 from it as from a file system.

@@ -8,8 +8,8 @@ from tests.qemu.harness import BANNER, IMAGE, GuestError
 pytestmark = pytest.mark.qemu
 
 
-def test_stripped_image_fits_in_256_kib(image):
-    assert os.path.getsize(image) <= 256 * 1024
+def test_stripped_image_fits_in_384_kib(image):
+    assert os.path.getsize(image) <= 384 * 1024
 
 
 def test_boots_to_the_banner_after_the_boot_report(boot):
