@@ -32,7 +32,8 @@ WANTED_MODULES = ['virtio_pci', 'virtio_blk', 'virtio_net', 'virtio_console', 'v
 
 # busybox applets the scripts call, linked into /bin.
 APPLETS = ['sh', 'mount', 'insmod', 'ip', 'ping', 'poweroff', 'cat', 'echo', 'cut', 'sleep',
-           'usleep', 'ls', 'grep', 'dd', 'sync', 'uname', 'head', 'sed', 'nc', 'true']
+           'usleep', 'ls', 'grep', 'dd', 'sync', 'uname', 'head', 'sed', 'nc', 'true',
+           'wc', 'mkdir', 'printf', 'httpd']
 
 INIT = r'''#!/bin/sh
 export PATH=/bin

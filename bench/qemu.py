@@ -22,11 +22,15 @@ MACHINE_FLAGS = ['-accel', 'tcg', '-machine', 'pc', '-m', '512M', '-nodefaults',
 UDP_GUEST_PORT = 7
 
 
-def devices(disk, udp_host_port):
-    """The four virtio devices, the same for both guests (net's iPXE ROM is left out)."""
+def devices(disk, udp_host_port, tcp_fwd=None):
+    """The four virtio devices, the same for both guests (net's iPXE ROM is left out).
+    tcp_fwd: {host port: guest port} forwarded too (the TCP workloads)."""
+    fwd = ''.join([',hostfwd=tcp:127.0.0.1:%d-:%d' % (h, g)
+                   for h, g in sorted((tcp_fwd or {}).items())])
     return ['-drive', 'file=%s,format=raw,if=none,id=disk0' % disk,
             '-device', 'virtio-blk-pci,drive=disk0,serial=benchdisk',
-            '-netdev', 'user,id=net0,hostfwd=udp:127.0.0.1:%d-:%d' % (udp_host_port, UDP_GUEST_PORT),
+            '-netdev', 'user,id=net0,hostfwd=udp:127.0.0.1:%d-:%d%s' % (
+                udp_host_port, UDP_GUEST_PORT, fwd),
             '-device', 'virtio-net-pci,netdev=net0,romfile=',
             '-device', 'virtio-serial-pci',
             '-chardev', 'null,id=vcon0', '-device', 'virtconsole,chardev=vcon0',
@@ -40,6 +44,26 @@ def free_udp_port():
         return s.getsockname()[1]
     finally:
         s.close()
+
+
+def free_tcp_port():
+    s = socket.socket()
+    try:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def tcp_forwards():
+    """{'rx', 'http', 'quit': a free host port each} for the guest ports of tcpclient."""
+    return {'rx': free_tcp_port(), 'http': free_tcp_port(), 'quit': free_tcp_port()}
+
+
+def tcp_fwd_map(ports):
+    import tcpclient
+    return {ports['rx']: tcpclient.RX_GUEST_PORT, ports['http']: tcpclient.HTTP_GUEST_PORT,
+            ports['quit']: tcpclient.QUIT_GUEST_PORT}
 
 
 class Timeout(Exception):
