@@ -163,3 +163,20 @@ def test_datagram_sockets(net):
     with pytest.raises(OSError) as e:
         s.sendto(b"x", ("10.0.2.2", 7))
     assert e.value.errno == gsock.EBADF
+
+
+def test_select_select_over_poll(net):
+    import importlib.util
+    import os
+    spec = importlib.util.spec_from_file_location(
+        "fw_select", os.path.join(os.path.dirname(__file__), "..", "..", "firmware", "select.py"))
+    sel = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sel)
+    stack, gw = net
+    s = gsock.socket(gsock.AF_INET, gsock.SOCK_DGRAM)
+    s.bind(("", 5001))
+    assert sel.select([s], [], [], 0) == ([], [], [])
+    assert sel.select([s], [s], [], 0) == ([], [s], [])
+    gw.udp_to_guest(b"x", dport=5001)
+    assert sel.select([s], [], [], 0.1) == ([s], [], [])
+    s.close()
