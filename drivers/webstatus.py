@@ -229,8 +229,9 @@ def page(stack=None):
         o.append("<p>TCP: %s</p>" % _esc(stack.tcp.summary()))
         o.append("<p>%s</p>" % _esc(stack.summary()))
     o.append("<p><a href='/api/status'>/api/status</a> (JSON)</p>"
+             # Reload each picture once it has arrived: a slow guest is not flooded.
              "<script>setInterval(function(){var t=Date.now();"
-             "document.querySelectorAll('img.q').forEach(function(i){"
+             "document.querySelectorAll('img.q').forEach(function(i){if(i.complete)"
              "i.src=i.src.split('?')[0]+'?'+t;});},%d);</script></body></html>" % REFRESH_MS)
     return "".join(o)
 
