@@ -5,7 +5,8 @@
 #
 #   import webstatus; webstatus.serve(80)    # make run forwards a host port to it
 #
-#   GET /                  the page (HTML; its pictures reload themselves)
+#   GET /                  the page (HTML; its pictures reload themselves every second,
+#                          ?refresh=<ms> to change that, 0 for a still page)
 #   GET /svg/<dev>/<q>     one virtqueue as SVG
 #   GET /api/status        devices, queues (indices, heads in flight), counters as JSON
 #   GET /api/queue/<dev>/<q>   one virtqueue's descriptors and rings as JSON
@@ -205,7 +206,7 @@ def _ring_svg(o, title, entries, idx, other, n, cols, cell, y, heads, used):
     return y + ((n + cols - 1) // cols) * cell + 40
 
 
-def page(stack=None):
+def page(stack=None, refresh_ms=REFRESH_MS):
     st = status(stack)
     o = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>virtio status</title>"
          "<style>body{font-family:sans-serif;margin:1em}td,th{padding:2px 8px;"
@@ -228,11 +229,13 @@ def page(stack=None):
     if stack is not None:
         o.append("<p>TCP: %s</p>" % _esc(stack.tcp.summary()))
         o.append("<p>%s</p>" % _esc(stack.summary()))
-    o.append("<p><a href='/api/status'>/api/status</a> (JSON)</p>"
-             # Reload each picture once it has arrived: a slow guest is not flooded.
-             "<script>setInterval(function(){var t=Date.now();"
-             "document.querySelectorAll('img.q').forEach(function(i){if(i.complete)"
-             "i.src=i.src.split('?')[0]+'?'+t;});},%d);</script></body></html>" % REFRESH_MS)
+    o.append("<p><a href='/api/status'>/api/status</a> (JSON)</p>")
+    if refresh_ms:
+        # Reload each picture once it has arrived: a slow guest is not flooded.
+        o.append("<script>setInterval(function(){var t=Date.now();"
+                 "document.querySelectorAll('img.q').forEach(function(i){if(i.complete)"
+                 "i.src=i.src.split('?')[0]+'?'+t;});},%d);</script>" % refresh_ms)
+    o.append("</body></html>")
     return "".join(o)
 
 
@@ -246,9 +249,15 @@ def route(method, path, stack=None):
     """-> (status, content type, body bytes)."""
     if method not in ("GET", "HEAD"):
         return 405, "text/plain", b"only GET and HEAD\n"
-    path = path.split("?")[0]
+    path, _, query = path.partition("?")
     if path == "/":
-        return 200, "text/html; charset=utf-8", page(stack).encode()
+        # ?refresh=<ms> (0: a still picture, e.g. for a screenshot)
+        refresh = REFRESH_MS
+        for item in query.split("&"):
+            k, _, v = item.partition("=")
+            if k == "refresh" and v.isdigit():
+                refresh = int(v)
+        return 200, "text/html; charset=utf-8", page(stack, refresh).encode()
     if path == "/1k":
         return 200, "text/plain", KIB_PAGE
     if path == "/api/status":

@@ -98,3 +98,9 @@ def test_page_served_over_our_tcp_to_http_client(machine, net):  # noqa: F811
     assert results["/1k"][:2] == (200, "text/plain") and len(results["/1k"][2]) == 1024
     assert results["/missing"][0] == 404
     assert results["bad"] == 405
+
+
+def test_refresh_can_be_set_or_turned_off(machine):
+    assert b"},1000);" in webstatus.route("GET", "/")[2]
+    assert b"},250);" in webstatus.route("GET", "/?refresh=250")[2]
+    assert b"<script>" not in webstatus.route("GET", "/?refresh=0")[2]
