@@ -59,7 +59,7 @@ def tcp(q, ports, sink, results, linux=False, timeout=180):
     data = tcpclient.pattern(n)
     t0 = tcpclient.send_bulk(ports['rx'], data, timeout)
     secs = time.monotonic() - t0
-    m, _ = q.expect(rb'RESULT op=tcprx bytes=(\d+)', timeout)
+    m, _ = q.expect(rb'RESULT op=tcprx bytes=(\d+)\r?\n', timeout)   # the whole line
     got = int(m.group(1))
     results['tcp_rx'] = {'value': n / secs / 1e6 if got == n else None,
                          'error': None if got == n else 'guest got %d of %d bytes' % (got, n),
