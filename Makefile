@@ -16,6 +16,7 @@ SCRIPT ?=
 DISK ?= build/scratch.img
 DISK_SIZE ?= 64M
 QEMU_EXTRA ?=
+VHOST ?=
 PYTEST_ARGS ?=
 
 # ---- Pins ------------------------------------------------------------------
@@ -31,18 +32,19 @@ VENV_STAMP := .venv/.installed
 BENCH_STAMP := .venv/.bench-installed
 IMAGE := $(BUILD)/x86_virt/firmware.elf
 
-.PHONY: all setup host-tools build run test bench clean distclean help FORCE
+.PHONY: all setup host-tools build run run-command test bench clean distclean help FORCE
 
 all: build
 
 help:
-	@echo "make run      boot the image in QEMU (REPL on this terminal; Ctrl-A X quits)"
+	@echo "make run      boot the image in QEMU (REPL on this terminal; Ctrl-A X quits, Ctrl-A Ctrl-A sends Ctrl-A)"
 	@echo "make test     run the whole test suite (pytest)"
 	@echo "make build    build $(IMAGE)"
 	@echo "make setup    install what is missing (apt packages, .venv, MicroPython source)"
 	@echo "make bench    run bench/run.py"
 	@echo "make clean    remove build products (keeps the downloaded source)"
-	@echo "options: QEMU= ACCEL=tcg|kvm MACHINE=pc|q35 MEM=<MiB> SCRIPT=file.py SERIAL=pty DISK= DEVICES= WEB_PORT= QEMU_EXTRA= PYTEST_ARGS="
+	@echo "options: QEMU= ACCEL=tcg|kvm MACHINE=pc|q35|microvm MEM=<MiB> SCRIPT=file.py SERIAL=pty DISK= DEVICES= WEB_PORT= QEMU_EXTRA= PYTEST_ARGS="
+	@echo "         VHOST=rng|blk|net (that device in Python over vhost-user, docs/vhost-user.md) VHOST_ARGS=\"--seed 1\""
 
 # ---- Set-up ----------------------------------------------------------------
 setup: host-tools $(VENV_STAMP) $(MPY_STAMP)
@@ -77,16 +79,18 @@ $(IMAGE): $(PORT_INPUTS) $(BUILD)/x86_virt/inputs.list $(MPY_STAMP) $(VENV_STAMP
 # ---- Run -------------------------------------------------------------------
 # Default devices: virtio-blk on a scratch disk, virtio-net on user
 # networking, a virtio console (its host end: the socket below), virtio-rng.
+# On microvm they are virtio-mmio devices (virtio-blk-device, ...), elsewhere PCI.
 VCON_SOCKET ?= $(BUILD)/virtconsole.sock
 # The host port forwarded to the guest's port 80, where `webstatus.serve(80)` serves.
 WEB_PORT ?= 8080
+VIRTIO_BUS = $(if $(filter microvm%,$(MACHINE)),device,pci)
 DEVICES ?= \
-	-drive file=$(DISK),format=raw,if=none,id=disk0 -device virtio-blk-pci,drive=disk0 \
-	-netdev user,id=net0,hostfwd=tcp:127.0.0.1:$(WEB_PORT)-:80 -device virtio-net-pci,netdev=net0 \
-	-device virtio-serial-pci \
+	-drive file=$(DISK),format=raw,if=none,id=disk0 -device virtio-blk-$(VIRTIO_BUS),drive=disk0 \
+	-netdev user,id=net0,hostfwd=tcp:127.0.0.1:$(WEB_PORT)-:80 -device virtio-net-$(VIRTIO_BUS),netdev=net0 \
+	-device virtio-serial-$(VIRTIO_BUS) \
 	-chardev socket,id=vcon0,path=$(VCON_SOCKET),server=on,wait=off \
 	-device virtconsole,chardev=vcon0 \
-	-device virtio-rng-pci
+	-device virtio-rng-$(VIRTIO_BUS)
 comma := ,
 QEMU_ARGS = -accel $(ACCEL) -machine $(MACHINE) -m $(MEM) -nodefaults -no-reboot \
 	-display none -serial $(SERIAL) -kernel $(IMAGE) \
@@ -98,16 +102,18 @@ QEMU_ARGS = -accel $(ACCEL) -machine $(MACHINE) -m $(MEM) -nodefaults -no-reboot
 $(DISK):
 	@mkdir -p $(@D); truncate -s $(DISK_SIZE) $@
 
+# tools/run starts QEMU, watches it, and exits with the guest's status (make
+# itself then exits 2 if that is not 0; call tools/run for the status itself).
+CHECK_SCRIPT = if [ -n "$(SCRIPT)" ] && [ ! -f "$(SCRIPT)" ]; then echo "run: SCRIPT=$(SCRIPT): no such file"; exit 1; fi
 run: build $(DISK)
-	@if [ -n "$(SCRIPT)" ] && [ ! -f "$(SCRIPT)" ]; then echo "run: SCRIPT=$(SCRIPT): no such file"; exit 1; fi
-	@echo "$(QEMU) $(strip $(QEMU_ARGS))" | tr -s ' \t' ' '
-	@echo "(Ctrl-A X quits QEMU; x86.poweroff() from Python)"
+	@$(CHECK_SCRIPT)
 	@echo "(status page: import webstatus; webstatus.serve(80) in the guest, then http://127.0.0.1:$(WEB_PORT)/)"
-	@$(QEMU) $(QEMU_ARGS); status=$$?; \
-	if [ $$status -ne 0 ]; then \
-		if [ $$status -gt 1 ] && [ $$((status & 1)) = 1 ]; then why="guest exit code $$((status >> 1))"; else why="QEMU failed"; fi; \
-		echo "run: QEMU exited with status $$status ($$why)"; \
-	fi; exit $$status
+	@tools/run -- $(if $(VHOST),.venv/bin/python tools/vhost-run.py $(VHOST) $(VHOST_ARGS) --) $(QEMU) $(QEMU_ARGS)
+
+# `tools/run VAR=value ...` gets its command line here: one NUL-ended word each.
+run-command: build $(DISK)
+	@$(CHECK_SCRIPT)
+	@printf '%s\0' $(QEMU) $(QEMU_ARGS) > $(RUN_COMMAND_FILE)
 
 # ---- Test, bench -----------------------------------------------------------
 test: build

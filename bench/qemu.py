@@ -21,20 +21,38 @@ MACHINE_FLAGS = ['-accel', 'tcg', '-machine', 'pc', '-m', '512M', '-nodefaults',
 
 UDP_GUEST_PORT = 7
 
+# QEMU's microvm: no PCI, the devices are virtio-mmio windows (version 1, QEMU's
+# default). acpi=off makes QEMU list them on the kernel command line
+# (virtio_mmio.device=512@0x...:irq), which both guests read.
+MICROVM = 'microvm'
+# The pc machine with blk and net started packed=on (packed virtqueues, spec 2.8).
+PC_PACKED = 'pc-packed'
 
-def devices(disk, udp_host_port, tcp_fwd=None):
-    """The four virtio devices, the same for both guests (net's iPXE ROM is left out).
-    tcp_fwd: {host port: guest port} forwarded too (the TCP workloads)."""
+
+def machine_flags(machine='pc'):
+    """MACHINE_FLAGS, on another machine ('pc' or MICROVM)."""
+    if machine in ('pc', PC_PACKED):
+        return list(MACHINE_FLAGS)
+    i = MACHINE_FLAGS.index('-machine')
+    return MACHINE_FLAGS[:i + 1] + [MICROVM + ',acpi=off'] + MACHINE_FLAGS[i + 2:]
+
+
+def devices(disk, udp_host_port, machine='pc', tcp_fwd=None):
+    """The four virtio devices, the same for both guests (net's iPXE ROM is left out);
+    virtio-mmio ones (-device virtio-*-device) on microvm. tcp_fwd: {host port: guest
+    port} forwarded too (the TCP workloads)."""
+    bus, rom = ('device', '') if machine == MICROVM else ('pci', ',romfile=')
+    packed = ',packed=on' if machine == PC_PACKED else ''
     fwd = ''.join([',hostfwd=tcp:127.0.0.1:%d-:%d' % (h, g)
                    for h, g in sorted((tcp_fwd or {}).items())])
     return ['-drive', 'file=%s,format=raw,if=none,id=disk0' % disk,
-            '-device', 'virtio-blk-pci,drive=disk0,serial=benchdisk',
+            '-device', 'virtio-blk-%s,drive=disk0,serial=benchdisk%s' % (bus, packed),
             '-netdev', 'user,id=net0,hostfwd=udp:127.0.0.1:%d-:%d%s' % (
                 udp_host_port, UDP_GUEST_PORT, fwd),
-            '-device', 'virtio-net-pci,netdev=net0,romfile=',
-            '-device', 'virtio-serial-pci',
+            '-device', 'virtio-net-%s,netdev=net0%s%s' % (bus, rom, packed),
+            '-device', 'virtio-serial-%s' % bus,
             '-chardev', 'null,id=vcon0', '-device', 'virtconsole,chardev=vcon0',
-            '-device', 'virtio-rng-pci']
+            '-device', 'virtio-rng-%s' % bus]
 
 
 def free_udp_port():

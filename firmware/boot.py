@@ -1,8 +1,10 @@
 # The boot script (in the image's ROM; main.c imports it once per power-on).
 #
 # 1. Report what the machine has: the VirtIO devices as the drivers see them
-#    (virtio.probe), or, when the drivers are missing or fail, the PCI
-#    functions read straight from configuration space.
+#    (virtio.probe: PCI functions by bus address, virtio-mmio windows as
+#    mmio@<base>, each with its transport), virtio-mmio windows skipped for a
+#    reason, or, when the drivers are missing or fail, the PCI functions read
+#    straight from configuration space.
 # 2. If QEMU was given a script (make run SCRIPT=x.py, delivered through
 #    fw_cfg as opt/script), run it and power off with its status:
 #    0 on success, sys.exit(n) -> n, an uncaught exception -> 1 (after the
@@ -70,6 +72,10 @@ def report():
     print("virtio: %d device%s" % (len(devices), "" if len(devices) == 1 else "s"))
     for dev in devices:
         print("  " + str(dev))
+    # virtio-mmio windows ignored for a reason worth telling (not empty slots).
+    for e in getattr(virtio, "skipped", list)():
+        if not e.empty:
+            print("  %s skipped: %s" % (e.window.address, e.reason))
 
 
 def exit_code(e):

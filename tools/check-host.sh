@@ -6,9 +6,16 @@ set -u
 cd "$(dirname "$0")/.."
 . tools/fail.sh
 
-QEMU=${QEMU:-qemu-system-i386}
+DEFAULT_QEMU=qemu-system-i386
+QEMU=${QEMU:-$DEFAULT_QEMU}
 missing=()
-command -v "$QEMU" >/dev/null 2>&1 || missing+=(qemu-system-x86)
+# Only the default tools are installed; a QEMU= the user chose is theirs to have.
+if [ "$QEMU" != "$DEFAULT_QEMU" ]; then
+    command -v "$QEMU" >/dev/null 2>&1 \
+        || fail "QEMU=$QEMU: no such program on PATH" "check the name (the default is $DEFAULT_QEMU)"
+else
+    command -v "$QEMU" >/dev/null 2>&1 || missing+=(qemu-system-x86)
+fi
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 # gcc -m32 needs the 32-bit libgcc and C headers (gcc-multilib).
 have_multilib() {
@@ -21,6 +28,8 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v sha256sum >/dev/null 2>&1 || missing+=(coreutils)
 command -v tar >/dev/null 2>&1 || missing+=(tar)
+# The host end of the virtio console in README.md (socat - UNIX-CONNECT:...).
+command -v socat >/dev/null 2>&1 || missing+=(socat)
 # Headless Chromium draws the guest's status page in tests/qemu/test_tcp.py.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 

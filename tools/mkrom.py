@@ -88,6 +88,17 @@ def compile_mpy(mpy_cross, flags, src, target, out, opt):
         sys.exit('mkrom: mpy-cross failed on %s:\n%s' % (src, p.stdout))
 
 
+def remove_stale(rom_dir, names):
+    """Delete compiled modules whose source is gone, so that the folder holds
+    exactly what the ROM holds (tests list the ROM from it)."""
+    for dirpath, _, found in os.walk(rom_dir):
+        for f in found:
+            path = os.path.join(dirpath, f)
+            if f.endswith('.mpy') and os.path.relpath(path, rom_dir).replace(os.sep, '/') \
+                    not in names:
+                os.remove(path)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--mpy-dir', required=True)
@@ -110,6 +121,7 @@ def main():
         with open(out, 'rb') as f:
             files.append((name, f.read()))
     files.sort()
+    remove_stale(os.path.join(args.build, 'rom'), {name for name, _ in files})
     rom = pack_rom(files)
     packed = compress_rom(rom)
 

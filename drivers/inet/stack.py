@@ -106,7 +106,8 @@ class Stack:
         self._bcast = LIMITED_BROADCAST
         self.stats = {}
         for k in ("rx_frames", "rx_bytes", "tx_frames", "tx_bytes", "rx_arp", "rx_icmp",
-                  "rx_udp", "tx_arp", "tx_icmp", "tx_udp", "tx_errors", "rx_tcp", "tx_tcp"):
+                  "rx_udp", "tx_arp", "tx_icmp", "tx_udp", "tx_errors", "echo_refused",
+                  "rx_tcp", "tx_tcp"):
             self.stats[k] = 0
         self.drops = {}
         for k in DROP_REASONS:
@@ -234,7 +235,7 @@ class Stack:
         if len(q) >= sock.queue_len:
             return False
         q.append((memoryview(frame)[UDP_DATA_OFF:L4_OFF + length],
-                  frame[IP_OFF + 12:IP_OFF + 16], sport, frame[6:12], csum))
+                  frame[IP_OFF + 12:IP_OFF + 16], sport, frame[6:12], csum, True))
         self.stats["rx_udp"] += 1
         return True
 
@@ -328,7 +329,7 @@ class Stack:
         # kept so an echo needn't sum the data again.
         entry = (memoryview(frame)[start + udp.HEADER_LEN:start + length],
                  bytes(frame[IP_OFF + 12:IP_OFF + 16]), sport, bytes(frame[6:12]),
-                 csum if unicast else 0)
+                 csum if unicast else 0, unicast)
         if not sock._deliver(entry):
             return self._drop("queue_full")
         self.stats["rx_udp"] += 1

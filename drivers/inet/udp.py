@@ -46,7 +46,8 @@ class Socket:
         self.stack = stack
         self.port = port
         self.queue_len = QUEUE_LEN
-        # Entries: (data memoryview, source ip, source port, source mac, checksum to reuse)
+        # Entries: (data memoryview, source ip, source port, source mac, checksum to reuse,
+        # whether it was sent to our address alone: not to a broadcast or multicast one)
         self._queue = []
 
     def __repr__(self):
@@ -76,13 +77,22 @@ class Socket:
 
     def echo(self):
         """Send every queued datagram back to where it came from (the echo service, RFC 862).
-        -> how many were echoed."""
+        -> how many were echoed. A datagram sent to a broadcast or multicast address, or
+        from source port 0, is dropped unanswered and counted in stats['echo_refused']:
+        port 0 means the sender expects no reply (RFC 768: "if not used, a value of zero is
+        inserted"), and answering a broadcast would turn one datagram into one per host,
+        which is why hosts may ignore broadcast pings too (RFC 1122 3.2.2.6)."""
         q = self._queue
         reply = self.stack.udp_reply
+        stats = self.stack.stats
         port = self.port
         n = 0
         while q:
-            reply(port, q.pop(0))
+            e = q.pop(0)
+            if not e[2] or not e[5]:
+                stats["echo_refused"] += 1
+                continue
+            reply(port, e)
             n += 1
         return n
 

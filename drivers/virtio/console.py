@@ -31,6 +31,7 @@ except ImportError:
 
 import struct
 
+from virtio.wait import Deadline
 from virtio.device import VirtioDevice
 from virtio.errors import DeviceError, NegotiationError, VirtioError, VirtioTimeout
 
@@ -81,7 +82,6 @@ CONTROL_TX_BUFFERS = const(8)
 PORT_QUEUE_SIZE = const(32)     # modern only; legacy queue sizes are fixed
 
 DEFAULT_TIMEOUT_MS = const(1000)
-POLL_BATCH = const(64)          # polls between two looks at the clock
 # QEMU answers a control message from its I/O thread, often at once but
 # sometimes milliseconds later: init() waits until the device has been
 # quiet for SETTLE_QUIET_MS (at most SETTLE_MAX_MS) so the ports are known.
@@ -104,44 +104,25 @@ def transmitq(port_id):
     return PORT0_TRANSMITQ if port_id == 0 else 3 + 2 * port_id
 
 
-def transmitted(dev, q):
-    """The tokens of the transmit buffers the device has finished with.
-    On the legacy interface the used length of a transmitq or the control
-    transmitq is ignored (5.3.6 "Legacy Interface: Device Operation": some
-    devices put the buffer's length there)."""
-    done = []
+def free_buffer(dev, q, n):
+    """A transmit buffer (0..n-1) the device is not holding, or None: every
+    finished one taken off the ring first. Which are free is read from the
+    queue itself (the tokens of its requests in flight), so a call cut short
+    by a Ctrl-C can lose none. On the legacy interface the used length of a
+    transmitq or the control transmitq is ignored (5.3.6 "Legacy Interface:
+    Device Operation": some devices put the buffer's length there)."""
     while True:
         try:
-            r = q.pop()
+            if q.pop() is None:
+                break
         except DeviceError as e:
-            if e.token is None or not dev.transport.legacy_layout:
+            if e.token is None or not dev.transport.legacy_interface:
                 raise
-            r = (e.token, 0)
-        if r is None:
-            return done
-        done.append(r[0])
-
-
-class _Deadline:
-    """timeout_ms from now, the clock read only every POLL_BATCH calls of
-    expired(); None waits forever, 0 not at all."""
-
-    def __init__(self, hw, timeout_ms):
-        self.hw = hw
-        self.timeout_ms = timeout_ms
-        self.start = hw.ticks_ms()
-        self.polls = 0
-
-    def expired(self):
-        if self.timeout_ms is None:
-            return False
-        if self.timeout_ms <= 0:
-            return True
-        self.polls += 1
-        if self.polls < POLL_BATCH:
-            return False
-        self.polls = 0
-        return self.hw.ticks_diff(self.hw.ticks_ms(), self.start) > self.timeout_ms
+    busy = q.tokens()
+    for k in range(n):
+        if k not in busy:
+            return k
+    return None
 
 
 class Port:
@@ -166,7 +147,6 @@ class Port:
         hw = self.hw
         self._rx = hw.dma_alloc(RX_BUFFERS * RX_BUFFER_SIZE, 16)
         self._tx = hw.dma_alloc(TX_BUFFERS * TX_BUFFER_SIZE, 16)
-        self._tx_free = list(range(TX_BUFFERS))
         self._ready = []            # [slot, offset, length] received, not yet read
         for slot in range(RX_BUFFERS):
             self._post(slot)        # kicked once the device may be notified
@@ -262,7 +242,7 @@ class Port:
         out = bytearray()
         if n == 0:
             return b''
-        deadline = _Deadline(self.hw, timeout_ms)
+        deadline = Deadline(self.hw, timeout_ms)
         while True:
             self._take(out, n - len(out))
             if len(out) >= n:
@@ -278,7 +258,7 @@ class Port:
         self._start()
         hw = self.hw
         out = bytearray()
-        deadline = _Deadline(hw, timeout_ms)
+        deadline = Deadline(hw, timeout_ms)
         while len(out) < limit:
             if self._ready:
                 slot, off, length = self._ready[0]
@@ -329,22 +309,19 @@ class Port:
         return len(out)
 
     # -- transmitting (5.3.6 step 1) ----------------------------------------------
-    def _tx_collect(self):
-        self._tx_free.extend(transmitted(self.dev, self.txq))
-
     def _tx_slot(self, timeout_ms, done, total):
         """A free transmit buffer, waiting up to timeout_ms for the device
         to finish with one."""
-        self._tx_collect()
-        if self._tx_free:
-            return self._tx_free.pop()
-        deadline = _Deadline(self.hw, timeout_ms)
+        slot = free_buffer(self.dev, self.txq, TX_BUFFERS)
+        if slot is not None:
+            return slot
+        deadline = Deadline(self.hw, timeout_ms)
         while True:
             self.dev.poll()
             self._usable()
-            self._tx_collect()
-            if self._tx_free:
-                return self._tx_free.pop()
+            slot = free_buffer(self.dev, self.txq, TX_BUFFERS)
+            if slot is not None:
+                return slot
             if deadline.expired():
                 raise VirtioTimeout('%s port %d: the host took no data for %d ms '
                                     '(%d of %d bytes written)'
@@ -374,15 +351,15 @@ class Port:
 
     def flush(self, timeout_ms=DEFAULT_TIMEOUT_MS):
         """Wait until the device has taken every buffer written."""
-        deadline = _Deadline(self.hw, timeout_ms)
-        self._tx_collect()
-        while len(self._tx_free) < TX_BUFFERS:
+        deadline = Deadline(self.hw, timeout_ms)
+        free_buffer(self.dev, self.txq, TX_BUFFERS)
+        while self.txq.in_flight:
             self.dev.poll()
             if deadline.expired():
                 raise VirtioTimeout('%s port %d: %d writes still in flight after %d ms'
-                                    % (self.dev.label(), self.id,
-                                       TX_BUFFERS - len(self._tx_free), timeout_ms))
-            self._tx_collect()
+                                    % (self.dev.label(), self.id, self.txq.in_flight,
+                                       timeout_ms))
+            free_buffer(self.dev, self.txq, TX_BUFFERS)
 
     # -- open and close (5.3.6.2, PORT_OPEN) -------------------------------------
     def open(self):
@@ -404,7 +381,7 @@ class Port:
     def wait_host(self, timeout_ms=DEFAULT_TIMEOUT_MS, connected=True):
         """Wait until the host side is open (closed with connected=False);
         VirtioTimeout if it does not happen within timeout_ms."""
-        deadline = _Deadline(self.hw, timeout_ms)
+        deadline = Deadline(self.hw, timeout_ms)
         while True:
             self.dev.poll()
             self._usable()
@@ -426,7 +403,7 @@ class ConsoleDevice(VirtioDevice):
                      VIRTIO_CONSOLE_F_EMERG_WRITE: 'EMERG_WRITE'}
 
     def label(self):
-        return '%s %s' % (self.pci.address, self.NAME)
+        return '%s %s' % (self.address, self.NAME)
 
     # -- initialization (5.3.5) --------------------------------------------------------
     def setup(self):
@@ -452,7 +429,7 @@ class ConsoleDevice(VirtioDevice):
         for slot in range(n):
             self._ctl_post(slot)
         self._ctl_tx = hw.dma_alloc(CONTROL_TX_BUFFERS * CONTROL_SIZE, 16)
-        self._ctl_tx_free = list(range(min(CONTROL_TX_BUFFERS, self.ctl_txq.size)))
+        self._ctl_tx_count = min(CONTROL_TX_BUFFERS, self.ctl_txq.size)
         self._scratch = bytearray(CONTROL_SIZE)
 
     def init(self):
@@ -490,10 +467,10 @@ class ConsoleDevice(VirtioDevice):
 
     def _add_port(self, port_id):
         t = self.transport
-        size = None if t.legacy_layout else min(PORT_QUEUE_SIZE,
+        size = None if t.fixed_queue_size else min(PORT_QUEUE_SIZE,
                                                 t.queue_max_size(receiveq(port_id)))
         rxq = self.setup_queue(receiveq(port_id), size, indirect_max=0)
-        if not t.legacy_layout:
+        if not t.fixed_queue_size:
             size = min(PORT_QUEUE_SIZE, t.queue_max_size(transmitq(port_id)))
         txq = self.setup_queue(transmitq(port_id), size, indirect_max=0)
         port = Port(self, port_id, rxq, txq, self.multiport)
@@ -535,15 +512,14 @@ class ConsoleDevice(VirtioDevice):
         """Send one control message (driver to device) and take in what the
         device answered at once."""
         q = self.ctl_txq
-        deadline = _Deadline(self.hw, DEFAULT_TIMEOUT_MS)
+        deadline = Deadline(self.hw, DEFAULT_TIMEOUT_MS)
         while True:
-            self._ctl_tx_free.extend(transmitted(self, q))
-            if self._ctl_tx_free:
+            slot = free_buffer(self, q, self._ctl_tx_count)
+            if slot is not None:
                 break
             if deadline.expired():
                 raise VirtioTimeout('%s: the device took no control message for %d ms'
                                     % (self.label(), DEFAULT_TIMEOUT_MS))
-        slot = self._ctl_tx_free.pop()
         addr = self._ctl_tx + slot * CONTROL_SIZE
         struct.pack_into(CONTROL_FORMAT, self._scratch, 0, port_id, event, value)
         self.hw.write(addr, self._scratch)
@@ -650,7 +626,7 @@ class ConsoleDevice(VirtioDevice):
     def port(self, key, timeout_ms=DEFAULT_TIMEOUT_MS):
         """A port by id (int) or by name (str), waiting up to timeout_ms for
         the device to announce it."""
-        deadline = _Deadline(self.hw, timeout_ms)
+        deadline = Deadline(self.hw, timeout_ms)
         while True:
             self.poll()
             for p in self.ports.values():

@@ -5,11 +5,12 @@
 # its queues in setup().
 
 from virtio import features, transport as tp
+from virtio.dma import DeviceMemory
 from virtio.errors import DeviceError, NegotiationError, VirtioError, VirtioTimeout
 from virtio.packed import PackedVirtqueue
-from virtio.virtqueue import SplitVirtqueue
+from virtio.split import SplitVirtqueue
 
-# Ring and transport features this core implements for every driver.
+# Ring and transport features this core implements (the generic virtqueues).
 CORE_FEATURES = features.mask(features.VERSION_1, features.INDIRECT_DESC,
                               features.EVENT_IDX, features.RING_PACKED)
 NEVER = features.mask(features.BAD_FEATURE)
@@ -21,25 +22,36 @@ class VirtioDevice:
     DEVICE_TYPE = None           # VirtIO device ID (spec 5)
     NAME = 'virtio'
     SUPPORTED_FEATURES = 0       # device-specific bits the driver handles
+    RING_FEATURES = CORE_FEATURES   # the ring and transport bits its queues handle
+    FEATURE_DEPENDENCIES = {}    # device-specific bit -> the bits it needs (spec 5.x.3.1)
     FEATURE_NAMES = {}           # device-specific bit -> name
+    retired = None               # why, once a later probe() replaced this object
 
     def __init__(self, transport, wanted=None):
         """`wanted` narrows what the driver accepts (a feature mask); by
-        default SUPPORTED_FEATURES plus the core ring features."""
+        default SUPPORTED_FEATURES plus RING_FEATURES. Ring features the
+        driver's queues cannot handle are never accepted, whatever `wanted`."""
         self.transport = transport
-        self.hw = transport.hw
-        self.pci = transport.pci
+        # Every DMA block allocated through self.hw is recorded (virtio.dma), so that
+        # a later probe() can give it back once the device is reset.
+        hw = transport.hw
+        self.memory = hw if isinstance(hw, DeviceMemory) else DeviceMemory(hw)
+        self.hw = self.memory
+        self.address = transport.address
+        self.pci = getattr(transport, 'pci', None)     # the PCI function, on PCI
         self.features = 0
         self.offered = 0
         self.queues = []
-        self.wanted = (self.SUPPORTED_FEATURES | CORE_FEATURES) if wanted is None else wanted
+        if wanted is None:
+            wanted = self.SUPPORTED_FEATURES | self.RING_FEATURES
+        self.wanted = wanted & ~(CORE_FEATURES & ~self.RING_FEATURES)
         transport.feature_table = self.FEATURE_NAMES
 
     # -- identity --------------------------------------------------------------
     def __str__(self):
         sizes = [str(q.size) for q in self.queues if q is not None]
         return '%s %s %s %sq features=%s' % (
-            self.pci.address, self.NAME, self.transport.name,
+            self.address, self.NAME, self.transport.name,
             '+'.join(sizes) or '0', self.feature_names() or '-')
 
     def __repr__(self):
@@ -74,12 +86,12 @@ class VirtioDevice:
             self.check()
         except VirtioTimeout as e:
             self._fail()
-            raise VirtioTimeout('%s %s: %s step: %s' % (self.pci.address, self.NAME, step, e.msg))
+            raise VirtioTimeout('%s %s: %s step: %s' % (self.address, self.NAME, step, e.msg))
         except Exception as e:
             self._fail()
             if isinstance(e, NegotiationError):
                 raise
-            raise NegotiationError('%s %s: %s step: %s' % (self.pci.address, self.NAME, step, e),
+            raise NegotiationError('%s %s: %s step: %s' % (self.address, self.NAME, step, e),
                                    step, e)
         return self
 
@@ -87,14 +99,15 @@ class VirtioDevice:
         t = self.transport
         offered = t.device_features()
         self.offered = offered
-        accept = offered & self.wanted & ~NEVER
-        if t.name == 'modern' and not features.has(offered, features.VERSION_1):
+        accept = features.drop_unmet(offered & self.wanted & ~NEVER,
+                                     features.DEPENDENCIES, self.FEATURE_DEPENDENCIES)
+        if not t.legacy_interface and not features.has(offered, features.VERSION_1):
             self._refuse('features', 'a modern device must offer VERSION_1 (offered 0x%x)' % offered)
-        if t.name == 'legacy':
+        if t.legacy_interface:
             accept &= 0xFFFFFFFF
         t.set_driver_features(accept)
         self.features = accept
-        if t.name == 'legacy':
+        if t.legacy_interface:
             return          # legacy devices have no FEATURES_OK (3.1.2)
         t.add_status(tp.FEATURES_OK)
         if not t.get_status() & tp.FEATURES_OK:
@@ -102,7 +115,7 @@ class VirtioDevice:
                          % (accept, features.names(accept, self.FEATURE_NAMES)))
 
     def _refuse(self, step, msg):
-        raise NegotiationError('%s %s: %s step: %s' % (self.pci.address, self.NAME, step, msg),
+        raise NegotiationError('%s %s: %s step: %s' % (self.address, self.NAME, step, msg),
                                step)
 
     def _fail(self):
@@ -120,13 +133,21 @@ class VirtioDevice:
         self.transport.reset()
         self.queues = []
 
+    def dma_alloc(self, size, align=4096):
+        """DMA memory for this device (hw.dma_alloc), recorded so that it goes back
+        to the allocator when the device is released (virtio.release)."""
+        return self.memory.dma_alloc(size, align)
+
     # -- health (2.1.2) ----------------------------------------------------------------
     def check(self):
-        """Raise DeviceError if the device set DEVICE_NEEDS_RESET."""
+        """Raise DeviceError if the device set DEVICE_NEEDS_RESET, VirtioError if a
+        later probe() replaced this object."""
+        if self.retired is not None:
+            raise VirtioError(str(self.retired))
         status = self.transport.get_status()
         if status & tp.DEVICE_NEEDS_RESET:
             raise DeviceError('%s %s: device set DEVICE_NEEDS_RESET (status 0x%02x %s)'
-                              % (self.pci.address, self.NAME, status, tp.status_names(status)))
+                              % (self.address, self.NAME, status, tp.status_names(status)))
 
     # -- virtqueues ---------------------------------------------------------------------
     def setup_queue(self, index, size=None, indirect_max=None):
@@ -136,17 +157,17 @@ class VirtioDevice:
         t = self.transport
         if index >= t.num_queues():
             raise VirtioError('%s %s: queue %d does not exist (%d queues)'
-                              % (self.pci.address, self.NAME, index, t.num_queues()))
+                              % (self.address, self.NAME, index, t.num_queues()))
         maxsize = t.queue_max_size(index)
         if maxsize == 0:
             raise VirtioError('%s %s: queue %d is not available (size 0)'
-                              % (self.pci.address, self.NAME, index))
+                              % (self.address, self.NAME, index))
         if size is None:
             size = maxsize
         elif size > maxsize:
             raise VirtioError('%s %s: queue %d size %d is above the device maximum %d'
-                              % (self.pci.address, self.NAME, index, size, maxsize))
-        kw = {'name': '%s %s queue %d' % (self.pci.address, self.NAME, index),
+                              % (self.address, self.NAME, index, size, maxsize))
+        kw = {'name': '%s %s queue %d' % (self.address, self.NAME, index),
               'check': self.check}
         if indirect_max is not None:
             kw['indirect_max'] = indirect_max
@@ -171,12 +192,12 @@ class VirtioDevice:
             if t.config_generation() == before:
                 return value
         raise DeviceError('%s %s: config_generation kept changing over %d reads'
-                          % (self.pci.address, self.NAME, CONFIG_RETRIES))
+                          % (self.address, self.NAME, CONFIG_RETRIES))
 
     def check_config(self, name, value, low, high):
         """Return `value` if low <= value <= high, else raise DeviceError
         (a device must not feed a driver garbage configuration)."""
         if value < low or value > high:
             raise DeviceError('%s %s: config %s = 0x%x is outside [0x%x, 0x%x]'
-                              % (self.pci.address, self.NAME, name, value, low, high))
+                              % (self.address, self.NAME, name, value, low, high))
         return value

@@ -64,6 +64,34 @@ def has(features, n):
     return (features >> n) & 1 == 1
 
 
+# Spec 2.2: a driver must not accept a feature that depends on another it
+# does not accept. The ring and transport bits' dependencies, for every
+# device; each driver adds its own (VirtioDevice.FEATURE_DEPENDENCIES).
+DEPENDENCIES = {
+    RING_PACKED: (VERSION_1,),          # packed rings exist on the modern interface only
+    IN_ORDER: (VERSION_1,),
+    NOTIFICATION_DATA: (VERSION_1,),
+}
+
+
+def drop_unmet(accepted, *requirements):
+    """`accepted` without every bit whose prerequisites (bit -> tuple of
+    bits, in each mapping of `requirements`) are not all accepted, until
+    none is left whose prerequisites are missing."""
+    changed = True
+    while changed:
+        changed = False
+        for table in requirements:
+            for b in table:
+                if (accepted >> b) & 1:
+                    for need in table[b]:
+                        if not (accepted >> need) & 1:
+                            accepted &= ~(1 << b)
+                            changed = True
+                            break
+    return accepted
+
+
 def names(features, table=None, shift=0):
     """Decode a feature word as 'A|B|C'. `table` maps device-specific bit
     numbers to names; shared bits are always named; unknown bits print as

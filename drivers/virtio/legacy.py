@@ -29,7 +29,6 @@ CONFIG_MSIX = const(0x18)            # device config, MSI-X enabled
 
 QUEUE_ALIGN = const(4096)            # legacy "Queue Align" on PCI
 QUEUE_ADDRESS_SHIFT = const(12)
-MAX_QUEUES = const(1024)             # bound on the num_queues probe
 
 REGISTER_NAMES = {
     DEVICE_FEATURES: 'device_feature', DRIVER_FEATURES: 'driver_feature',
@@ -58,9 +57,11 @@ def ring_bytes(size):
     return used + 6 + 8 * size
 
 
-class LegacyTransport(transport.Transport):
+class LegacyTransport(transport.PciTransport):
     name = 'legacy'
-    legacy_layout = True
+    legacy_interface = True
+    ring_align = QUEUE_ALIGN
+    fixed_queue_size = True
 
     def _windows(self):
         fn = self.pci
@@ -90,7 +91,7 @@ class LegacyTransport(transport.Transport):
     def set_driver_features(self, f):
         if f >> 32:
             raise VirtioError('%s: the legacy interface carries only feature bits 0-31 '
-                              '(asked 0x%x)' % (self.pci.address, f))
+                              '(asked 0x%x)' % (self.address, f))
         self.regs.w32(DRIVER_FEATURES, f)
 
     def offers_version_1(self):
@@ -98,13 +99,7 @@ class LegacyTransport(transport.Transport):
 
     # -- queues -------------------------------------------------------------------
     def num_queues(self):
-        # No register says it: queues exist while queue_size reads non-zero.
-        if self._num_queues is None:
-            n = 0
-            while n < MAX_QUEUES and self.queue_max_size(n):
-                n += 1
-            self._num_queues = n
-        return self._num_queues
+        return self._count_queues()
 
     def queue_max_size(self, i):
         self.regs.w16(QUEUE_SELECT, i)
@@ -114,14 +109,14 @@ class LegacyTransport(transport.Transport):
         maxsize = self.queue_max_size(i)
         if size != maxsize:
             raise VirtioError('%s: legacy queue %d has fixed size %d, not %d'
-                              % (self.pci.address, i, maxsize, size))
+                              % (self.address, i, maxsize, size))
         if desc % QUEUE_ALIGN or (driver, device) != ring_layout(desc, size):
             raise VirtioError('%s: queue %d is not in the legacy single-block layout'
-                              % (self.pci.address, i))
+                              % (self.address, i))
         pfn = desc >> QUEUE_ADDRESS_SHIFT
         if pfn >> 32:
             raise VirtioError('%s: queue %d at 0x%x is beyond the 44-bit legacy reach'
-                              % (self.pci.address, i, desc))
+                              % (self.address, i, desc))
         self.regs.w32(QUEUE_ADDRESS, pfn)
 
     def disable_queue(self, i):
@@ -183,3 +178,41 @@ class LegacyTransport(transport.Transport):
             return name, 'ring at 0x%x' % (value << QUEUE_ADDRESS_SHIFT) if value else 'off'
         return name, ''
 
+
+    # -- MSI-X vectors (4.1.4.8, legacy layout) ------------------------------------------
+    # The two registers exist only while MSI-X is enabled, and the device
+    # configuration moves from 0x14 to 0x18 meanwhile: call follow_msix() after
+    # enabling or disabling MSI-X (virtio.msix.Msix.enable).
+    def follow_msix(self):
+        """Place the device configuration where it is now: 0x18 with MSI-X on, else 0x14."""
+        self.config_base = CONFIG_MSIX if self.pci.msix_enabled() else CONFIG
+        self.config_length = self.pci.bar(0).size - self.config_base
+
+    def _msix_registers(self):
+        if self.config_base != CONFIG_MSIX:
+            raise VirtioError('%s: the legacy MSI-X vector registers exist only while MSI-X '
+                              'is enabled (enable it, then call follow_msix())'
+                              % self.pci.address)
+
+    def set_config_msix_vector(self, v):
+        """Map configuration change events to MSI-X entry v; returns what the device
+        reads back (virtio.msix.NO_VECTOR: refused)."""
+        self._msix_registers()
+        self.regs.w16(CONFIG_MSIX_VECTOR, v)
+        return self.regs.r16(CONFIG_MSIX_VECTOR)
+
+    def config_msix_vector(self):
+        self._msix_registers()
+        return self.regs.r16(CONFIG_MSIX_VECTOR)
+
+    def set_queue_msix_vector(self, i, v):
+        """Map queue i's used-buffer events to MSI-X entry v; returns the read-back."""
+        self._msix_registers()
+        self.regs.w16(QUEUE_SELECT, i)
+        self.regs.w16(QUEUE_MSIX_VECTOR, v)
+        return self.regs.r16(QUEUE_MSIX_VECTOR)
+
+    def queue_msix_vector(self, i):
+        self._msix_registers()
+        self.regs.w16(QUEUE_SELECT, i)
+        return self.regs.r16(QUEUE_MSIX_VECTOR)

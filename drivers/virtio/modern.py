@@ -84,7 +84,7 @@ def has_capabilities(fn):
             and VIRTIO_PCI_CAP_ISR_CFG in caps)
 
 
-class ModernTransport(transport.Transport):
+class ModernTransport(transport.PciTransport):
     name = 'modern'
 
     def _windows(self):
@@ -198,7 +198,7 @@ class ModernTransport(transport.Transport):
         if off + 2 > self.notify_length:
             raise VirtioError('%s: queue %d notify offset 0x%x is outside the %d-byte '
                               'notification structure'
-                              % (self.pci.address, i, off, self.notify_length))
+                              % (self.address, i, off, self.notify_length))
         self._notify_offsets[i] = off
         c.w16(QUEUE_ENABLE, 1)
 
@@ -254,3 +254,29 @@ class ModernTransport(transport.Transport):
             return ('%s[%d]' % (name, sel),
                     features.names(value, self.feature_table, 32 * sel))
         return name, ''
+
+    # -- MSI-X vectors (4.1.4.3: config_msix_vector, queue_msix_vector) ------------------
+    def follow_msix(self):
+        """Nothing moves on the modern interface when MSI-X is switched (4.1.4.8 is
+        legacy only); here so both transports answer it."""
+
+    def set_config_msix_vector(self, v):
+        """Map configuration change events to MSI-X entry v; returns what the device
+        reads back (virtio.msix.NO_VECTOR: refused)."""
+        self.common_cfg.w16(CONFIG_MSIX_VECTOR, v)
+        return self.common_cfg.r16(CONFIG_MSIX_VECTOR)
+
+    def config_msix_vector(self):
+        return self.common_cfg.r16(CONFIG_MSIX_VECTOR)
+
+    def set_queue_msix_vector(self, i, v):
+        """Map queue i's used-buffer events to MSI-X entry v; returns the read-back."""
+        c = self.common_cfg
+        c.w16(QUEUE_SELECT, i)
+        c.w16(QUEUE_MSIX_VECTOR, v)
+        return c.r16(QUEUE_MSIX_VECTOR)
+
+    def queue_msix_vector(self, i):
+        c = self.common_cfg
+        c.w16(QUEUE_SELECT, i)
+        return c.r16(QUEUE_MSIX_VECTOR)

@@ -38,10 +38,12 @@ try:
 except ImportError:
     array = None
 
-from virtio import features
-from virtio.device import CORE_FEATURES, VirtioDevice
+from virtio import features, wait
+from virtio.buffers import byte_length
+from virtio.device import VirtioDevice
 from virtio.errors import DeviceError, VirtioError, VirtioTimeout
-from virtio.fastring import publish, ring_state
+from virtio.virtqueue import (RING_IN_FLIGHT, RING_LEN, VIRTQ_DESC_F_NEXT,
+                              VIRTQ_DESC_F_WRITE)
 
 VIRTIO_ID_NET = const(1)
 
@@ -110,8 +112,11 @@ SUPPORTED_FEATURES = features.mask(
     VIRTIO_NET_F_MTU, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS,
     VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_MAC_ADDR,
     features.ANY_LAYOUT)
-# Bits that require VIRTIO_NET_F_CTRL_VQ (5.1.3.1).
-NEEDS_CTRL_VQ = features.mask(VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_MAC_ADDR)
+# What each bit needs (5.1.3.1): the control commands need the control queue.
+FEATURE_DEPENDENCIES = {
+    VIRTIO_NET_F_CTRL_RX: (VIRTIO_NET_F_CTRL_VQ,),
+    VIRTIO_NET_F_CTRL_MAC_ADDR: (VIRTIO_NET_F_CTRL_VQ,),
+}
 
 # struct virtio_net_config (5.1.4).
 CONFIG_MAC = const(0)
@@ -151,40 +156,17 @@ RX_REFILL_BATCH = const(16)     # used receive buffers held back at most before 
 TX_BUFFERS = const(64)
 MRG_BUFFER = const(2048)        # receive buffer size cap when packets may span buffers
 TX_TIMEOUT_MS = const(1000)
-POLL_BATCH = const(64)          # receive polls between two looks at the clock
-IDLE_POLLS = const(4)           # empty polls in a wait before refill and reclaim
 
-# Split ring layout (2.7.5, 2.7.6, 2.7.8), and the flags again as literals
-# the viper code can build in (a host test checks they match virtio.virtqueue).
-DESC_BYTES = const(16)
-D_LEN = const(8)
-AVAIL_RING = const(4)
-USED_IDX = const(2)
-USED_RING = const(4)
-_F_NEXT = const(1)              # VIRTQ_DESC_F_NEXT
-_F_WRITE = const(2)             # VIRTQ_DESC_F_WRITE
-_F_NO_NOTIFY = const(1)         # VIRTQ_USED_F_NO_NOTIFY
-
-# The state of one ring, in an array('I') (one lookup for viper): Q_WORDS
+# The driver's own numbers for each of its two rings, in an array('I'): Q_WORDS
 # words, then a stack of buffer numbers (receive: used, waiting for the next
-# refill; transmit: free), then one busy flag per buffer (with the device).
-# The first words are virtio.fastring's shared ring header (RING_*), again as
-# literals for viper; a host test checks they agree.
-Q_DESC = const(0)
-Q_AVAIL = const(1)
-Q_USED = const(2)
-Q_MASK = const(3)           # queue size - 1
-Q_AVAIL_IDX = const(4)      # our shadow of avail->idx
-Q_KICKED = const(5)         # avail idx when the device was last told
-Q_LAST_USED = const(6)      # used idx consumed up to
-Q_EVENT_IDX = const(7)
-Q_PER = const(8)            # descriptors per buffer: 1, or 2 (header apart, legacy framing)
-Q_N = const(9)              # buffers
-Q_IN_FLIGHT = const(10)     # buffers with the device
-Q_LEN = const(11)           # used length of the last completion taken
-Q_HDR = const(12)           # virtio_net_hdr bytes
-Q_NSTACK = const(13)        # entries on the stack
-Q_WORDS = const(14)
+# refill; transmit: free). The ring itself (which buffers the device has,
+# indices, used lengths) is the ring module's state (virtio.split or
+# virtio.packed), reached through its steps.
+Q_N = const(0)              # buffers
+Q_HDR = const(1)            # virtio_net_hdr bytes
+Q_PER = const(2)            # descriptors per buffer: 1, or 2 (header apart, legacy framing)
+Q_NSTACK = const(3)         # entries on the stack
+Q_WORDS = const(4)
 
 
 def mac_ntoa(mac):
@@ -201,21 +183,16 @@ def local_mac(seed):
     return bytes(out)
 
 
-# Ring features: the core's, less RING_PACKED (the rings here are split).
-RING_FEATURES = CORE_FEATURES & ~features.mask(features.RING_PACKED)
-
-
 class NetDevice(VirtioDevice):
     KIND = 'net'
     DEVICE_TYPE = VIRTIO_ID_NET
     NAME = 'virtio-net'
     SUPPORTED_FEATURES = SUPPORTED_FEATURES
+    FEATURE_DEPENDENCIES = FEATURE_DEPENDENCIES
     FEATURE_NAMES = FEATURE_NAMES
 
     def __init__(self, transport, wanted=None, rx_buffers=RX_BUFFERS, tx_buffers=TX_BUFFERS):
-        if wanted is None:
-            wanted = SUPPORTED_FEATURES | RING_FEATURES
-        VirtioDevice.__init__(self, transport, wanted & ~features.mask(features.RING_PACKED))
+        VirtioDevice.__init__(self, transport, wanted)
         self.rx_buffers = rx_buffers
         self.tx_buffers = tx_buffers
         self.mac = None
@@ -224,6 +201,8 @@ class NetDevice(VirtioDevice):
         self.promiscuous = True     # devices start so (QEMU does); see _start()
         self.filter_error = None    # why the device could not filter for us, if so
         self.tx_timeout_ms = TX_TIMEOUT_MS
+        self._held = None           # a received frame whose recv() was cut short
+        self._rx_cut = self._tx_cut = False     # a receive / reclaim was cut short
         self.ctrl_timeout_ms = CTRL_TIMEOUT_MS
         self.reset_counters()
 
@@ -250,13 +229,6 @@ class NetDevice(VirtioDevice):
                                             'up' if self.link_up else 'down')
 
     # -- negotiation and set-up (5.1.5) ----------------------------------------------
-    def _negotiate(self):
-        # A driver must not accept a feature whose prerequisite it did not
-        # accept (2.2): without a controlq, no control commands.
-        if not features.has(self.transport.device_features(), VIRTIO_NET_F_CTRL_VQ):
-            self.wanted &= ~NEEDS_CTRL_VQ
-        VirtioDevice._negotiate(self)
-
     def setup(self):
         v1 = self.has(features.VERSION_1)
         self.mergeable = self.has(VIRTIO_NET_F_MRG_RXBUF)
@@ -266,23 +238,16 @@ class NetDevice(VirtioDevice):
         self.split_header = not (v1 or self.has(features.ANY_LAYOUT))
         self._read_identity()
         self.max_frame = ETH_HLEN + self.mtu
-        self.receiveq = self.setup_queue(RECEIVEQ)
-        self.transmitq = self.setup_queue(TRANSMITQ)
-        # Both rings are driven by this driver's own code below (prebuilt buffers).
-        self.receiveq.take_over('the %s driver' % self.NAME)
-        self.transmitq.take_over('the %s driver' % self.NAME)
+        self._rx_name = '%s %s: queue receiveq' % (self.address, self.NAME)
+        self._tx_name = '%s %s: queue transmitq' % (self.address, self.NAME)
+        # Both rings are driven with prebuilt buffers (no indirect tables).
+        self.receiveq = self.setup_queue(RECEIVEQ, None, 0)
+        self.transmitq = self.setup_queue(TRANSMITQ, None, 0)
         if self.has(VIRTIO_NET_F_CTRL_VQ):
             self.controlq = self.setup_queue(CONTROLQ)
             self._ctrl = self.hw.dma_alloc(CTRL_BUFFER + 1, 16)
             self._ctrl_ack = self._ctrl + CTRL_BUFFER
             self._ctrl_busy = False
-        self._barrier = self.hw.barrier
-        if NATIVE and getattr(self.hw, '__name__', None) == 'x86':
-            # The target: the viper ring methods (end of this file).
-            self._pop = self._pop_v
-            self._publish = self._publish_native
-            self._refill_ring = self._refill_ring_v
-            self._tx_post = self._tx_post_v
         self._setup_receive()
         self._setup_transmit()
 
@@ -292,26 +257,9 @@ class NetDevice(VirtioDevice):
             self.mac = self.read_config(
                 lambda: bytes([t.config_read8(CONFIG_MAC + i) for i in range(ETH_ALEN)]))
         else:
-            p = self.pci
-            self.mac = local_mac(self.hw.ticks_us() ^ (p.bus << 16) ^ (p.device << 8)
-                                 ^ p.function)
+            self.mac = local_mac(self.hw.ticks_us() ^ hash(self.address))
         if self.has(VIRTIO_NET_F_MTU):
             self.mtu = self.check_config('mtu', t.config_read16(CONFIG_MTU), MIN_MTU, MAX_MTU)
-
-    def _ring_state(self, vq, n):
-        """The array describing split ring vq for n buffers."""
-        q = ring_state(vq, Q_WORDS + 2 * n)
-        q[Q_PER] = 2 if self.split_header else 1
-        q[Q_N] = n
-        q[Q_HDR] = self.hdr_len
-        return q
-
-    def _write_desc(self, at, addr, length, flags, nxt):
-        hw = self.hw
-        hw.write64(at, addr)
-        hw.write32(at + 8, length)
-        hw.write16(at + 12, flags)
-        hw.write16(at + 14, nxt)
 
     def _setup_receive(self):
         """Preallocate the receive buffers, header and frame back to back,
@@ -323,34 +271,47 @@ class NetDevice(VirtioDevice):
         if self.mergeable and room > MRG_BUFFER:
             room = MRG_BUFFER       # a large packet spans several buffers
         self.rx_size = self._rx_room = room
-        self._rx_base, q = self._prebuild(vq, self.rx_buffers, room, room, _F_WRITE)
+        self._rx_base, q, self._rx_ring = self._prebuild(vq, self.rx_buffers, room, room,
+                                                         VIRTQ_DESC_F_WRITE)
         self._rxq = q
         n = q[Q_N]
         for i in range(n):
             q[Q_WORDS + i] = i
         q[Q_NSTACK] = n
-        self._refill_ring(q)        # published now; the notification after DRIVER_OK
+        self._refill_ring(q)
+        self._publish(self.hw, self._rx_ring)   # published now; notified after DRIVER_OK
 
     def _prebuild(self, vq, wanted, room, length, flags):
         """At most `wanted` buffers of `room` bytes in DMA memory, each with
         its descriptors written once: one of `length` bytes, or (legacy
         framing, 5.1.6.6) the header's and then the rest chained. flags:
-        VIRTQ_DESC_F_WRITE for the receiveq, 0 for the transmitq. Returns
-        (their base address, the ring's state array)."""
+        VIRTQ_DESC_F_WRITE for the receiveq, 0 for the transmitq. The ring
+        is handed over (its steps kept). Returns (their base address, the
+        driver's array for the ring, the ring's state)."""
         hl = self.hdr_len
         per = 2 if self.split_header else 1
         n = min(wanted, vq.size // per)
         base = self.hw.dma_alloc(n * room, 16)
-        q = self._ring_state(vq, n)
+        steps = vq.take_over('the %s driver' % self.NAME, n, per, False)
+        self._steps = steps
+        self._post = steps.post
+        self._pop = steps.pop
+        self._publish = steps.publish
+        t = array('I', bytes(4 * 3 * n * per))
         for i in range(n):
             a = base + i * room
-            d = vq.desc + i * per * DESC_BYTES
+            o = 3 * i * per
             if per == 2:
-                self._write_desc(d, a, hl, flags | _F_NEXT, i * 2 + 1)
-                self._write_desc(d + DESC_BYTES, a + hl, length - hl, flags, 0)
+                t[o:o + 6] = array('I', [a, hl, flags | VIRTQ_DESC_F_NEXT,
+                                         a + hl, length - hl, flags])
             else:
-                self._write_desc(d, a, length, flags, 0)
-        return base, q
+                t[o:o + 3] = array('I', [a, length, flags])
+        steps.build(self.hw, vq.st, t)
+        q = array('I', bytes(4 * (Q_WORDS + n)))
+        q[Q_PER] = per
+        q[Q_N] = n
+        q[Q_HDR] = hl
+        return base, q, vq.st
 
     def _setup_transmit(self):
         """Preallocate the transmit buffers and their descriptors. A
@@ -359,7 +320,7 @@ class NetDevice(VirtioDevice):
         vq = self.transmitq
         hl = self.hdr_len
         room = self._tx_room = hl + self.max_frame
-        self._tx_base, q = self._prebuild(vq, self.tx_buffers, room, hl, 0)
+        self._tx_base, q, self._tx_ring = self._prebuild(vq, self.tx_buffers, room, hl, 0)
         self._txq = q
         n = q[Q_N]
         for i in range(n):
@@ -378,6 +339,7 @@ class NetDevice(VirtioDevice):
     def _start(self):
         # Buffer notifications only after DRIVER_OK (3.1.1).
         self.transport.notify(RECEIVEQ)
+        self._steps.kicked(self._rx_ring)
         # Devices start promiscuous; when the device filters on our address
         # (its MAC, or one we set) let it drop what is not for us. Best
         # effort: a device that refuses stays promiscuous, which still works.
@@ -407,7 +369,7 @@ class NetDevice(VirtioDevice):
         transmission. The frame is copied before send returns. Raises
         ValueError beyond the MTU, VirtioTimeout when the device keeps every
         transmit buffer for tx_timeout_ms."""
-        n = len(frame)
+        n = byte_length(frame, '%s %s: send' % (self.address, self.NAME))
         if n > self.max_frame:
             raise ValueError('frame of %d bytes exceeds the %d-byte limit (MTU %d + %d-byte '
                              'Ethernet header)' % (n, self.max_frame, self.mtu, ETH_HLEN))
@@ -416,11 +378,11 @@ class NetDevice(VirtioDevice):
         q = self._txq
         if not q[Q_NSTACK] and not self.reclaim():
             self._wait_transmit()
-        q[Q_NSTACK] -= 1                # a free transmit buffer off the stack
-        i = q[Q_WORDS + q[Q_NSTACK]]
+        i = q[Q_WORDS + q[Q_NSTACK] - 1]    # the free buffer on top of the stack
         self.hw.write(self._tx_base + i * self._tx_room + self.hdr_len, frame)
-        if self._tx_post(q, i, n):
-            self.transport.notify(TRANSMITQ)
+        self._tx_post(q, i, n)
+        q[Q_NSTACK] -= 1                # off the stack once posted: no jump in between
+        self._kick(self._tx_ring, TRANSMITQ)
         self.tx_packets += 1
         self.tx_bytes += n
 
@@ -436,71 +398,83 @@ class NetDevice(VirtioDevice):
             raise
 
     def _wait_transmit(self):
-        hw = self.hw
-        start = hw.ticks_ms()
-        n = 0
-        while not self.reclaim():
-            n += 1
-            if n >= POLL_BATCH:
-                n = 0
-                self.check()
-                if hw.ticks_diff(hw.ticks_ms(), start) >= self.tx_timeout_ms:
-                    raise VirtioTimeout('%s %s: all %d transmit buffers still with the device '
-                                        'after %d ms' % (self.pci.address, self.NAME,
-                                                         self._txq[Q_N], self.tx_timeout_ms))
+        wait.until(self.hw, self.reclaim, self.tx_timeout_ms, self.check, self._tx_late)
+
+    def _tx_late(self, timeout_ms):
+        return ('%s %s: all %d transmit buffers still with the device after %d ms'
+                % (self.address, self.NAME, self._txq[Q_N], timeout_ms))
 
     @property
     def tx_in_flight(self):
         """Transmit buffers with the device (not reclaimed yet)."""
-        return self._txq[Q_IN_FLIGHT]
+        return self._tx_ring[RING_IN_FLIGHT]
 
     # -- receive (5.1.6.4) -------------------------------------------------------------
     def recv(self, timeout_ms=0):
         """The next received frame as a new bytes object (Ethernet header
         first, no FCS), or None when none arrives within timeout_ms."""
+        frame = self._held
+        if frame is not None:
+            self._held = None
+            return frame
         frame = self._receive()
         if frame is not None or timeout_ms <= 0:
             return frame
-        hw = self.hw
-        start = hw.ticks_ms()
-        n = 0
-        while True:
-            frame = self._receive()
-            if frame is not None:
-                return frame
-            n += 1
-            if n == IDLE_POLLS:
-                self.housekeeping()     # nothing in sight: a good moment
-            elif n >= POLL_BATCH:
-                n = 0
-                self.check()
-                if hw.ticks_diff(hw.ticks_ms(), start) >= timeout_ms:
-                    return None
+        self.housekeeping()             # nothing in sight: a good moment
+        return wait.until(self.hw, self._receive, timeout_ms, self._idle, None)
+
+    def _idle(self):
+        # Between batches of looks while recv() waits: the health check,
+        # and the housekeeping a long wait needs.
+        self.check()
+        self.housekeeping()
 
     def _take_rx(self):
         """The next receive completion: buffer number (its used length in
-        Q_LEN), or -1. Counts and re-raises a ring the device broke."""
+        the ring's RING_LEN word), or -1. Counts and re-raises a ring the device broke."""
         try:
-            return self._pop(self._rxq)
+            return self._pop(self.hw, self._rx_ring, self._rx_name)
         except DeviceError:
             self.rx_errors += 1
             raise
 
     def _receive(self):
-        """One frame from the receiveq, or None. Completions the device got
-        wrong are counted and their buffers recycled; a used id that names
-        no buffer in flight leaves the ring unusable and raises DeviceError."""
+        """One frame from the receiveq, or None. A receive cut short (a
+        Ctrl-C between taking a used buffer and putting it back) is noticed
+        by the next one, which finds the buffers it left out (_recover)."""
+        if self._rx_cut:
+            self._recover(self._rxq, self._rx_ring)
+        self._rx_cut = True
+        frame = self._receive_one()
+        self._rx_cut = False
+        return frame
+
+    def _recover(self, q, ring):
+        """After a call cut short: every buffer neither with the device (the
+        ring's books) nor on the stack goes back on the stack."""
+        words = self._steps.RING_WORDS
+        stacked = [q[Q_WORDS + k] for k in range(q[Q_NSTACK])]
+        for i in range(q[Q_N]):
+            if not ring[words + i] and i not in stacked:
+                q[Q_WORDS + q[Q_NSTACK]] = i
+                q[Q_NSTACK] += 1
+
+    def _receive_one(self):
+        """One frame, or None. Completions the device got wrong are counted
+        and their buffers recycled; a used id that names no buffer in flight
+        leaves the ring unusable and raises DeviceError."""
         q = self._rxq
+        ring = self._rx_ring
         hl = self.hdr_len
         while True:
             try:                        # _take_rx inlined: this runs for every poll
-                i = self._pop(q)
+                i = self._pop(self.hw, ring, self._rx_name)
             except DeviceError:
                 self.rx_errors += 1
                 raise
             if i < 0:
                 return None
-            length = q[Q_LEN]
+            length = ring[RING_LEN]
             a = self._rx_base + i * self._rx_room
             if length < hl or length > self._rx_room:
                 self.rx_errors += 1     # no header, or beyond the buffer
@@ -521,10 +495,14 @@ class NetDevice(VirtioDevice):
             frame = self.hw.read(a + hl, n)
             q[Q_WORDS + q[Q_NSTACK]] = i    # _recycle(i) inlined: once per frame
             q[Q_NSTACK] += 1
-            if q[Q_NSTACK] >= RX_REFILL_BATCH:
-                self.refill()
             self.rx_packets += 1
             self.rx_bytes += n
+            if q[Q_NSTACK] >= RX_REFILL_BATCH:
+                try:
+                    self.refill()
+                except BaseException:
+                    self._held = frame      # a Ctrl-C in the refill: recv returns it next
+                    raise
             return frame
 
     def _receive_merged(self, first, length, nbuf):
@@ -544,7 +522,7 @@ class NetDevice(VirtioDevice):
             if i < 0:
                 bad = True      # fewer buffers published than num_buffers says
                 break
-            n = q[Q_LEN]
+            n = self._rx_ring[RING_LEN]
             if n > room:
                 self._recycle(i)
                 bad = True
@@ -576,22 +554,22 @@ class NetDevice(VirtioDevice):
     def refill(self):
         """Make every free receive buffer available to the device again
         (5.1.6.3: keep the receiveq full), with one notification at most."""
-        if self._rxq[Q_NSTACK] and self._refill_ring(self._rxq):
-            self.transport.notify(RECEIVEQ)
+        if self._rxq[Q_NSTACK]:
+            self._refill_ring(self._rxq)
+            self._kick(self._rx_ring, RECEIVEQ)
 
     def housekeeping(self):
         """What recv does while it waits in vain: refill the receiveq, and
         reclaim transmit buffers once half of them are with the device."""
         if self._rxq[Q_NSTACK]:
             self.refill()
-        q = self._txq
-        if q[Q_IN_FLIGHT] * 2 > q[Q_N]:
+        if self._tx_ring[RING_IN_FLIGHT] * 2 > self._txq[Q_N]:
             self.reclaim()
 
     @property
     def rx_posted(self):
         """Receive buffers with the device; the others wait for a refill."""
-        return self._rxq[Q_IN_FLIGHT]
+        return self._rx_ring[RING_IN_FLIGHT]
 
     @property
     def rx_count(self):
@@ -603,86 +581,48 @@ class NetDevice(VirtioDevice):
         """How many transmit buffers there are."""
         return self._txq[Q_N]
 
-    # -- the rings: plain versions of what the viper twins do on the target ------------
-    def _post(self, q, i):
-        """Make buffer i available (2.7.13): its head in the next avail ring
-        entry; avail idx itself moves in _publish."""
-        if q[Q_WORDS + q[Q_N] + i]:
-            raise VirtioError('%s %s: buffer %d posted twice' % (self.pci.address, self.NAME, i))
-        k = q[Q_AVAIL_IDX]
-        self.hw.write16(q[Q_AVAIL] + AVAIL_RING + 2 * (k & q[Q_MASK]), i * q[Q_PER])
-        q[Q_AVAIL_IDX] = (k + 1) & 0xFFFF
-        q[Q_WORDS + q[Q_N] + i] = 1
-        q[Q_IN_FLIGHT] += 1
-
-    def _publish(self, q):
-        """Make the posted entries visible and say whether the device wants
-        a notification (virtio.fastring.publish, 2.7.13.3 and 2.7.10)."""
-        return publish(self.hw, q)
-
-    def _publish_native(self, q):
-        return publish_native(self.hw, q)
+    # -- the rings: buffers through the ring's steps (virtio.split / virtio.packed) ------
+    def _kick(self, ring, index):
+        """Publish what was posted on a ring and notify the device if it
+        wants to hear (2.7.10, 2.8.10); the notification counts as sent only
+        once it was (steps.kicked): a kick cut short is completed next time."""
+        if self._publish(self.hw, ring):
+            self.transport.notify(index)
+        self._steps.kicked(ring)
 
     def _refill_ring(self, q):
-        """Post every buffer on the receive stack; True to notify."""
+        """Post every buffer on the receive stack (not yet published)."""
+        post, hw, ring, per = self._post, self.hw, self._rx_ring, q[Q_PER]
         for k in range(q[Q_NSTACK]):
-            self._post(q, q[Q_WORDS + k])
+            post(hw, ring, q[Q_WORDS + k], per, -1, 0, 0, 0)
         q[Q_NSTACK] = 0
-        return self._publish(q)
 
     def _tx_post(self, q, i, n):
-        """Transmit buffer i holding an n-byte frame: set its length, post
-        and publish it. True to notify."""
-        d = q[Q_DESC] + i * q[Q_PER] * DESC_BYTES
+        """Transmit buffer i holding an n-byte frame: its length into its
+        (last) descriptor, and posted (not yet published)."""
+        a = self._tx_base + i * self._tx_room
+        hl = q[Q_HDR]
         if q[Q_PER] == 2:
-            self.hw.write32(d + DESC_BYTES + D_LEN, n)
+            self._post(self.hw, self._tx_ring, i, 2, 1, a + hl, n, 0)
         else:
-            self.hw.write32(d + D_LEN, q[Q_HDR] + n)
-        self._post(q, i)
-        return self._publish(q)
+            self._post(self.hw, self._tx_ring, i, 1, 0, a, hl + n, 0)
 
     def _tx_reclaim(self, q):
-        """Every used transmit buffer back on the free stack; how many."""
+        """Every used transmit buffer back on the free stack; how many. A
+        reclaim cut short is mended by the next (see _receive)."""
+        pop, hw, ring, name = self._pop, self.hw, self._tx_ring, self._tx_name
+        if self._tx_cut:
+            self._recover(q, ring)
+        self._tx_cut = True
         n = 0
         while True:
-            i = self._pop(q)
+            i = pop(hw, ring, name)
             if i < 0:
+                self._tx_cut = False
                 return n
             q[Q_WORDS + q[Q_NSTACK]] = i
             q[Q_NSTACK] += 1
             n += 1
-
-    def _pop(self, q):
-        """The next used ring entry (2.7.14): the buffer it returns, its used
-        length in q[Q_LEN]; -1 if none. DeviceError, before anything changes,
-        if the used idx runs ahead of what is in flight or the id is not the
-        head of a buffer with the device."""
-        hw = self.hw
-        used = q[Q_USED]
-        idx = hw.read16(used + USED_IDX)
-        last = q[Q_LAST_USED]
-        if idx == last:
-            return -1
-        if (idx - last) & 0xFFFF > q[Q_IN_FLIGHT]:
-            raise DeviceError('%s %s: queue %s: used idx %d reports %d completions, %d buffers '
-                              'in flight' % (self.pci.address, self.NAME, self._qname(q), idx,
-                                             (idx - last) & 0xFFFF, q[Q_IN_FLIGHT]))
-        hw.barrier()        # the entry is read after the index that covers it
-        elem = used + USED_RING + 8 * (last & q[Q_MASK])
-        head = hw.read32(elem)
-        per = q[Q_PER]
-        i = head // per
-        if head % per or i >= q[Q_N] or not q[Q_WORDS + q[Q_N] + i]:
-            raise DeviceError('%s %s: queue %s: used id %d is not the head of a buffer in '
-                              'flight' % (self.pci.address, self.NAME, self._qname(q), head))
-        q[Q_LEN] = hw.read32(elem + 4)
-        q[Q_LAST_USED] = (last + 1) & 0xFFFF
-        q[Q_WORDS + q[Q_N] + i] = 0
-        q[Q_IN_FLIGHT] -= 1
-        return i
-
-    def _qname(self, q):
-        return 'receiveq' if q is self._rxq else 'transmitq'
 
     # -- the controlq (5.1.6.5) ---------------------------------------------------------
     def set_promiscuous(self, on):
@@ -742,7 +682,7 @@ class NetDevice(VirtioDevice):
     def _need(self, bit, what):
         if not self.has(bit):
             raise VirtioError('%s %s: %s needs feature %s, not negotiated (features %s)'
-                              % (self.pci.address, self.NAME, what, FEATURE_NAMES[bit],
+                              % (self.address, self.NAME, what, FEATURE_NAMES[bit],
                                  self.feature_names() or '-'))
 
     def _command(self, cls, cmd, parts):
@@ -757,7 +697,7 @@ class NetDevice(VirtioDevice):
             # The last command timed out: its buffer is ours again only once used.
             if self._used_token(q) is None:
                 raise VirtioError('%s %s: the controlq still holds an unanswered command'
-                                  % (self.pci.address, self.NAME))
+                                  % (self.address, self.NAME))
             self._ctrl_busy = False
         a = self._ctrl
         hw.write(a, bytes([cls, cmd]))
@@ -777,95 +717,13 @@ class NetDevice(VirtioDevice):
             self._used_token(q, timeout_ms)
         except VirtioTimeout:
             raise VirtioTimeout('%s %s: no answer to control command %s within %d ms'
-                                % (self.pci.address, self.NAME, name, timeout_ms))
+                                % (self.address, self.NAME, name, timeout_ms))
         self._ctrl_busy = False
         ack = hw.read8(self._ctrl_ack)
         if ack != VIRTIO_NET_OK:
             raise DeviceError('%s %s: control command %s refused (ack %d%s)'
-                              % (self.pci.address, self.NAME, name, ack,
+                              % (self.address, self.NAME, name, ack,
                                  ', VIRTIO_NET_ERR' if ack == VIRTIO_NET_ERR else ''))
 
 
 DRIVER = NetDevice
-
-# -- the target: the ring methods in viper ---------------------------------------------
-# MicroPython's native emitter (frozen with mpy-cross -march=x86) runs these
-# in place of the plain methods of the same names, which stay the reference
-# (run and tested under CPython). They work on raw physical addresses, so
-# only where the hardware interface is the target's x86 module: setup()
-# decides. Anything wrong goes to the plain method, which says what.
-
-try:
-    import micropython
-    from virtio.fastring import publish_native
-    NATIVE = True
-except ImportError:
-    NATIVE = False
-
-if NATIVE:
-    @micropython.viper
-    def _pop_v(self, q) -> int:
-        s = ptr32(q)
-        used = s[Q_USED]
-        idx = int(ptr16(used)[1])
-        last = int(s[Q_LAST_USED])
-        if idx == last:
-            return -1
-        if ((idx - last) & 0xFFFF) > int(s[Q_IN_FLIGHT]):
-            return int(NetDevice._pop(self, q))         # raises the DeviceError
-        elem = ptr32(used + USED_RING + uint(8 * (last & int(s[Q_MASK]))))
-        head = int(elem[0])
-        n = int(s[Q_N])
-        i = head
-        if int(s[Q_PER]) == 2:
-            i = head >> 1
-            if head & 1:
-                i = n
-        if uint(i) >= uint(n) or not s[Q_WORDS + n + i]:
-            return int(NetDevice._pop(self, q))         # raises the DeviceError
-        s[Q_LEN] = elem[1]
-        s[Q_LAST_USED] = (last + 1) & 0xFFFF
-        s[Q_WORDS + n + i] = 0
-        s[Q_IN_FLIGHT] = int(s[Q_IN_FLIGHT]) - 1
-        return i
-
-    @micropython.viper
-    def _refill_ring_v(self, q) -> int:
-        s = ptr32(q)
-        ring = ptr16(s[Q_AVAIL] + AVAIL_RING)
-        mask = int(s[Q_MASK])
-        per = int(s[Q_PER])
-        n = int(s[Q_N])
-        m = int(s[Q_NSTACK])
-        k = int(s[Q_AVAIL_IDX])
-        j = 0
-        while j < m:
-            i = int(s[Q_WORDS + j])
-            ring[k & mask] = i * per
-            k = (k + 1) & 0xFFFF
-            s[Q_WORDS + n + i] = 1
-            j += 1
-        s[Q_AVAIL_IDX] = k
-        s[Q_IN_FLIGHT] = int(s[Q_IN_FLIGHT]) + m
-        s[Q_NSTACK] = 0
-        return int(self._publish(q))
-
-    @micropython.viper
-    def _tx_post_v(self, q, i: int, n: int) -> int:
-        s = ptr32(q)
-        per = int(s[Q_PER])
-        d = s[Q_DESC] + uint(i * per * DESC_BYTES)
-        if per == 2:
-            ptr32(d + DESC_BYTES + D_LEN)[0] = n
-        else:
-            ptr32(d + D_LEN)[0] = int(s[Q_HDR]) + n
-        k = int(s[Q_AVAIL_IDX])
-        ptr16(s[Q_AVAIL] + AVAIL_RING)[k & int(s[Q_MASK])] = i * per
-        s[Q_AVAIL_IDX] = (k + 1) & 0xFFFF
-        s[Q_WORDS + int(s[Q_N]) + i] = 1
-        s[Q_IN_FLIGHT] = int(s[Q_IN_FLIGHT]) + 1
-        return int(self._publish(q))
-
-    NetDevice._pop_v = _pop_v
-    NetDevice._refill_ring_v = _refill_ring_v
-    NetDevice._tx_post_v = _tx_post_v

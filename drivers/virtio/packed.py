@@ -1,10 +1,23 @@
 # Packed virtqueues (spec 2.8, negotiated with RING_PACKED): one descriptor
-# ring that both sides write, plus two event suppression structures.
+# ring that both sides write, plus two event suppression structures. The
+# driver writes available descriptors in ring order, marking them with its
+# wrap counter in the AVAIL/USED flag bits; the device overwrites them with
+# used descriptors, in completion order, each carrying the buffer ID. This
+# module owns every step of the packed ring, the same steps and names as
+# virtio.split:
 #
-# The driver writes available descriptors in ring order, marking them with
-# its wrap counter in the AVAIL/USED flag bits; the device overwrites them
-# with used descriptors, in completion order, each carrying the buffer ID.
-# Same interface as SplitVirtqueue: add / kick / pop / collect / wait / dump.
+#   set_desc   write a descriptor of a prebuilt chain     2.8.13 (2.8.7 indirect)
+#   post       write a buffer's descriptors into the ring 2.8.6, 2.8.13
+#              (the first descriptor's flags last: they make it available)
+#   publish    decide on a notification                   2.8.10, 2.8.14
+#   (notify)   the transport's available buffer notification
+#   kicked     the device has been told
+#   pop        take the next used descriptor, check it    2.8.14 (2.8.15)
+#
+# The state array: the words both formats share (virtio.virtqueue,
+# RING_COMMON), this format's, then one word per buffer ID (slot): the ring
+# descriptors it holds while the device has it (0: free). Buffer IDs are the
+# slots. On the target the same functions run as viper code (end of file).
 
 try:
     from micropython import const
@@ -13,57 +26,286 @@ except ImportError:
         return x
 
 import struct
+from array import array
 
-from virtio.errors import DeviceError, VirtioError, VirtqueueFull
+from virtio.errors import DeviceError, VirtioError
 from virtio.virtqueue import (DEFAULT_INDIRECT_MAX, DESC_SIZE, VIRTQ_DESC_F_INDIRECT,
-                              VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, Virtqueue,
-                              desc_flag_names, desc_table)
+                              VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, Steps, Virtqueue, desc_flag_names,
+                              desc_table)
 
 VIRTQ_DESC_F_AVAIL = const(0x80)
 VIRTQ_DESC_F_USED = const(0x8000)
-# Event suppression (2.8.10).
+# struct pvirtq_desc (2.8.13): addr, len, id, flags.
+D_ADDR = const(0)
+D_LEN = const(8)
+D_ID = const(12)
+D_FLAGS = const(14)
+# struct pvirtq_event_suppress (2.8.10): off_wrap, flags.
+EVENT_OFF_WRAP = const(0)
+EVENT_FLAGS = const(2)
 RING_EVENT_FLAGS_ENABLE = const(0)
 RING_EVENT_FLAGS_DISABLE = const(1)
 RING_EVENT_FLAGS_DESC = const(2)
 EVENT_FLAG_NAMES = ('ENABLE', 'DISABLE', 'DESC', 'reserved')
 MAX_PACKED_SIZE = const(32768)
-# Offsets inside a descriptor (struct pvirtq_desc).
-D_ADDR = const(0)
-D_LEN = const(8)
-D_ID = const(12)
-D_FLAGS = const(14)
+
+# The state words (the first eight as in virtio.virtqueue, for viper here).
+RING_IN_FLIGHT = const(0)
+RING_LEN = const(1)
+RING_FREED = const(2)
+RING_NSLOTS = const(3)
+RING_PER = const(4)
+RING_INDIRECT = const(5)
+RING_CHAINS = const(6)      # the slots' indirect tables, or their chains to copy in
+RING_EVENT_IDX = const(7)
+RING_SIZE = const(8)
+RING_DESC = const(9)        # the descriptor ring (descriptor area)
+RING_DRIVER_EVENT = const(10)   # driver event suppression (driver area)
+RING_DEVICE_EVENT = const(11)   # device event suppression (device area)
+RING_NEXT_AVAIL = const(12)
+RING_AVAIL_WRAP = const(13)     # Driver Ring Wrap Counter (2.8.1)
+RING_NEXT_USED = const(14)
+RING_USED_WRAP = const(15)      # the wrap counter the next used descriptor carries
+RING_KICK_POS = const(16)       # ring position (index + size * !wrap) last told
+RING_ADDED = const(17)          # descriptors made available since then
+RING_WORDS = const(18)
+
+
+def new_state(desc, driver_event, device_event, size, event_idx):
+    st = array('I', bytes(4 * (RING_WORDS + size)))
+    st[RING_DESC] = desc
+    st[RING_DRIVER_EVENT] = driver_event
+    st[RING_DEVICE_EVENT] = device_event
+    st[RING_SIZE] = size
+    st[RING_EVENT_IDX] = 1 if event_idx else 0
+    st[RING_AVAIL_WRAP] = 1
+    st[RING_USED_WRAP] = 1
+    st[RING_NSLOTS] = size
+    st[RING_PER] = 1
+    return st
+
+
+def use_slots(hw, st, nslots, per, indirect):
+    """Prebuilt chains: nslots chains of per descriptors, each an indirect
+    table (one ring descriptor per request) or a chain copied into the ring
+    at each post (per ring descriptors per request)."""
+    if not indirect and nslots * per > st[RING_SIZE]:
+        raise VirtioError('%d chains of %d descriptors do not fit a ring of %d'
+                          % (nslots, per, st[RING_SIZE]))
+    st[RING_CHAINS] = hw.dma_alloc(nslots * per * DESC_SIZE, DESC_SIZE)
+    st[RING_NSLOTS] = nslots
+    st[RING_PER] = per
+    st[RING_INDIRECT] = 1 if indirect else 0
+
+
+def position(st, index, wrap):
+    """(index, wrap counter) as one position modulo twice the ring size."""
+    return index if wrap else index + st[RING_SIZE]
+
+
+def avail_flags(st):
+    """AVAIL and USED as a descriptor made available now carries them (2.8.1)."""
+    return VIRTQ_DESC_F_AVAIL if st[RING_AVAIL_WRAP] else VIRTQ_DESC_F_USED
+
+
+# -- the steps: plain versions (the reference, run on the host) ----------------------
+
+def build(hw, st, template):
+    """Write every slot's chain from template, (addr, len, flags) words per
+    descriptor. In an indirect table only VIRTQ_DESC_F_WRITE means anything
+    (2.8.7); a chain to copy keeps NEXT too."""
+    nslots, per = st[RING_NSLOTS], st[RING_PER]
+    keep = VIRTQ_DESC_F_WRITE if st[RING_INDIRECT] else VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT
+    t = array('I', bytes(16 * nslots * per))
+    for d in range(nslots * per):
+        t[4 * d] = template[3 * d]
+        t[4 * d + 2] = template[3 * d + 1]
+        t[4 * d + 3] = (template[3 * d + 2] & keep) << 16
+    hw.write(st[RING_CHAINS], bytes(t))
+
+
+def set_desc(hw, st, slot, j, addr, length, flags):
+    """Descriptor j of slot's chain (NEXT, in a copied chain: more follow)."""
+    at = st[RING_CHAINS] + (slot * st[RING_PER] + j) * DESC_SIZE
+    keep = VIRTQ_DESC_F_WRITE if st[RING_INDIRECT] else VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT
+    hw.write64(at + D_ADDR, addr)
+    hw.write32(at + D_LEN, length)
+    hw.write16(at + D_ID, 0)
+    hw.write16(at + D_FLAGS, flags & keep)
+
+
+def put(hw, st, table, addr, length, bid, flags):
+    """Write one descriptor at the next available position (through the
+    ring's descriptor writer `table`, virtio.virtqueue.desc_table) and move
+    on, flipping the wrap counter at the ring's end. flags: without
+    AVAIL/USED, which are added here; None for a first descriptor whose
+    flags the caller writes last. Returns where its flags are."""
+    off = DESC_SIZE * st[RING_NEXT_AVAIL]
+    if flags is None:
+        table.put_head(off, addr, length, bid)
+    else:
+        table.put(off, addr, length, bid, flags | avail_flags(st))
+    st[RING_NEXT_AVAIL] += 1
+    if st[RING_NEXT_AVAIL] == st[RING_SIZE]:
+        st[RING_NEXT_AVAIL] = 0
+        st[RING_AVAIL_WRAP] ^= 1
+    st[RING_ADDED] += 1
+    return st[RING_DESC] + off + D_FLAGS
+
+
+def make_available(hw, st, slot, held, first, flags, before):
+    """Book buffer `slot` as with the device (it holds `held` ring
+    descriptors), then write the first descriptor's flags (2.8.6: they make
+    the whole list available): so no moment has the device holding a buffer
+    the books do not know (a Ctrl-C arrives at a jump). If the write fails,
+    nothing was handed over: the books and the ring positions go back to
+    `before` (next avail, wrap counter, added)."""
+    st[RING_WORDS + slot] = held
+    st[RING_IN_FLIGHT] += 1
+    try:
+        hw.barrier()
+        hw.write16(first, flags)
+    except BaseException:
+        st[RING_WORDS + slot] = 0
+        st[RING_IN_FLIGHT] -= 1
+        st[RING_NEXT_AVAIL], st[RING_AVAIL_WRAP], st[RING_ADDED] = before
+        raise
+
+
+def post(hw, st, slot, count, j, addr, length, flags):
+    """Make slot's chain of count descriptors available as buffer ID slot
+    (2.8.13): descriptor j rewritten first unless j < 0; then one ring
+    descriptor pointing at the slot's indirect table, or the chain copied
+    into the ring; the first descriptor's flags written last (2.8.6)."""
+    if j >= 0:
+        set_desc(hw, st, slot, j, addr, length, flags)
+    first_flags = avail_flags(st)
+    before = (st[RING_NEXT_AVAIL], st[RING_AVAIL_WRAP], st[RING_ADDED])
+    chain = st[RING_CHAINS] + slot * st[RING_PER] * DESC_SIZE
+    table = desc_table(hw, st[RING_DESC], DESC_SIZE * st[RING_SIZE])
+    if st[RING_INDIRECT]:
+        first = put(hw, st, table, chain, count * DESC_SIZE, slot, None)
+        first_flags |= VIRTQ_DESC_F_INDIRECT
+        held = 1
+    else:
+        first = 0
+        for k in range(count):
+            d = chain + k * DESC_SIZE
+            f = hw.read16(d + D_FLAGS) & (VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT)
+            if k + 1 == count:
+                f &= ~VIRTQ_DESC_F_NEXT
+            if k == 0:
+                first_flags |= f
+                first = put(hw, st, table, hw.read64(d + D_ADDR), hw.read32(d + D_LEN), slot,
+                            None)
+            else:
+                put(hw, st, table, hw.read64(d + D_ADDR), hw.read32(d + D_LEN), slot, f)
+        held = count
+    make_available(hw, st, slot, held, first, first_flags, before)
+
+
+def publish(hw, st):
+    """Posted descriptors are visible once their flags are written; say
+    whether the device wants a notification for those added since it was
+    last told (2.8.10: its event suppression structure; with EVENT_IDX a
+    descriptor position). Then the caller notifies and calls kicked()."""
+    added = st[RING_ADDED]
+    if added == 0:
+        return 0
+    hw.barrier()        # flags visible before we read the device's wish
+    ev = st[RING_DEVICE_EVENT]
+    flags = hw.read16(ev + EVENT_FLAGS) & 3
+    if flags == RING_EVENT_FLAGS_DISABLE:
+        return 0
+    if flags == RING_EVENT_FLAGS_DESC and st[RING_EVENT_IDX] and added < st[RING_SIZE]:
+        old = st[RING_KICK_POS]
+        new = position(st, st[RING_NEXT_AVAIL], st[RING_AVAIL_WRAP])
+        off_wrap = hw.read16(ev + EVENT_OFF_WRAP)
+        event = position(st, off_wrap & 0x7FFF, off_wrap >> 15)
+        span = 2 * st[RING_SIZE]
+        return 1 if (event - old) % span < (new - old) % span else 0
+    return 1
+
+
+def kicked(st):
+    """The device has been told of (or did not want to hear of) every
+    descriptor made available."""
+    st[RING_KICK_POS] = position(st, st[RING_NEXT_AVAIL], st[RING_AVAIL_WRAP])
+    st[RING_ADDED] = 0
+
+
+def used_ready(hw, st):
+    """Whether the descriptor at the next used position is a used one (its
+    AVAIL and USED bits both equal to the used wrap counter, 2.8.1)."""
+    flags = hw.read16(st[RING_DESC] + DESC_SIZE * st[RING_NEXT_USED] + D_FLAGS)
+    used = 1 if flags & VIRTQ_DESC_F_USED else 0
+    return used == st[RING_USED_WRAP] and (1 if flags & VIRTQ_DESC_F_AVAIL else 0) == used
+
+
+def pop(hw, st, name):
+    """The buffer ID of the next used descriptor (2.8.14), its length in
+    st[RING_LEN]; -1 if there is none. DeviceError, before anything
+    changes, when the ID is not a buffer with the device."""
+    if not used_ready(hw, st):
+        return -1
+    nxt = st[RING_NEXT_USED]
+    at = st[RING_DESC] + DESC_SIZE * nxt
+    hw.barrier()        # the descriptor is read after its flags
+    bid = hw.read16(at + D_ID)
+    if bid >= st[RING_NSLOTS] or not st[RING_WORDS + bid]:
+        raise DeviceError('%s: used buffer id %d at slot %d is not a request in flight'
+                          % (name, bid, nxt))
+    # Spec 2.8.5 calls the length reserved without VIRTQ_DESC_F_WRITE, but
+    # QEMU 7.2 never sets that flag on used descriptors: like Linux, read
+    # the length always (callers check it against their writable bytes).
+    st[RING_LEN] = hw.read32(at + D_LEN)
+    held = st[RING_WORDS + bid]
+    nxt += held
+    if nxt >= st[RING_SIZE]:
+        nxt -= st[RING_SIZE]
+        st[RING_USED_WRAP] ^= 1
+    st[RING_NEXT_USED] = nxt
+    st[RING_FREED] = held
+    st[RING_WORDS + bid] = 0
+    st[RING_IN_FLIGHT] -= 1
+    return bid
+
+
+def set_interrupts(hw, st, on):
+    """Used buffer notifications on or off: the driver event suppression
+    flags (2.8.10)."""
+    hw.write16(st[RING_DRIVER_EVENT] + EVENT_FLAGS,
+               RING_EVENT_FLAGS_ENABLE if on else RING_EVENT_FLAGS_DISABLE)
 
 
 class PackedVirtqueue(Virtqueue):
+    """A packed virtqueue with the interface of SplitVirtqueue: add / kick /
+    pop / collect / wait / dump."""
+
     kind = 'packed'
+    steps = None
 
     def __init__(self, hw, transport, index, size, negotiated=0,
                  indirect_max=DEFAULT_INDIRECT_MAX, name=None, check=None):
-        if transport.legacy_layout:
+        if transport.legacy_interface:
             raise VirtioError('queue %d: packed rings need the modern interface' % index)
         if size < 1 or size > MAX_PACKED_SIZE:
             raise VirtioError('queue %d: packed ring size %d is not in 1..%d'
                               % (index, size, MAX_PACKED_SIZE))
         self._init_common(hw, transport, index, size, negotiated, indirect_max, name, check)
+        self._init_bookkeeping()
         # Descriptor ring (16-aligned), driver and device event suppression
         # structures (4-aligned), 2.8.10.1.
         self.desc = hw.dma_alloc(DESC_SIZE * size, 16)
         self.driver_event = hw.dma_alloc(4, 4)
         self.device_event = hw.dma_alloc(4, 4)
-        self._next_avail = 0
-        self._avail_wrap = 1          # Driver Ring Wrap Counter (2.8.1)
-        self._next_used = 0
-        self._used_wrap = 1           # where we expect the device's wrap counter
+        self.st = new_state(self.desc, self.driver_event, self.device_event, size,
+                            self.event_idx)
         self.num_free = size          # free ring slots
         self._id_next = list(range(1, size + 1))     # free buffer IDs
         self._id_free = 0
-        self._ndesc = [0] * size      # per buffer ID: ring slots held (0 = free)
         self._wlen = [0] * size
         self._tokens = [None] * size
-        self.in_flight = 0
-        self._added = 0               # descriptors made available since the last kick
-        self._kick_pos = 0            # ring position at the last kick
-        self.notifications = 0
         self._ring = desc_table(hw, self.desc, DESC_SIZE * size)
         self._alloc_indirect()
         self.suppress_interrupts()
@@ -72,148 +314,91 @@ class PackedVirtqueue(Virtqueue):
         self.transport.enable_queue(self.index, self.size, self.desc,
                                     self.driver_event, self.device_event)
 
-    def _pos(self, idx, wrap):
-        # (index, wrap counter) as one position modulo twice the ring size.
-        return idx if wrap else idx + self.size
-
-    # -- used buffer notifications ----------------------------------------------------
     def suppress_interrupts(self):
         """We poll: Driver Event Suppression flags = DISABLE (2.8.10)."""
-        self.hw.write16(self.driver_event + 2, RING_EVENT_FLAGS_DISABLE)
+        set_interrupts(self.hw, self.st, False)
 
     def enable_interrupts(self):
-        self.hw.write16(self.driver_event + 2, RING_EVENT_FLAGS_ENABLE)
+        set_interrupts(self.hw, self.st, True)
 
     # -- supplying buffers (2.8.13) ------------------------------------------------------
-    def _avail_flags(self):
-        return VIRTQ_DESC_F_AVAIL if self._avail_wrap else VIRTQ_DESC_F_USED
-
-    def _put(self, addr, length, bid, flags, first):
-        off = DESC_SIZE * self._next_avail
-        if first:
-            # The first descriptor's flags are written last: they publish
-            # the whole list (2.8.6).
-            self._ring.put_head(off, addr, length, bid)
-        else:
-            self._ring.put(off, addr, length, bid, flags)
-        self._next_avail += 1
-        if self._next_avail == self.size:
-            self._next_avail = 0
-            self._avail_wrap ^= 1
-
     def add(self, readable, writable, token=None):
         """Offer one request (see SplitVirtqueue.add). Returns its buffer ID."""
-        nr = len(readable)
-        n = nr + len(writable)
+        n = len(readable) + len(writable)
         use_indirect = self._fits(n)
-        need = 1 if use_indirect else n
+        hw, st = self.hw, self.st
         bid = self._id_free
-        self._id_free = self._id_next[bid]
-        first_at = self.desc + DESC_SIZE * self._next_avail
-        first_flags = self._avail_flags()
+        first_flags = avail_flags(st)
+        before = (st[RING_NEXT_AVAIL], st[RING_AVAIL_WRAP], st[RING_ADDED])
         wlen = 0
+        parts = ((readable, 0), (writable, VIRTQ_DESC_F_WRITE))
         if use_indirect:
             toff = bid * self.indirect_max * DESC_SIZE
-            tables = self._tables
             i = 0
-            for addr, length in readable:
-                tables.put(toff + DESC_SIZE * i, addr, length, 0, 0)
-                i += 1
-            for addr, length in writable:
-                tables.put(toff + DESC_SIZE * i, addr, length, 0, VIRTQ_DESC_F_WRITE)
-                wlen += length
-                i += 1
+            for part, flags in parts:
+                for addr, length in part:
+                    self._tables.put(toff + DESC_SIZE * i, addr, length, 0, flags)
+                    if flags:
+                        wlen += length
+                    i += 1
             first_flags |= VIRTQ_DESC_F_INDIRECT
-            self._put(self.indirect + toff, n * DESC_SIZE, bid, 0, True)
+            first = put(hw, st, self._ring, self.indirect + toff, n * DESC_SIZE, bid, None)
+            held = 1
         else:
             k = 0
-            for addr, length in readable:
-                k += 1
-                if k == 1:
-                    if k < n:
-                        first_flags |= VIRTQ_DESC_F_NEXT
-                    self._put(addr, length, bid, 0, True)
-                else:
-                    self._put(addr, length, bid, self._avail_flags()
-                              | (VIRTQ_DESC_F_NEXT if k < n else 0), False)
-            for addr, length in writable:
-                k += 1
-                wlen += length
-                f = VIRTQ_DESC_F_WRITE | (VIRTQ_DESC_F_NEXT if k < n else 0)
-                if k == 1:
-                    first_flags |= f
-                    self._put(addr, length, bid, 0, True)
-                else:
-                    self._put(addr, length, bid, self._avail_flags() | f, False)
-        self.num_free -= need
-        self._ndesc[bid] = need
+            for part, flags in parts:
+                for addr, length in part:
+                    k += 1
+                    f = flags | (VIRTQ_DESC_F_NEXT if k < n else 0)
+                    if flags:
+                        wlen += length
+                    if k == 1:
+                        first_flags |= f
+                        first = put(hw, st, self._ring, addr, length, bid, None)
+                    else:
+                        put(hw, st, self._ring, addr, length, bid, f)
+            held = n
+        self._id_free = self._id_next[bid]
         self._wlen[bid] = wlen
         self._tokens[bid] = token
-        self.in_flight += 1
-        self._added += need
-        self.hw.barrier()
-        self.hw.write16(first_at + D_FLAGS, first_flags)
+        self.num_free -= held
+        try:
+            make_available(hw, st, bid, held, first, first_flags, before)
+        except BaseException:
+            self._id_free = bid
+            self._tokens[bid] = None
+            self.num_free += held
+            raise
         return bid
 
     def kick(self):
         """Notify the device unless its event suppression structure says it
-        does not need it (2.8.10; with EVENT_IDX, a descriptor position)."""
-        if self._added == 0:
-            return False
-        hw = self.hw
-        old = self._kick_pos
-        new = self._pos(self._next_avail, self._avail_wrap)
-        added = self._added
-        self._kick_pos = new
-        self._added = 0
-        hw.barrier()        # flags visible before we read the device's wish
-        flags = hw.read16(self.device_event + 2) & 3
-        if flags == RING_EVENT_FLAGS_DISABLE:
-            need = False
-        elif flags == RING_EVENT_FLAGS_DESC and self.event_idx and added < self.size:
-            off_wrap = hw.read16(self.device_event)
-            event = self._pos(off_wrap & 0x7FFF, off_wrap >> 15)
-            span = 2 * self.size
-            need = (event - old) % span < (new - old) % span
-        else:
-            need = True
+        does not need it (2.8.10). Returns True when a notification was sent."""
+        need = publish(self.hw, self.st)
         if need:
             self.transport.notify(self.index)
             self.notifications += 1
-        return need
+        kicked(self.st)     # only now: a notification lost to an exception is sent next time
+        return bool(need)
 
     # -- receiving used buffers (2.8.14) -------------------------------------------------
     def pop(self):
         """One completion as (token, written length), or None."""
-        hw = self.hw
-        at = self.desc + DESC_SIZE * self._next_used
-        flags = hw.read16(at + D_FLAGS)
-        used = 1 if flags & VIRTQ_DESC_F_USED else 0
-        avail = 1 if flags & VIRTQ_DESC_F_AVAIL else 0
-        if used != self._used_wrap or avail != used:
+        if self.owner is not None:
+            self._owned('pop')
+        st = self.st
+        if not used_ready(self.hw, st):
             return None
-        hw.barrier()        # the descriptor is read after its flags
-        bid = hw.read16(at + D_ID)
-        # Spec 2.8.5 calls the length reserved without VIRTQ_DESC_F_WRITE, but
-        # QEMU 7.2 never sets that flag on used descriptors: like Linux, read
-        # the length always (it is checked against the writable bytes below).
-        length = hw.read32(at + D_LEN)
-        if bid >= self.size or self._ndesc[bid] == 0:
-            raise DeviceError('%s: used buffer id %d at slot %d is not a request in flight'
-                              % (self.name, bid, self._next_used))
-        n = self._ndesc[bid]
-        self._next_used += n
-        if self._next_used >= self.size:
-            self._next_used -= self.size
-            self._used_wrap ^= 1
+        # From here on no jump until the books are right (a Ctrl-C arrives at
+        # a jump): the descriptor taken, its ID back on the free list.
+        bid = pop(self.hw, st, self.name)
+        length = st[RING_LEN]
         token = self._tokens[bid]
         wlen = self._wlen[bid]
-        self._ndesc[bid] = 0
         self._tokens[bid] = None
         self._id_next[bid] = self._id_free
         self._id_free = bid
-        self.num_free += n
-        self.in_flight -= 1
+        self.num_free += st[RING_FREED]
         if length > wlen:
             raise DeviceError('%s: used length %d for buffer id %d exceeds its %d writable bytes'
                               % (self.name, length, bid, wlen), token)
@@ -222,10 +407,19 @@ class PackedVirtqueue(Virtqueue):
     # -- learning aid ----------------------------------------------------------------------
     def dump(self, write=print):
         hw = self.hw
-        write('%s: packed ring, size %d, %d in flight, %d free slots'
-              % (self.name, self.size, self.in_flight, self.num_free))
+        st = self.st
+        if self.owner is not None:
+            who = 'driven by %s' % self.owner
+        else:
+            who = '%d free slots' % self.num_free
+        write('%s: packed ring, size %d, %d in flight, %s'
+              % (self.name, self.size, st[RING_IN_FLIGHT], who))
         write('  desc 0x%x  driver event 0x%x  device event 0x%x'
               % (self.desc, self.driver_event, self.device_event))
+        if self.owner is not None:
+            write('  %d prebuilt chains of %d descriptors at 0x%x%s'
+                  % (st[RING_NSLOTS], st[RING_PER], st[RING_CHAINS],
+                     ' (indirect tables)' if st[RING_INDIRECT] else ' (copied into the ring)'))
         write('  slot  addr                len       id    flags')
         hidden = 0
         for i in range(self.size):
@@ -243,13 +437,17 @@ class PackedVirtqueue(Virtqueue):
         if hidden:
             write('  (%d slots never used)' % hidden)
         for label, at in (('driver event', self.driver_event), ('device event', self.device_event)):
-            off_wrap = hw.read16(at)
-            flags = hw.read16(at + 2)
+            off_wrap = hw.read16(at + EVENT_OFF_WRAP)
+            flags = hw.read16(at + EVENT_FLAGS)
             write('  %s: flags %s off %d wrap %d' % (label, EVENT_FLAG_NAMES[flags & 3],
                                                    off_wrap & 0x7FFF, off_wrap >> 15))
-        write('  driver: next avail %d wrap %d, next used %d wrap %d, %d notifications'
-              % (self._next_avail, self._avail_wrap, self._next_used, self._used_wrap,
-                 self.notifications))
+        write('  driver: %s, %d notifications' % (self.indices(), self.notifications))
+
+    def indices(self):
+        """Where the driver is in the ring, in one line."""
+        st = self.st
+        return 'next avail %d wrap %d, next used %d wrap %d' % (
+            st[RING_NEXT_AVAIL], st[RING_AVAIL_WRAP], st[RING_NEXT_USED], st[RING_USED_WRAP])
 
 
 def packed_flag_names(flags):
@@ -262,3 +460,131 @@ def packed_flag_names(flags):
     if flags & VIRTQ_DESC_F_USED:
         out.append('USED')
     return '|'.join(out) or '-'
+
+
+# -- the target: the same steps in viper (see virtio.split) --------------------------------
+_F_NEXT = const(1)          # VIRTQ_DESC_F_NEXT
+_F_WRITE = const(2)         # VIRTQ_DESC_F_WRITE
+_F_INDIRECT = const(4)      # VIRTQ_DESC_F_INDIRECT
+_DESC = const(16)           # DESC_SIZE
+
+
+PlainSteps = Steps(use_slots, build, set_desc, post, publish, kicked, pop)
+
+try:
+    import micropython
+    NATIVE = True
+except ImportError:
+    NATIVE = False
+
+if NATIVE:
+
+    @micropython.viper
+    def _set_desc(hw, st, slot: int, j: int, addr: uint, length: uint, flags: int):
+        s = ptr32(st)
+        d = ptr32(s[RING_CHAINS] + uint((slot * int(s[RING_PER]) + j) * _DESC))
+        keep = _F_WRITE
+        if not s[RING_INDIRECT]:
+            keep = _F_WRITE | _F_NEXT
+        d[0] = addr
+        d[1] = 0
+        d[2] = length
+        d[3] = (flags & keep) << 16
+
+    @micropython.viper
+    def _post(hw, st, slot: int, count: int, j: int, addr: uint, length: uint, flags: int):
+        s = ptr32(st)
+        chain = s[RING_CHAINS] + uint(slot * int(s[RING_PER]) * _DESC)
+        if j >= 0:
+            _set_desc(hw, st, slot, j, addr, length, flags)
+        size = int(s[RING_SIZE])
+        ring = s[RING_DESC]
+        nxt = int(s[RING_NEXT_AVAIL])
+        wrap = int(s[RING_AVAIL_WRAP])
+        first = ptr16(ring + uint(nxt * _DESC + D_FLAGS))
+        first_flags = VIRTQ_DESC_F_USED
+        if wrap:
+            first_flags = VIRTQ_DESC_F_AVAIL
+        if s[RING_INDIRECT]:
+            r = ptr32(ring + uint(nxt * _DESC))
+            r[0] = chain
+            r[1] = 0
+            r[2] = count * _DESC
+            ptr16(ring + uint(nxt * _DESC + D_ID))[0] = slot
+            first_flags |= _F_INDIRECT
+            held = 1
+        else:
+            held = count
+            k = 0
+            while k < count:
+                src = ptr32(chain + uint(k * _DESC))
+                at = nxt + k
+                w = wrap
+                if at >= size:
+                    at -= size
+                    w ^= 1
+                r = ptr32(ring + uint(at * _DESC))
+                r[0] = src[0]
+                r[1] = src[1]
+                r[2] = src[2]
+                f = int(src[3]) >> 16
+                if k + 1 == count:
+                    f &= _F_WRITE
+                if w:
+                    f |= VIRTQ_DESC_F_AVAIL
+                else:
+                    f |= VIRTQ_DESC_F_USED
+                r16 = ptr16(ring + uint(at * _DESC + D_ID))
+                r16[0] = slot
+                if k == 0:
+                    first_flags = f
+                else:
+                    r16[1] = f
+                k += 1
+        nxt += held
+        if nxt >= size:
+            nxt -= size
+            s[RING_AVAIL_WRAP] = wrap ^ 1
+        s[RING_NEXT_AVAIL] = nxt
+        s[RING_ADDED] = int(s[RING_ADDED]) + held
+        s[RING_WORDS + slot] = held
+        s[RING_IN_FLIGHT] = int(s[RING_IN_FLIGHT]) + 1
+        first[0] = first_flags              # last: the buffer becomes available (stores in order)
+
+    @micropython.viper
+    def _pop(hw, st, name) -> int:
+        s = ptr32(st)
+        nxt = int(s[RING_NEXT_USED])
+        at = s[RING_DESC] + uint(nxt * _DESC)
+        flags = int(ptr16(at + D_FLAGS)[0])
+        wrap = int(s[RING_USED_WRAP])
+        used = 0
+        if flags & VIRTQ_DESC_F_USED:
+            used = 1
+        avail = 0
+        if flags & VIRTQ_DESC_F_AVAIL:
+            avail = 1
+        if used != wrap or avail != used:
+            return -1
+        bid = int(ptr16(at + D_ID)[0])
+        if uint(bid) >= uint(s[RING_NSLOTS]) or not s[RING_WORDS + bid]:
+            return int(PlainSteps.pop(hw, st, name))        # raises the DeviceError
+        s[RING_LEN] = ptr32(at + D_LEN)[0]
+        held = int(s[RING_WORDS + bid])
+        nxt += held
+        size = int(s[RING_SIZE])
+        if nxt >= size:
+            nxt -= size
+            s[RING_USED_WRAP] = wrap ^ 1
+        s[RING_NEXT_USED] = nxt
+        s[RING_FREED] = held
+        s[RING_WORDS + bid] = 0
+        s[RING_IN_FLIGHT] = int(s[RING_IN_FLIGHT]) - 1
+        return bid
+
+    set_desc = _set_desc
+    post = _post
+    pop = _pop
+
+
+PackedVirtqueue.steps = __import__('virtio.packed', None, None, ('packed',))

@@ -59,15 +59,15 @@ class RngDevice(VirtioDevice):
             except VirtioTimeout:
                 # The buffer stays with the device: the next read waits for it.
                 raise VirtioTimeout('%s %s: no entropy within %d ms (%d of %d bytes)'
-                                    % (self.pci.address, self.NAME, timeout_ms, len(out), n))
+                                    % (self.address, self.NAME, timeout_ms, len(out), n))
             self._busy = False
             take = min(got, n - len(out))
             if take:
                 out.extend(hw.read(self.buffer, take))
                 start = hw.ticks_ms()
-            elif hw.ticks_diff(hw.ticks_ms(), start) > timeout_ms:
+            elif hw.ticks_diff(hw.ticks_ms(), start) >= timeout_ms:
                 raise VirtioTimeout('%s %s: device returned no entropy for %d ms'
-                                    % (self.pci.address, self.NAME, timeout_ms))
+                                    % (self.address, self.NAME, timeout_ms))
         return bytes(out)
 
 

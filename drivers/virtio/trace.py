@@ -41,6 +41,14 @@ def register(transport):
         transport.set_trace(True)
 
 
+def unregister(transport):
+    """Forget a transport nobody drives any more (virtio.release)."""
+    if _live is not None:
+        _live.discard(transport)
+    elif transport in _live_list:
+        _live_list.remove(transport)
+
+
 def _transports():
     if _live is not None:
         return list(_live)
@@ -66,7 +74,7 @@ class Traced:
 
     def _show(self, off, width, value, arrow):
         name, text = self.transport.describe(self.region, off, width, value)
-        line = '%s %s %s %s %s' % (self.transport.pci.address, self.transport.name,
+        line = '%s %s %s %s %s' % (self.transport.address, self.transport.name,
                                    name, arrow, hexval(value, width))
         if text:
             line += ' ' + text

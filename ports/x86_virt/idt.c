@@ -1,14 +1,9 @@
-// The interrupt descriptor table, the 8259 PICs, and what a CPU exception
-// does here: print what happened and end QEMU with a non-zero status.
+// The interrupt descriptor table (all 256 vectors), and what a CPU exception
+// does here: print what happened and end QEMU with a non-zero status. Every
+// other vector goes to irq.c.
 #include "x86.h"
 
-#define IDT_ENTRIES     48
-#define PIC1_CMD        0x20
-#define PIC1_DATA       0x21
-#define PIC2_CMD        0xa0
-#define PIC2_DATA       0xa1
-#define PIC_EOI         0x20
-#define IRQ_BASE        32      // IRQ n arrives at vector IRQ_BASE + n
+#define IDT_ENTRIES     256
 
 typedef struct __attribute__((packed)) {
     uint16_t offset_low;
@@ -25,7 +20,6 @@ typedef struct __attribute__((packed)) {
 
 extern const uint32_t isr_stub_table[IDT_ENTRIES];
 static idt_entry_t idt[IDT_ENTRIES];
-static irq_handler_t irq_handlers[16];
 
 static const char *const exception_names[32] = {
     "#DE divide error", "#DB debug", "NMI", "#BP breakpoint", "#OF overflow",
@@ -36,36 +30,6 @@ static const char *const exception_names[32] = {
     "#MC machine check", "#XM SIMD floating point", "#VE virtualization",
     "#CP control protection",
 };
-
-static void pic_remap(void) {
-    // ICW1: edge triggered, cascade, ICW4 follows. ICW2: vector base.
-    // ICW3: slave on IRQ2. ICW4: 8086 mode.
-    outb(PIC1_CMD, 0x11);
-    outb(PIC2_CMD, 0x11);
-    outb(PIC1_DATA, IRQ_BASE);
-    outb(PIC2_DATA, IRQ_BASE + 8);
-    outb(PIC1_DATA, 0x04);
-    outb(PIC2_DATA, 0x02);
-    outb(PIC1_DATA, 0x01);
-    outb(PIC2_DATA, 0x01);
-    // Everything masked except the cascade line; drivers unmask their IRQ.
-    outb(PIC1_DATA, 0xff & ~(1 << 2));
-    outb(PIC2_DATA, 0xff);
-}
-
-void irq_unmask(int irq) {
-    uint16_t port = irq < 8 ? PIC1_DATA : PIC2_DATA;
-    outb(port, inb(port) & ~(1 << (irq & 7)));
-}
-
-void irq_mask(int irq) {
-    uint16_t port = irq < 8 ? PIC1_DATA : PIC2_DATA;
-    outb(port, inb(port) | (1 << (irq & 7)));
-}
-
-void irq_set_handler(int irq, irq_handler_t handler) {
-    irq_handlers[irq] = handler;
-}
 
 void idt_init(void) {
     for (int i = 0; i < IDT_ENTRIES; i++) {
@@ -78,7 +42,6 @@ void idt_init(void) {
     }
     idt_descriptor_t desc = { sizeof(idt) - 1, (uint32_t)idt };
     __asm__ volatile ("lidt %0" : : "m" (desc));
-    pic_remap();
 }
 
 static void print_reg(const char *name, uint32_t v) {
@@ -114,24 +77,5 @@ void isr_dispatch(isr_frame_t *f) {
     if (f->vector < IRQ_BASE) {
         cpu_exception(f);
     }
-    int irq = f->vector - IRQ_BASE;
-    if (irq == 7 || irq == 15) {
-        // A spurious IRQ leaves its in-service bit clear: no EOI for it
-        // on that PIC (OCW3 0x0b reads the in-service register).
-        uint16_t cmd = irq == 7 ? PIC1_CMD : PIC2_CMD;
-        outb(cmd, 0x0b);
-        if (!(inb(cmd) & 0x80)) {
-            if (irq == 15) {
-                outb(PIC1_CMD, PIC_EOI);
-            }
-            return;
-        }
-    }
-    if (irq_handlers[irq]) {
-        irq_handlers[irq]();
-    }
-    if (irq >= 8) {
-        outb(PIC2_CMD, PIC_EOI);
-    }
-    outb(PIC1_CMD, PIC_EOI);
+    irq_dispatch(f->vector);
 }

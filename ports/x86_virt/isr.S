@@ -1,10 +1,11 @@
-// Interrupt entry stubs: one per vector 0-47 (CPU exceptions 0-31, the two
-// 8259 PICs' IRQs 0-15 remapped to 32-47). Each pushes a uniform frame
-// (see isr_frame_t in x86.h) and calls isr_dispatch(frame).
+// Interrupt entry stubs: one per vector 0-255 (CPU exceptions 0-31, then
+// interrupts: the 8259s or the I/O APIC, MSI, the APIC's spurious vector).
+// Each pushes a uniform frame (see isr_frame_t in x86.h) and calls
+// isr_dispatch(frame). Stubs are packed (no alignment): the table below
+// holds their addresses.
 
 
     .macro isr_stub n
-    .align 8
 isr_\n:
     .if ((\n == 8) || ((\n >= 10) && (\n <= 14)) || (\n == 17) || (\n == 21) || (\n == 29) || (\n == 30))
     .else
@@ -21,7 +22,7 @@ isr_\n:
     .section .text
     .altmacro
     .set i, 0
-    .rept 48
+    .rept 256
     isr_stub %i
     .set i, i + 1
     .endr
@@ -42,7 +43,7 @@ isr_common:
     .global isr_stub_table
 isr_stub_table:
     .set i, 0
-    .rept 48
+    .rept 256
     isr_table_entry %i
     .set i, i + 1
     .endr

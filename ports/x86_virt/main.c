@@ -2,7 +2,7 @@
 //
 // Memory: the region that holds the kernel (from the multiboot memory map)
 // is split after the kernel image into the unpacked ROM (the Python modules,
-// rom.c), a DMA area (for devices; never moved or freed) and the
+// rom.c), a DMA area (for devices; never moved, freed only by dma_free) and the
 // garbage-collected heap.
 #include <string.h>
 
@@ -30,6 +30,13 @@
 #define DMA_AREA_MIN        (256 * 1024)
 #define DMA_AREA_MAX        (64 * 1024 * 1024)
 #define PAGE_SIZE           4096
+// The least RAM (QEMU -m, in MiB) this image runs in: make run's devices probed
+// at boot and again from Python (each probe takes fresh rings), and the REPL
+// (tests/qemu/test_memory.py holds it).
+#define RAM_MIN_MIB         8
+// MicroPython's small ints hold at most 2**30 - 1 on i686: a heap below 1 GiB
+// keeps gc.mem_free() and every object's len() exact. RAM above it stays unused.
+#define HEAP_AREA_MAX       (1023u * 1024 * 1024)
 
 // Multiboot Specification 0.6.96, 3.3: the parts of the boot information we use.
 typedef struct __attribute__((packed)) {
@@ -49,8 +56,17 @@ typedef struct __attribute__((packed)) {
 extern char __image_end[];
 extern char stack_bottom[], stack_top[];
 
-uintptr_t dma_area_start, dma_area_end, dma_area_next;
+uintptr_t dma_area_start, dma_area_end;
 uintptr_t heap_area_start, heap_area_end;
+static uint32_t ram_unused_kib;     // above the heap (HEAP_AREA_MAX)
+
+// One reason, one line: QEMU -m is too small (exit status as for a fatal error).
+static void refuse_memory(uint32_t ram_kib) {
+    mp_printf(&mp_plat_print, "\r\nFATAL: not enough memory: %u MiB of RAM, the minimum is %u MiB"
+        " (QEMU -m %u, make run MEM=%u)\r\n", (unsigned)((ram_kib + 512) >> 10),
+        RAM_MIN_MIB, RAM_MIN_MIB, RAM_MIN_MIB);
+    x86_poweroff(EXIT_FATAL);
+}
 
 static void memory_init(uint32_t magic, const multiboot_info_t *mbi) {
     if (magic != MULTIBOOT_BOOTLOADER_MAGIC) {
@@ -74,20 +90,27 @@ static void memory_init(uint32_t magic, const multiboot_info_t *mbi) {
     if (end > 0xfffff000u) {
         end = 0xfffff000u;      // 32-bit addresses only
     }
+    // RAM as QEMU -m gave it, up to the first hole: the KiB above 1 MiB, plus that MiB.
+    uint32_t ram_kib = (mbi->flags & MULTIBOOT_INFO_MEMORY) ? mbi->mem_upper + 1024 : (uint32_t)(end >> 10);
     uintptr_t start = (uintptr_t)__image_end;
     uintptr_t rom_size = (rom_unpacked_size() + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
-    if (end < start + rom_size + 4 * DMA_AREA_MIN) {
-        x86_fatal("not enough memory (give QEMU -m 16 or more)");
+    if (ram_kib < RAM_MIN_MIB * 1024 - 512 || end < start + rom_size + 4 * DMA_AREA_MIN) {
+        refuse_memory(ram_kib);
     }
     rom_unpack((void *)start);
     start += rom_size;
     uintptr_t avail = (uintptr_t)end - start;
     uintptr_t dma = (avail / 4) & ~(PAGE_SIZE - 1);
     dma = dma < DMA_AREA_MIN ? DMA_AREA_MIN : dma > DMA_AREA_MAX ? DMA_AREA_MAX : dma;
-    dma_area_start = dma_area_next = start;
+    dma_area_start = start;
     dma_area_end = start + dma;
+    dma_init();
     heap_area_start = dma_area_end;
     heap_area_end = (uintptr_t)end;
+    if (heap_area_end - heap_area_start > HEAP_AREA_MAX) {
+        heap_area_end = heap_area_start + HEAP_AREA_MAX;
+        ram_unused_kib = (uint32_t)((end - heap_area_end) >> 10);
+    }
 }
 
 static void fpu_init(void) {
@@ -127,10 +150,15 @@ void kmain(uint32_t magic, const multiboot_info_t *mbi) {
     fpu_init();
     memory_init(magic, mbi);
     timer_init();
+    irq_init();
     cpu_sti();
     mp_printf(&mp_plat_print, "x86_virt: heap %u KiB, DMA %u KiB, ROM %u modules, TSC %u MHz\n",
         (unsigned)((heap_area_end - heap_area_start) >> 10), (unsigned)((dma_area_end - dma_area_start) >> 10),
         (unsigned)rom_count(), (unsigned)(timer_tsc_khz() / 1000));
+    if (ram_unused_kib) {
+        mp_printf(&mp_plat_print, "x86_virt: %u MiB of RAM above the heap unused (the heap is at most %u MiB)\n",
+            (unsigned)(ram_unused_kib >> 10), (unsigned)(HEAP_AREA_MAX >> 20));
+    }
 
     mp_stack_set_top(stack_top);
     mp_stack_set_limit(STACK_SIZE - 4096);
@@ -139,8 +167,10 @@ void kmain(uint32_t magic, const multiboot_info_t *mbi) {
 soft_reset:
     gc_init((void *)heap_area_start, (void *)heap_area_end);
     mp_init();
+    help_init();
     readline_init0();
     dupterm_reset();
+    irq_reset();
 
     if (cold_boot) {
         cold_boot = false;
@@ -181,12 +211,12 @@ void x86_idle(void) {
     timer_wait_event(-1);
 }
 
-// The only files are the ROM's (rom.c), and they are read-only.
+// No filesystem yet: the ROM's modules (rom.c) are there for import only.
 mp_obj_t mp_builtin_open(size_t n_args, const mp_obj_t *args, mp_map_t *kwargs) {
     (void)n_args;
     (void)args;
     (void)kwargs;
-    mp_raise_msg(&mp_type_OSError, MP_ERROR_TEXT("no writable filesystem"));
+    mp_raise_msg(&mp_type_OSError, MP_ERROR_TEXT("no filesystem: open() cannot open files (the ROM's modules can be imported, not opened)"));
 }
 MP_DEFINE_CONST_FUN_OBJ_KW(mp_builtin_open_obj, 1, mp_builtin_open);
 
@@ -200,5 +230,6 @@ const char x86_virt_help_text[] =
     "  x86.poweroff(n)   end with status (n << 1) | 1\n"
     "\n"
     "Control commands: Ctrl-C interrupt, Ctrl-D soft reset, Ctrl-E paste mode,\n"
-    "Ctrl-A raw REPL, Ctrl-B friendly REPL. QEMU: Ctrl-A X quits.\n"
+    "Ctrl-A raw REPL, Ctrl-B friendly REPL. On QEMU's -serial mon:stdio (make run)\n"
+    "Ctrl-A is QEMU's escape: Ctrl-A Ctrl-A sends Ctrl-A, Ctrl-A X quits QEMU.\n"
     "For a list of modules: help('modules')\n";

@@ -1,8 +1,9 @@
 // The `x86` module: the machine as the VirtIO drivers see it.
 //
 // It exports exactly the names of docs/hardware-interface.md (port I/O,
-// physical memory, DMA memory, barrier, ticks) plus mem8/mem16/mem32,
-// addressof(), poweroff() and dupterm() (a second terminal, dupterm.c).
+// physical memory, DMA memory, barrier, ticks, interrupts: irq.c) plus
+// mem8/mem16/mem32, addressof(), poweroff(), dupterm() (a second terminal,
+// dupterm.c) and irq_controller().
 // Memory is identity mapped: an address is a physical address. read*/write* are on the drivers' ring hot paths, so
 // they take the small-int fast path first.
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "py/objint.h"
 #include "py/smallint.h"
 #include "py/mphal.h"
+#include "shared/runtime/pyexec.h"
 #include "modtime.h"
 #include "x86.h"
 
@@ -29,6 +31,17 @@ static inline uintptr_t get_addr(mp_obj_t o) {
         mp_obj_get_int(o);                          // TypeError naming the type
     }
     mp_raise_ValueError(MP_ERROR_TEXT("negative address"));
+}
+
+// The address of an n-byte range, which must end at or below 4 GiB: on a 32-bit
+// machine a range past the top would silently wrap around to address 0.
+static inline uintptr_t get_range(mp_obj_t o, size_t n) {
+    uintptr_t a = get_addr(o);
+    if (n > 1 && a > UINTPTR_MAX - (n - 1)) {
+        mp_raise_msg_varg(&mp_type_ValueError,
+            MP_ERROR_TEXT("%u bytes at 0x%x run past the 4 GiB address space"), (unsigned)n, (unsigned)a);
+    }
+    return a;
 }
 
 static inline uint16_t get_port(mp_obj_t o) {
@@ -109,19 +122,19 @@ static mp_obj_t x86_read8(mp_obj_t addr) {
 static MP_DEFINE_CONST_FUN_OBJ_1(x86_read8_obj, x86_read8);
 
 static mp_obj_t x86_read16(mp_obj_t addr) {
-    return MP_OBJ_NEW_SMALL_INT(*(volatile uint16_t *)get_addr(addr));
+    return MP_OBJ_NEW_SMALL_INT(*(volatile uint16_t *)get_range(addr, 2));
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(x86_read16_obj, x86_read16);
 
 static mp_obj_t x86_read32(mp_obj_t addr) {
-    return new_uint32(*(volatile uint32_t *)get_addr(addr));
+    return new_uint32(*(volatile uint32_t *)get_range(addr, 4));
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(x86_read32_obj, x86_read32);
 
 static mp_obj_t x86_read64(mp_obj_t addr) {
     // Two 32-bit accesses, low half first (VirtIO 1.2, 4.1.3.1: a driver
     // may access 64-bit fields as two 32-bit halves).
-    volatile uint32_t *p = (volatile uint32_t *)get_addr(addr);
+    volatile uint32_t *p = (volatile uint32_t *)get_range(addr, 8);
     uint32_t lo = p[0];
     uint32_t hi = p[1];
     if (hi == 0) {
@@ -138,19 +151,19 @@ static mp_obj_t x86_write8(mp_obj_t addr, mp_obj_t value) {
 static MP_DEFINE_CONST_FUN_OBJ_2(x86_write8_obj, x86_write8);
 
 static mp_obj_t x86_write16(mp_obj_t addr, mp_obj_t value) {
-    *(volatile uint16_t *)get_addr(addr) = get_value32(value);
+    *(volatile uint16_t *)get_range(addr, 2) = get_value32(value);
     return mp_const_none;
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(x86_write16_obj, x86_write16);
 
 static mp_obj_t x86_write32(mp_obj_t addr, mp_obj_t value) {
-    *(volatile uint32_t *)get_addr(addr) = get_value32(value);
+    *(volatile uint32_t *)get_range(addr, 4) = get_value32(value);
     return mp_const_none;
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(x86_write32_obj, x86_write32);
 
 static mp_obj_t x86_write64(mp_obj_t addr, mp_obj_t value) {
-    volatile uint32_t *p = (volatile uint32_t *)get_addr(addr);
+    volatile uint32_t *p = (volatile uint32_t *)get_range(addr, 8);
     uint64_t v = get_value64(value);
     p[0] = (uint32_t)v;
     p[1] = (uint32_t)(v >> 32);
@@ -163,88 +176,30 @@ static mp_obj_t x86_read(mp_obj_t addr, mp_obj_t n_in) {
     if (n < 0) {
         mp_raise_ValueError(MP_ERROR_TEXT("negative length"));
     }
-    return mp_obj_new_bytes((const byte *)get_addr(addr), n);
+    return mp_obj_new_bytes((const byte *)get_range(addr, n), n);
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(x86_read_obj, x86_read);
 
 static mp_obj_t x86_write(mp_obj_t addr, mp_obj_t data) {
-    uintptr_t a = get_addr(addr);
     mp_buffer_info_t bufinfo;
     mp_get_buffer_raise(data, &bufinfo, MP_BUFFER_READ);
+    uintptr_t a = get_range(addr, bufinfo.len);
     memmove((void *)a, bufinfo.buf, bufinfo.len);
     return mp_const_none;
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(x86_write_obj, x86_write);
 
 // ---- DMA memory -----------------------------------------------------------
-
-// A bump allocator over the DMA area that main.c set aside outside the GC
-// heap: never moved, never freed, so a device may hold it for good.
-static mp_obj_t x86_dma_alloc(size_t n_args, const mp_obj_t *pos_args, mp_map_t *kw_args) {
-    enum { ARG_size, ARG_align };
-    static const mp_arg_t allowed_args[] = {
-        { MP_QSTR_size, MP_ARG_REQUIRED | MP_ARG_INT, {.u_int = 0} },
-        { MP_QSTR_align, MP_ARG_INT, {.u_int = 4096} },
-    };
-    mp_arg_val_t args[MP_ARRAY_SIZE(allowed_args)];
-    mp_arg_parse_all(n_args, pos_args, kw_args, MP_ARRAY_SIZE(allowed_args), allowed_args, args);
-    mp_int_t size = args[ARG_size].u_int;
-    mp_int_t align = args[ARG_align].u_int;
-    if (size <= 0) {
-        mp_raise_ValueError(MP_ERROR_TEXT("size must be positive"));
-    }
-    if (align <= 0 || (align & (align - 1)) != 0) {
-        mp_raise_ValueError(MP_ERROR_TEXT("align must be a power of two"));
-    }
-    uintptr_t addr = (dma_area_next + align - 1) & ~(uintptr_t)(align - 1);
-    if (addr < dma_area_next || addr > dma_area_end || (uintptr_t)size > dma_area_end - addr) {
-        mp_raise_msg_varg(&mp_type_MemoryError,
-            MP_ERROR_TEXT("DMA area exhausted: %u bytes asked, %u left"),
-            (unsigned)size, (unsigned)(dma_area_end - dma_area_next));
-    }
-    dma_area_next = addr + size;
-    memset((void *)addr, 0, size);
-    return new_uint32(addr);
-}
-static MP_DEFINE_CONST_FUN_OBJ_KW(x86_dma_alloc_obj, 1, x86_dma_alloc);
-
-// At a soft reset Python's objects are gone, so nothing of ours still uses the DMA
-// memory they allocated, but a device may still be writing into it (a posted receive
-// buffer). Stop every PCI function's DMA (clear Bus Master Enable, PCI 3.0 6.2.2: the
-// drivers set it again when they bind a device, after resetting it), then hand out
-// the DMA area afresh. Without this, each soft reset (mpremote does one per command)
-// followed by virtio.probe() would leak the rings of every device.
-#define PCI_COMMAND             0x04
-#define PCI_COMMAND_BUS_MASTER  0x0004
-#define PCI_HEADER_TYPE_REG     0x0c
-void dma_reclaim(void) {
-    for (int bus = 0; bus < 256; bus++) {
-        for (int dev = 0; dev < 32; dev++) {
-            if ((pci_config_read32(bus, dev, 0, 0) & 0xffff) == 0xffff) {
-                continue;
-            }
-            bool multi = (pci_config_read32(bus, dev, 0, PCI_HEADER_TYPE_REG) >> 16) & 0x80;
-            for (int fn = 0; fn < (multi ? 8 : 1); fn++) {
-                if ((pci_config_read32(bus, dev, fn, 0) & 0xffff) == 0xffff) {
-                    continue;
-                }
-                uint32_t cmd = pci_config_read32(bus, dev, fn, PCI_COMMAND) & 0xffff;
-                if (cmd & PCI_COMMAND_BUS_MASTER) {
-                    // The status half written as 0: its bits are write-1-to-clear.
-                    pci_config_write32(bus, dev, fn, PCI_COMMAND, cmd & ~PCI_COMMAND_BUS_MASTER);
-                }
-            }
-        }
-    }
-    dma_area_next = dma_area_start;
-}
+// dma_alloc and dma_free are in dma.c.
+extern const mp_obj_fun_builtin_var_t x86_dma_alloc_obj;
+extern const mp_obj_fun_builtin_fixed_t x86_dma_free_obj;
 
 static mp_obj_t x86_bytearray_at(mp_obj_t addr, mp_obj_t n_in) {
     mp_int_t n = mp_obj_get_int(n_in);
     if (n < 0) {
         mp_raise_ValueError(MP_ERROR_TEXT("negative length"));
     }
-    return mp_obj_new_bytearray_by_ref(n, (void *)get_addr(addr));
+    return mp_obj_new_bytearray_by_ref(n, (void *)get_range(addr, n));
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(x86_bytearray_at_obj, x86_bytearray_at);
 
@@ -325,10 +280,20 @@ static const x86_mem_obj_t x86_mem32_obj = { { &x86_mem_type }, 4 };
 
 // ---- Power ----------------------------------------------------------------
 
+// From the raw REPL (mpremote) the host waits for the end of the code's output
+// and error (Ctrl-D, Ctrl-D) and then closes its end of the serial line; if QEMU
+// went away first, mpremote ends in a pyserial traceback. So end the output as
+// the raw REPL does and give the host this long to let go.
+#define RAW_REPL_GOODBYE_MS     200
+
 static mp_obj_t x86_poweroff_py(size_t n_args, const mp_obj_t *args) {
     mp_int_t code = n_args > 0 ? mp_obj_get_int(args[0]) : 0;
     if (code < 0 || code > 127) {
         mp_raise_ValueError(MP_ERROR_TEXT("exit code must be 0-127"));
+    }
+    if (pyexec_mode_kind == PYEXEC_MODE_RAW_REPL) {
+        mp_hal_stdout_tx_strn("\x04\x04", 2);
+        mp_hal_delay_ms(RAW_REPL_GOODBYE_MS);
     }
     x86_poweroff(code);
 }
@@ -337,6 +302,10 @@ static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(x86_poweroff_obj, 0, 1, x86_poweroff_
 // ---- The module -----------------------------------------------------------
 
 extern const mp_obj_fun_builtin_var_t x86_dupterm_obj;     // dupterm.c
+// irq.c: interrupts (docs/hardware-interface.md, "Interrupts")
+extern const mp_obj_fun_builtin_fixed_t x86_msi_alloc_obj, x86_msi_free_obj, x86_msi_message_obj,
+    x86_intx_vector_obj, x86_irq_attach_obj, x86_irq_detach_obj, x86_irq_mask_obj,
+    x86_irq_unmask_obj, x86_irq_count_obj, x86_irq_wait_obj, x86_irq_controller_obj;
 
 static const mp_rom_map_elem_t x86_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR_x86) },
@@ -357,6 +326,7 @@ static const mp_rom_map_elem_t x86_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_read), MP_ROM_PTR(&x86_read_obj) },
     { MP_ROM_QSTR(MP_QSTR_write), MP_ROM_PTR(&x86_write_obj) },
     { MP_ROM_QSTR(MP_QSTR_dma_alloc), MP_ROM_PTR(&x86_dma_alloc_obj) },
+    { MP_ROM_QSTR(MP_QSTR_dma_free), MP_ROM_PTR(&x86_dma_free_obj) },
     { MP_ROM_QSTR(MP_QSTR_bytearray_at), MP_ROM_PTR(&x86_bytearray_at_obj) },
     { MP_ROM_QSTR(MP_QSTR_barrier), MP_ROM_PTR(&x86_barrier_obj) },
     { MP_ROM_QSTR(MP_QSTR_ticks_ms), MP_ROM_PTR(&mp_time_ticks_ms_obj) },
@@ -368,6 +338,17 @@ static const mp_rom_map_elem_t x86_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_addressof), MP_ROM_PTR(&x86_addressof_obj) },
     { MP_ROM_QSTR(MP_QSTR_poweroff), MP_ROM_PTR(&x86_poweroff_obj) },
     { MP_ROM_QSTR(MP_QSTR_dupterm), MP_ROM_PTR(&x86_dupterm_obj) },
+    { MP_ROM_QSTR(MP_QSTR_msi_alloc), MP_ROM_PTR(&x86_msi_alloc_obj) },
+    { MP_ROM_QSTR(MP_QSTR_msi_free), MP_ROM_PTR(&x86_msi_free_obj) },
+    { MP_ROM_QSTR(MP_QSTR_msi_message), MP_ROM_PTR(&x86_msi_message_obj) },
+    { MP_ROM_QSTR(MP_QSTR_intx_vector), MP_ROM_PTR(&x86_intx_vector_obj) },
+    { MP_ROM_QSTR(MP_QSTR_irq_attach), MP_ROM_PTR(&x86_irq_attach_obj) },
+    { MP_ROM_QSTR(MP_QSTR_irq_detach), MP_ROM_PTR(&x86_irq_detach_obj) },
+    { MP_ROM_QSTR(MP_QSTR_irq_mask), MP_ROM_PTR(&x86_irq_mask_obj) },
+    { MP_ROM_QSTR(MP_QSTR_irq_unmask), MP_ROM_PTR(&x86_irq_unmask_obj) },
+    { MP_ROM_QSTR(MP_QSTR_irq_count), MP_ROM_PTR(&x86_irq_count_obj) },
+    { MP_ROM_QSTR(MP_QSTR_irq_wait), MP_ROM_PTR(&x86_irq_wait_obj) },
+    { MP_ROM_QSTR(MP_QSTR_irq_controller), MP_ROM_PTR(&x86_irq_controller_obj) },
 };
 static MP_DEFINE_CONST_DICT(x86_module_globals, x86_module_globals_table);
 

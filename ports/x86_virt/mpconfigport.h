@@ -45,6 +45,9 @@
 #define MICROPY_PY_CMATH                    (0)
 #define MICROPY_PY_BUILTINS_HELP            (1)
 #define MICROPY_PY_BUILTINS_HELP_TEXT       x86_virt_help_text
+// help.c puts the port's help() over the core's (builtins.help, at each
+// start): its help('modules') lists the ROM's modules too.
+#define MICROPY_CAN_OVERRIDE_BUILTINS       (1)
 #define MICROPY_PY_MICROPYTHON_MEM_INFO     (1)
 #define MICROPY_PY_IO_IOBASE                (0)
 // Our own `time` (ports/x86_virt/modtime.c): upstream's lives in extmod/.
@@ -83,6 +86,19 @@ typedef uint32_t mp_uint_t;
 typedef long mp_off_t;
 
 #define MICROPY_MAKE_POINTER_CALLABLE(p)    (p)
+
+// The scheduler's queue is shared with interrupt handlers (irq.c, uart.c):
+// its critical sections run with interrupts off.
+static inline mp_uint_t x86_atomic_begin(void) {
+    mp_uint_t flags;
+    __asm__ volatile ("pushfl; popl %0; cli" : "=r" (flags) : : "memory");
+    return flags;
+}
+static inline void x86_atomic_end(mp_uint_t flags) {
+    __asm__ volatile ("pushl %0; popfl" : : "r" (flags) : "memory", "cc");
+}
+#define MICROPY_BEGIN_ATOMIC_SECTION()      x86_atomic_begin()
+#define MICROPY_END_ATOMIC_SECTION(state)   x86_atomic_end(state)
 #define MP_SSIZE_MAX                        (0x7fffffff)
 
 // Idle with interrupts enabled: run pending callbacks/exceptions, then hlt

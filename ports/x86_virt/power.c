@@ -1,5 +1,7 @@
 // Ending the machine: ACPI soft-off for status 0, isa-debug-exit otherwise;
-// and the fatal-error paths that use it.
+// and the fatal-error paths that use it. On microvm (no PC chipset) soft-off
+// is the hardware-reduced ACPI sleep control register of its Generic Event
+// Device; with acpi=off there is none, and a CPU reset ends QEMU (-no-reboot).
 #include "py/mpconfig.h"
 #include "py/runtime.h"
 #include "x86.h"
@@ -11,6 +13,12 @@
 #define PM1_CNT_OFFSET          4
 #define PM1_CNT_SLP_EN          (1 << 13)
 #define PM_BASE_DEFAULT         0x600       // where SeaBIOS puts it on both machines
+
+// Hardware-reduced ACPI sleep control (ACPI 6.5, 4.8.3.7): SLP_TYP S5 | SLP_EN,
+// in the GED register block QEMU's microvm maps at 0xfea00200 (acpi=on).
+#define MICROVM_GED_SLEEP_CTL   0xfea00200u
+#define GED_SLP_TYP_S5          (5 << 2)
+#define GED_SLP_EN              (1 << 5)
 
 uint32_t pci_config_read32(int bus, int dev, int fn, int offset) {
     outl(PCI_CONFIG_ADDRESS, 0x80000000u | (bus << 16) | (dev << 11) | (fn << 8) | (offset & 0xfc));
@@ -36,13 +44,25 @@ static uint16_t acpi_pm_base(void) {
 }
 
 static void acpi_soft_off(void) {
+    uint32_t host = pci_config_read32(0, 0, 0, 0x00);
+    if (host != HOST_BRIDGE_I440FX && host != HOST_BRIDGE_Q35) {
+        *(volatile uint8_t *)MICROVM_GED_SLEEP_CTL = GED_SLP_TYP_S5 | GED_SLP_EN;
+    }
     outw(acpi_pm_base() + PM1_CNT_OFFSET, PM1_CNT_SLP_EN);
+}
+
+// A triple fault: an empty IDT, then an exception. QEMU resets the CPU,
+// which -no-reboot turns into an exit with status 0.
+static void cpu_reset(void) {
+    static const struct __attribute__((packed)) { uint16_t limit; uint32_t base; } none = { 0, 0 };
+    __asm__ volatile ("lidt %0; int3" : : "m" (none));
 }
 
 void x86_poweroff(int code) {
     cpu_cli();
     if (code == 0) {
         acpi_soft_off();
+        cpu_reset();
     } else {
         // QEMU exits with status (code << 1) | 1.
         outb(ISA_DEBUG_EXIT_PORT, code);

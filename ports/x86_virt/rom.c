@@ -50,6 +50,11 @@ static const rom_entry_t *entry(uint32_t i) {
     return (const rom_entry_t *)(rom + 8 + i * sizeof(rom_entry_t));
 }
 
+const char *rom_name(size_t i, size_t *len) {
+    *len = entry(i)->name_len;
+    return (const char *)rom + entry(i)->name_offset;
+}
+
 bool rom_file(const char *path, const uint8_t **data, size_t *len) {
     size_t n = strlen(path);
     for (uint32_t i = 0; i < rom_entries; i++) {

@@ -10,4 +10,5 @@ void rom_unpack(void *dest);                // dest: rom_unpacked_size() bytes
 bool rom_file(const char *path, const uint8_t **data, size_t *len);
 bool rom_dir(const char *path);
 size_t rom_count(void);
+const char *rom_name(size_t i, size_t *len);   // the i-th file's path, not NUL-ended
 #endif

@@ -87,7 +87,7 @@ static void read_rtc(void) {
 
 // Mode 0 ("interrupt on terminal count") fires once and then stays quiet,
 // so an idle machine has no timer ticking at all (QEMU idles at ~0% CPU).
-static void pit_oneshot_us(uint32_t us) {
+void pit_oneshot_us(uint32_t us) {
     uint32_t count = (uint64_t)us * PIT_HZ / 1000000;
     count = count < 1 ? 1 : count > 0xffff ? 0xffff : count;
     outb(PIT_CMD, PIT_CMD_CH0_LOHI_ONESHOT);
@@ -124,12 +124,16 @@ uint64_t timer_epoch_us(void) {
 // Sleep with hlt until the next interrupt, or, with a timeout, at most that
 // long (a PIT one-shot on IRQ 0, unmasked only meanwhile). Interrupts are
 // off from arming to the sti;hlt pair, so the wake-up cannot be missed.
-static void wait_us(uint32_t us) {
-    cpu_cli();
+void timer_halt_us(uint32_t us) {
     pit_oneshot_us(us < WAKE_MAX_US ? us : WAKE_MAX_US);
     irq_unmask(IRQ_PIT);
     cpu_sti_hlt();
     irq_mask(IRQ_PIT);
+}
+
+static void wait_us(uint32_t us) {
+    cpu_cli();
+    timer_halt_us(us);
 }
 
 void timer_wait_event(int32_t timeout_ms) {

@@ -74,12 +74,44 @@ typedef struct _isr_frame_t {
     uint32_t eip, cs, eflags;
 } isr_frame_t;
 
+#define IRQ_BASE    32          // ISA IRQ / GSI n arrives at vector IRQ_BASE + n
 #define IRQ_PIT     0
 #define IRQ_COM1    4
+#define APIC_SPURIOUS_VECTOR 0xff
+
+void idt_init(void);
+
+// ---- Interrupt controllers (pic.c, apic.c, ioapic.c) ---------------------
+
+bool pic_init(void);            // false: no 8259 answers
+void pic_disable(void);
+void pic_mask(int irq);
+void pic_unmask(int irq);
+void pic_set_level(int irq);
+bool pic_spurious(int irq);
+void pic_eoi(int irq);
+
+bool apic_init(bool pic_wired);
+bool apic_present(void);
+uint32_t apic_id(void);
+void apic_eoi(void);
+uint32_t apic_msi_address(void);
+
+int ioapic_init(void);          // redirection entries, 0: no I/O APIC
+int ioapic_gsi(int isa_irq);
+void ioapic_route(int gsi, int vector, bool level);
+void ioapic_mask(int gsi);
+void ioapic_unmask(int gsi);
+
+// ---- Interrupts (irq.c) ---------------------------------------------------
+// Lines are ISA IRQ numbers (the PCI interrupt_line the firmware set); the
+// 8259s or the I/O APIC carry them, whichever reaches the CPU.
 
 typedef void (*irq_handler_t)(void);
-void idt_init(void);
-void irq_set_handler(int irq, irq_handler_t handler);
+void irq_init(void);
+void irq_reset(void);           // at every soft reset: Python's vectors are gone
+void irq_dispatch(int vector);  // from isr_dispatch, interrupts off
+void irq_set_handler(int irq, irq_handler_t handler);   // a C handler for a line
 void irq_unmask(int irq);
 void irq_mask(int irq);
 
@@ -92,6 +124,10 @@ void uart_puts(const char *s);
 void uart_put_hex(uint32_t v);
 int uart_rx_pop(void);          // next received byte, or -1
 bool uart_rx_empty(void);
+
+// ---- help() (help.c) ------------------------------------------------------
+
+void help_init(void);               // after every mp_init(): the port's help() over the core's
 
 // ---- A second terminal (dupterm.c) ---------------------------------------
 
@@ -106,12 +142,15 @@ void timer_init(void);
 uint64_t timer_us64(void);      // microseconds since boot
 void timer_wait_us(uint32_t us);
 void timer_wait_event(int32_t timeout_ms);
+void pit_oneshot_us(uint32_t us);   // one PIT interrupt (IRQ 0) after us
+void timer_halt_us(uint32_t us);    // interrupts off: sti;hlt until an interrupt or at most us
 uint64_t timer_epoch_us(void);  // wall-clock microseconds since 1970 (from the RTC)
 uint32_t timer_tsc_khz(void);
 
 // ---- Memory (main.c) ------------------------------------------------------
 
-extern uintptr_t dma_area_start, dma_area_end, dma_area_next;
+extern uintptr_t dma_area_start, dma_area_end;
+void dma_init(void);                   // the whole DMA area free (dma.c)
 void dma_reclaim(void);                // at every soft reset: devices stop DMA, the area starts afresh
 extern uintptr_t heap_area_start, heap_area_end;
 

@@ -11,4 +11,5 @@ def _virtio_globals():
     yield
     virtio.trace(False, print)
     virtio._devices[:] = []
+    virtio._skipped[:] = []
     virtio._probed[0] = False

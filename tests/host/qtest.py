@@ -34,6 +34,9 @@ import tempfile
 import time
 import weakref
 
+from tests.host.models.dma import DmaArea
+from tests.host.irqchip import IrqChip
+
 QEMU = 'qemu-system-x86_64'
 HALT_BIOS = b'\xf4' * 65536         # HLT everywhere: the reset vector halts, the VM idles
 DMA_BASE = 0x100000                 # 1 MiB: above the legacy VGA/BIOS holes
@@ -104,13 +107,19 @@ def _cleanup(res, tmpdir):
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-class QtestMachine:
+class QtestMachine(IrqChip):
     """The hardware interface of docs/hardware-interface.md, backed by QEMU over qtest.
 
     args: extra QEMU arguments (-device/-drive/-netdev/-chardev ...).
     machine: 'pc' or 'q35'. qemu: the binary (qemu-system-x86_64 or qemu-system-i386).
     memory_mb: guest RAM, 2..2048; the DMA area is [1 MiB, memory_mb MiB).
     timeout: seconds to wait for QEMU's start and for any one reply.
+
+    Interrupts (tests/host/irqchip.py): INTx lines are the I/O APIC's inputs as QEMU
+    reports them (irq_intercept_in); qtest cannot see writes to the APIC's MSI window,
+    so msi_message() gives a mailbox in guest RAM (4 bytes per vector, as QEMU's own
+    libqos tests do) and the wait reads it: a device's MSI write is a memory write.
+    Messages that land before the wait looks are counted once.
     """
 
     def __init__(self, args=(), machine='pc', qemu=QEMU, memory_mb=64,
@@ -123,12 +132,15 @@ class QtestMachine:
         self.ram_size = memory_mb << 20
         self.dma_base = DMA_BASE
         self.dma_end = self.ram_size
-        self._dma_next = DMA_BASE
+        self.dma = DmaArea(DMA_BASE, self.ram_size)     # the allocator, as on the target
         self._pending = []              # commands sent whose replies are not read yet
         self._held = []                 # RAM writes not sent yet (see _in_ram)
         self._rx = bytearray()
         self._sock = None
         self.irq_levels = {}            # line -> 1/0, after intercept_irqs()
+        self._intercepting = False
+        self._mailbox = None            # MSI messages land here (see the class doc)
+        self._irq_setup()
         self._dir = tempfile.mkdtemp(prefix='qtest-')
         self._res = {}                  # what _cleanup releases: proc, sock, stderr
         self._finalizer = weakref.finalize(self, _cleanup, self._res, self._dir)
@@ -321,17 +333,44 @@ class QtestMachine:
     def intercept_irqs(self, qom_path='ioapic'):
         """Have QEMU report interrupt lines of `qom_path` as IRQ raise/lower events."""
         self._call('irq_intercept_in %s' % qom_path)
+        self._intercepting = True
 
     def _irq_event(self, line):
         words = line.split()
         if len(words) != 3 or words[1] not in ('raise', 'lower'):
             raise QtestError('qtest: malformed interrupt event %r' % line)
-        self.irq_levels[int(words[2])] = 1 if words[1] == 'raise' else 0
+        line, level = int(words[2]), 1 if words[1] == 'raise' else 0
+        self.irq_levels[line] = level
+        self._irq_line(line, level)
 
     def irq_level(self, line):
         """The level of an intercepted interrupt line, after collecting pending events."""
         self._call('endianness')
         return self.irq_levels.get(line, 0)
+
+    def intx_vector(self, line):
+        if not self._intercepting:
+            self.intercept_irqs()
+        return IrqChip.intx_vector(self, line)
+
+    def _irq_msi_address(self, vector):
+        if self._mailbox is None:
+            self._mailbox = self.dma_alloc(4 * 256, 64)
+        return self._mailbox + 4 * vector
+
+    def _irq_poll(self):
+        self._call('endianness')        # a round trip: QEMU's IRQ lines so far come in
+        if self._mailbox is None:
+            return
+        box = self.read(self._mailbox, 4 * 256)
+        for v in range(256):
+            data = int.from_bytes(box[4 * v:4 * v + 4], 'little')
+            if data:
+                self.write32(self._mailbox + 4 * v, 0)
+                self._irq_vector(data & 0xFF)
+
+    def _irq_nap(self):
+        time.sleep(0.0005)
 
     # -- port I/O ---------------------------------------------------------------------
 
@@ -453,20 +492,15 @@ class QtestMachine:
     # -- DMA memory -------------------------------------------------------------------
 
     def dma_alloc(self, size, align=4096):
-        """Physical address of `size` zeroed bytes aligned to `align`; never freed."""
-        if align <= 0 or align & (align - 1):
-            raise ValueError('dma_alloc: align %d is not a power of two' % align)
-        if size < 0:
-            raise ValueError('dma_alloc: negative size %d' % size)
-        addr = (self._dma_next + align - 1) & ~(align - 1)
-        if addr + size > self.dma_end:
-            raise MemoryError('dma_alloc: %d bytes aligned to %d do not fit: %d of %d bytes '
-                              'of DMA memory left' % (size, align, self.dma_end - self._dma_next,
-                                                      self.dma_end - self.dma_base))
-        self._dma_next = addr + size
-        if size:
-            self.memset(addr, size, 0)  # zero explicitly: RAM is fresh, but don't rely on it
+        """Physical address of `size` zeroed bytes aligned to `align` (tests/host/models/dma.py:
+        the target's rules)."""
+        addr = self.dma.alloc(size, align)
+        self.memset(addr, size, 0)  # zero explicitly: RAM is fresh, but don't rely on it
         return addr
+
+    def dma_free(self, addr):
+        """Give a block from dma_alloc back (ValueError if it is not one in use)."""
+        self.dma.free(addr)
 
     # -- ordering and time --------------------------------------------------------------
 

@@ -161,7 +161,7 @@ def test_bulk_sink_counts_wrong_bytes_and_http_checks_the_body():
 
 def test_devices_forward_the_tcp_ports():
     ports = {'rx': 40001, 'http': 40002, 'quit': 40003}
-    args = ' '.join(qemu.devices('/d.img', 40000, qemu.tcp_fwd_map(ports)))
+    args = ' '.join(qemu.devices('/d.img', 40000, tcp_fwd=qemu.tcp_fwd_map(ports)))
     assert 'hostfwd=udp:127.0.0.1:40000-:7' in args
     assert 'hostfwd=tcp:127.0.0.1:40001-:5001' in args
     assert 'hostfwd=tcp:127.0.0.1:40002-:80' in args

@@ -10,15 +10,16 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 import virtio
-from virtio import blk as B
+from virtio import blk as B, features as F
 from virtio.errors import DeviceError, VirtioError, VirtioTimeout
 
 from tests.host.models import Machine
+from tests.host.models.mmio import place
 from tests.host.models.blk import AddressingMachine, BlkModel, VIRTIO_BLK_F_DISCARD, \
     VIRTIO_BLK_F_FLUSH, DEFAULT_FEATURES, VIRTIO_BLK_F_CONFIG_WCE, VIRTIO_BLK_F_WRITE_ZEROES
 
 SECTOR = 512
-MODES = ['legacy', 'transitional', 'modern']
+MODES = ['legacy', 'transitional', 'modern', 'mmio-v1', 'mmio-v2']
 
 
 def pattern(nbytes, seed=0):
@@ -27,8 +28,7 @@ def pattern(nbytes, seed=0):
 
 def up(machine=Machine, transport=None, **model_kw):
     """(machine, model, driver) with the blk driver bound through virtio.probe."""
-    model = BlkModel(**model_kw)
-    m = machine([model])
+    m, model = place(BlkModel, machine=machine, **model_kw)
     devs = virtio.probe(m, transport)
     dev, = devs
     assert isinstance(dev, B.BlkDevice), str(dev)
@@ -44,11 +44,7 @@ def quiet(model):
     return (list(model.requests), list(model.notifications))
 
 
-def test_the_viper_code_uses_the_ring_flags_of_the_core():
-    from virtio import virtqueue as V
-    assert (B._F_NEXT, B._F_WRITE, B._F_INDIRECT, B._F_NO_NOTIFY) == (
-        V.VIRTQ_DESC_F_NEXT, V.VIRTQ_DESC_F_WRITE, V.VIRTQ_DESC_F_INDIRECT,
-        V.VIRTQ_USED_F_NO_NOTIFY)
+def test_cpython_runs_the_plain_request_paths():
     m, model, blk = up()
     assert blk.native is False          # CPython runs the plain ring functions
 
@@ -143,11 +139,22 @@ def test_write_then_read_back_byte_for_byte(mode, machine):
     assert model.errors == []
 
 
-def test_packed_ring_is_declined_for_the_prebuilt_split_chains():
-    m, model, blk = up(mode='modern', packed=True, sectors=64)
-    assert blk.requestq.kind == 'split' and 'RING_PACKED' not in blk.feature_names()
-    blk.write(0, pattern(8 * SECTOR))
-    assert blk.read(0, 8) == pattern(8 * SECTOR)
+@pytest.mark.parametrize('indirect', [True, False])
+def test_a_packed_ring_carries_the_prebuilt_chains_when_the_device_offers_it(indirect):
+    """Issue 10: blk negotiates RING_PACKED and posts its slots' chains into the packed
+    ring (one descriptor per request pointing at the slot's indirect table, or the chain
+    copied into the ring without INDIRECT_DESC), wrapping the ring many times."""
+    m, model, blk = up(mode='modern', packed=True, sectors=256, indirect=indirect)
+    assert blk.requestq.kind == 'packed' and 'RING_PACKED' in blk.feature_names()
+    assert blk.has(F.INDIRECT_DESC) == indirect
+    for k in range(3 * blk.requestq.size):
+        data = pattern(1024, k)
+        blk.write(k % 200, data)
+        assert blk.read(k % 200, 2) == data
+    blk.flush()
+    assert blk.id() == 'model-disk'
+    tags = [blk.submit_read(8 * i, bytearray(4096), i) for i in range(20)]
+    assert sorted(blk.collect()) == tags
     # The generic ring object is handed over, so it cannot be misused beside the driver.
     with pytest.raises(VirtioError, match='driven by the virtio-blk driver'):
         blk.requestq.pop()

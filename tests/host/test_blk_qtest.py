@@ -1,4 +1,5 @@
-"""The virtio-blk driver under CPython against QEMU's own virtio-blk-pci over qtest
+"""The virtio-blk driver under CPython against QEMU's own virtio-blk-pci (and virtio-blk-device
+on microvm, virtio-mmio v1 and v2) over qtest
 (tests/host/qtest.py: no guest code runs). Every request type in each interface mode,
 read-only (`readonly=on`), 4096-byte logical blocks, split transfers, many requests in
 flight, blkdebug error injection; the disk image file is checked byte for byte on the
@@ -20,6 +21,10 @@ SECTOR = 512
 DISK_SECTORS = 2048
 MODES = {'legacy-only': ',disable-modern=on', 'modern-only': ',disable-legacy=on',
          'transitional': '', 'packed offered': ',disable-legacy=on,packed=on'}
+# virtio-mmio on microvm: (window version, device properties).
+MMIO_MODES = {'mmio-v1': (1, ''), 'mmio-v2': (2, ''), 'mmio-v2 packed offered': (2, ',packed=on')}
+TRANSPORT_NAMES = {'legacy-only': 'legacy', 'mmio-v1': 'mmio-v1', 'mmio-v2': 'mmio-v2',
+                   'mmio-v2 packed offered': 'mmio-v2'}
 
 
 def sector_bytes(n):
@@ -39,10 +44,17 @@ def image(tmp_path):
     return path
 
 
-def start(qtest_factory, image, props='', drive='', extra=()):
-    """QEMU with one virtio-blk-pci on `image`, probed: the bound driver."""
+def start(qtest_factory, image, props='', drive='', extra=(), mmio=None):
+    """QEMU with one virtio-blk-pci on `image` (or, with mmio=1 or 2, one
+    virtio-blk-device on microvm behind a window of that version), probed: the
+    bound driver."""
+    device, kw = 'virtio-blk-pci', {}
+    if mmio is not None:
+        device, kw = 'virtio-blk-device', {'machine': 'microvm'}
+        if mmio == 2:
+            extra = ['-global', 'virtio-mmio.force-legacy=false'] + list(extra)
     hw = qtest_factory(['-drive', 'if=none,id=d0,format=raw,file=%s%s' % (image, drive),
-                        '-device', 'virtio-blk-pci,drive=d0' + props] + list(extra))
+                        '-device', '%s,drive=d0%s' % (device, props)] + list(extra), **kw)
     dev, = virtio.probe(hw)
     assert isinstance(dev, B.BlkDevice), str(dev)
     return dev
@@ -54,11 +66,12 @@ def file_sectors(image, sector, count):
         return f.read(count * SECTOR)
 
 
-@pytest.mark.parametrize('mode', sorted(MODES))
+@pytest.mark.parametrize('mode', sorted(MODES) + sorted(MMIO_MODES))
 def test_every_request_type_against_qemu(qtest_factory, image, mode):
-    blk = start(qtest_factory, image, MODES[mode] + ',serial=QT-0042', ',discard=unmap')
+    version, props = MMIO_MODES.get(mode, (None, MODES.get(mode)))
+    blk = start(qtest_factory, image, props + ',serial=QT-0042', ',discard=unmap', mmio=version)
     assert blk.capacity == DISK_SECTORS and blk.block_size == SECTOR and not blk.read_only
-    assert blk.transport.name == ('legacy' if mode == 'legacy-only' else 'modern')
+    assert blk.transport.name == TRANSPORT_NAMES.get(mode, 'modern')
     # T_IN: what the host put there.
     assert blk.read(5, 3) == b''.join(sector_bytes(n) for n in (5, 6, 7))
     # T_OUT, then T_FLUSH: on the host's file, byte for byte, nothing else touched.
@@ -80,8 +93,9 @@ def test_every_request_type_against_qemu(qtest_factory, image, mode):
     assert blk.read(200, 8) == bytes(8 * SECTOR)
 
 
-def test_the_whole_disk_written_and_read_back(qtest_factory, image):
-    blk = start(qtest_factory, image)
+@pytest.mark.parametrize('mmio', [None, 1, 2])
+def test_the_whole_disk_written_and_read_back(qtest_factory, image, mmio):
+    blk = start(qtest_factory, image, mmio=mmio)
     data = pattern(DISK_SECTORS * SECTOR, 7)
     blk.write(0, data)
     blk.flush()

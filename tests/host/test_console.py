@@ -15,14 +15,15 @@ from virtio.errors import DeviceError, VirtioError, VirtioTimeout
 
 from tests.host.models import Machine
 from tests.host.models.console import ConsoleModel, HostPort
+from tests.host.models.mmio import place
 
-MODES = ['legacy', 'transitional', 'modern']
+MODES = ['legacy', 'transitional', 'modern', 'mmio-v1', 'mmio-v2']
 
 
 def bring_up(*ports, **kw):
     """A console model with these ports, probed: (model, driver)."""
-    model = ConsoleModel(ports=ports, **kw)
-    virtio.probe(Machine([model]))
+    m, model = place(ConsoleModel, ports=ports, **kw)
+    virtio.probe(m)
     return model, virtio.find('console')
 
 

@@ -38,7 +38,14 @@ def recv_exactly(s, n):
     return bytes(out)
 
 
-def serial_args(sockdir, props=''):
+# virtio-mmio on microvm: the window version for each transport name.
+MMIO = {'mmio-v1': 1, 'mmio-v2': 2}
+
+
+def serial_args(sockdir, props='', transport=None):
+    if transport in MMIO:
+        extra = [] if MMIO[transport] == 1 else ['-global', 'virtio-mmio.force-legacy=false']
+        return extra + ['-device', 'virtio-serial-device' + props] + serial_args(sockdir)[2:]
     return ['-device', 'virtio-serial-pci' + props,
             '-chardev', chardev(sockdir, 'c0'), '-device', 'virtconsole,chardev=c0',
             '-chardev', chardev(sockdir, 'c1'),
@@ -60,10 +67,15 @@ def test_ports_names_console_and_host_state_from_qemu(qtest_factory, sockdir, tr
     assert str(con).endswith('ports=0:console,1:org.example.0,2:org.example.nochardev')
 
 
-@pytest.mark.parametrize('transport', ['legacy', 'modern'])
+@pytest.mark.parametrize('transport', ['legacy', 'modern', 'mmio-v1', 'mmio-v2'])
 def test_host_open_close_and_a_line_each_way(qtest_factory, sockdir, transport):
-    hw = qtest_factory(serial_args(sockdir))
-    virtio.probe(hw, transport=transport)
+    if transport in MMIO:
+        hw = qtest_factory(serial_args(sockdir, transport=transport), machine='microvm')
+        virtio.probe(hw)
+    else:
+        hw = qtest_factory(serial_args(sockdir))
+        virtio.probe(hw, transport=transport)
+    assert virtio.find('console').transport.name == transport
     p = virtio.find('console').port('org.example.0')
     host = connect(sockdir, 'c1')
     p.wait_host(timeout_ms=5000)

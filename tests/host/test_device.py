@@ -223,3 +223,21 @@ def test_reset_stops_the_device():
     m, dev = bring_up(model)
     dev.reset()
     assert model.status == 0 and not model.queues[0].enabled and dev.queues == []
+
+
+def test_a_feature_whose_prerequisite_is_not_accepted_is_dropped_spec_2_2():
+    from virtio import features as F
+    deps = {5: (3,), 3: (1,)}
+    assert F.drop_unmet(F.mask(1, 3, 5), deps) == F.mask(1, 3, 5)
+    assert F.drop_unmet(F.mask(3, 5), deps) == 0            # 3 needs 1; then 5 needs 3
+    assert F.drop_unmet(F.mask(1, 5), deps) == F.mask(1)
+    # The core's own: packed rings need VERSION_1, whatever a driver asks.
+    assert F.drop_unmet(F.mask(F.RING_PACKED), F.DEPENDENCIES) == 0
+
+
+def test_a_driver_never_accepts_ring_features_its_queues_cannot_handle():
+    from virtio import features as F
+    from virtio.blk import BlkDevice
+    m, fns = machine_with(BlkModel(mode='modern', packed=True))
+    dev = BlkDevice(open_transport(m, fns[0]), wanted=~0)
+    assert not dev.wanted & F.mask(F.RING_PACKED) & ~BlkDevice.RING_FEATURES

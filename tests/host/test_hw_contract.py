@@ -205,6 +205,56 @@ def test_dma_exhaustion_raises_memory_error_and_leaves_the_allocator_usable(hw):
     assert hw.read(a, 2) == b'ok'
 
 
+def test_dma_free_is_there(hw):
+    # Optional in the interface (docs/hardware-interface.md); every implementation here has it.
+    assert callable(getattr(hw, 'dma_free', None)), '%s lacks dma_free' % hw.kind
+
+
+def test_dma_free_gives_the_memory_back_whole(hw):
+    # Fill what is left with 1 MiB blocks, give them back in an interleaved order, and the
+    # same blocks fit again, then one block of their total size (the pieces merged).
+    blocks = []
+    with pytest.raises(MemoryError):
+        while True:
+            blocks.append(hw.dma_alloc(1 << 20, 4096))
+    assert len(blocks) >= 2
+    for a in blocks[::2] + blocks[1::2]:
+        hw.dma_free(a)
+    again = [hw.dma_alloc(1 << 20, 4096) for _ in blocks]
+    for a in again:
+        hw.dma_free(a)
+    whole = hw.dma_alloc(len(blocks) << 20, 4096)
+    hw.write(whole + (len(blocks) << 20) - 2, b'ok')
+    hw.dma_free(whole)
+
+
+def test_a_freed_block_comes_back_zeroed(hw):
+    a = hw.dma_alloc(256, 64)
+    hw.write(a, b'\xA5' * 256)
+    hw.dma_free(a)
+    b = hw.dma_alloc(256, 64)
+    assert hw.read(b, 256) == bytes(256)
+    hw.dma_free(b)
+
+
+def test_dma_free_refuses_what_is_not_a_block_in_use(hw):
+    a = hw.dma_alloc(64, 16)
+    hw.dma_free(a)
+    with pytest.raises(ValueError) as e:
+        hw.dma_free(a)                      # twice
+    assert 'not a DMA block in use' in str(e.value)
+    b = hw.dma_alloc(64, 16)
+    with pytest.raises(ValueError):
+        hw.dma_free(b + 16)                 # inside a block, not its start
+    with pytest.raises(ValueError):
+        hw.dma_free(0x12345)                # never allocated
+    hw.dma_free(b)                          # the allocator still works
+    c = hw.dma_alloc(64, 16)
+    hw.write(c, b'fine')
+    assert hw.read(c, 4) == b'fine'
+    hw.dma_free(c)
+
+
 def test_bytearray_at_if_present_aliases_memory(hw):
     if not hasattr(hw, 'bytearray_at'):
         assert isinstance(hw, QtestMachine), 'only qtest may lack bytearray_at'
@@ -240,3 +290,62 @@ def test_ticks_diff_wraps_like_micropython(hw):
     assert hw.ticks_diff(5, TICKS_PERIOD - 5) == 10
     assert hw.ticks_diff(TICKS_PERIOD - 5, 5) == -10
     assert hw.ticks_diff(TICKS_PERIOD // 2 - 1, 0) == TICKS_PERIOD // 2 - 1
+
+
+# -- interrupts (tests/irq_contract.py: the same checks run in the image) ------------------
+
+from tests import irq_contract  # noqa: E402
+
+INTX_LINE = 10
+
+
+class _Pin:
+    """Something with an INTx pin wired to a line of the model machine."""
+
+    def __init__(self, line):
+        self.config = bytearray(256)
+        self.config[0x3C] = line
+
+
+class ModelFire:
+    """A device's side of the model Machine: MSI writes and an INTx pin."""
+    line = INTX_LINE
+
+    def __init__(self):
+        self.pin = _Pin(INTX_LINE)
+
+    def msi(self, hw, vector):
+        hw.msi_write(*hw.msi_message(vector))
+
+    def intx(self, hw, line, level):
+        assert line == self.pin.config[0x3C]
+        hw.set_intx(self.pin, level)
+
+
+class QtestFire:
+    """QEMU's side: an MSI is a device's memory write of `data` to `address`; an INTx
+    line is an input of the I/O APIC, driven with qtest's set_irq_in."""
+    line = INTX_LINE
+
+    @staticmethod
+    def msi(hw, vector):
+        address, data = hw.msi_message(vector)
+        hw.write32(address, data)
+
+    @staticmethod
+    def intx(hw, line, level):
+        hw.qtest('set_irq_in ioapic unnamed-gpio-in %d %d' % (line, level))
+
+
+IRQ_INTERFACE = ('msi_alloc', 'msi_free', 'msi_message', 'intx_vector', 'irq_attach',
+                 'irq_detach', 'irq_mask', 'irq_unmask', 'irq_count', 'irq_wait')
+
+
+def test_every_interrupt_call_is_there(hw):
+    missing = [name for name in IRQ_INTERFACE if not callable(getattr(hw, name, None))]
+    assert not missing, '%s lacks %s' % (hw.kind, ', '.join(missing))
+
+
+@pytest.mark.parametrize('check', irq_contract.CHECKS, ids=lambda c: c.__name__[6:])
+def test_interrupt_contract(hw, check):
+    check(hw, ModelFire() if hw.kind == 'model' else QtestFire())

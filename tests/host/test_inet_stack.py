@@ -318,20 +318,40 @@ def test_udp_echo_service_answers_a_host_client():
 
 def test_udp_echo_recomputes_the_checksum_when_it_cannot_reuse_it():
     clock, link, gw, s = configured()
-    # A datagram without a checksum, and datagrams to the two broadcast addresses.
+    # A datagram without a checksum: the reply's is computed.
     u = dpkt.udp.UDP(sport=1234, dport=7, data=b"no checksum", sum=0)
     u.ulen = len(u)
     raw = bytearray(bytes(dpkt.ip.IP(src=GW_IP, dst=GUEST_IP, p=17, data=u)))
     raw[26:28] = b"\x00\x00"
     link.deliver(bytes(dpkt.ethernet.Ethernet(dst=GUEST_MAC, src=GW_MAC, type=IP_ETH)) + raw)
+    assert inet.udp_echo(s, 7, count=1) == 1
+    assert [e.data.data.data for e in gw.sent_of(IP_ETH, 17)] == [b"no checksum"]
+    assert gw.errors == []
+
+
+def test_udp_echo_does_not_answer_broadcasts_or_source_port_0():
+    clock, link, gw, s = configured()
     for dst, data in ((b"\xff" * 4, b"to all"), (bytes([10, 0, 2, 255]), b"to the subnet")):
         bcast = dpkt.ip.IP(src=GW_IP, dst=dst, p=17, data=Gateway._udp_packet(99, 7, data))
         link.deliver(bytes(dpkt.ethernet.Ethernet(dst=b"\xff" * 6, src=GW_MAC, type=IP_ETH,
                                                   data=bcast)))
-    assert inet.udp_echo(s, 7, count=3) == 3
-    assert [e.data.data.data for e in gw.sent_of(IP_ETH, 17)] == \
-        [b"no checksum", b"to all", b"to the subnet"]
-    assert gw.errors == []
+    gw.udp_to_guest(b"from port 0", sport=0)
+    gw.udp_to_guest(b"a real one", sport=40000)
+    assert inet.udp_echo(s, 7, count=1) == 1                # the service goes on
+    assert [(e.data.data.dport, e.data.data.data) for e in gw.sent_of(IP_ETH, 17)] == \
+        [(40000, b"a real one")]
+    assert s.stats["echo_refused"] == 3
+    assert s.stats["rx_udp"] == 4 and accounted(s)          # received, then not answered
+
+
+def test_udp_sockets_still_receive_broadcasts_and_port_0():
+    clock, link, gw, s = configured()
+    u = s.socket(9)
+    s.input(_udp_frame(b"all", dst=b"\xff\xff\xff\xff", dst_mac=b"\xff" * 6))
+    gw.udp_to_guest(b"zero", sport=0, dport=9)
+    s.poll(10)
+    assert u.recvfrom() == (b"all", ("10.0.2.2", 40000))
+    assert u.recvfrom() == (b"zero", ("10.0.2.2", 0))
 
 
 def test_udp_echo_stops_when_idle():

@@ -20,14 +20,14 @@ def test_transitional_device_is_driven_modern_by_default():
     m, (fn,) = machine_with(BlkModel())
     t = open_transport(m, fn)
     assert isinstance(t, ModernTransport) and t.name == 'modern'
-    assert not t.legacy_layout
+    assert not t.legacy_interface and t.ring_align == 0 and not t.fixed_queue_size
 
 
 def test_transitional_device_legacy_on_request():
     m, (fn,) = machine_with(BlkModel())
     t = open_transport(m, fn, 'legacy')
     assert isinstance(t, LegacyTransport) and t.name == 'legacy'
-    assert t.legacy_layout
+    assert t.legacy_interface and t.ring_align == 4096 and t.fixed_queue_size
 
 
 def test_legacy_only_device_is_driven_legacy():

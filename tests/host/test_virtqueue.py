@@ -7,10 +7,11 @@ import struct
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from virtio import features as F
+from virtio import features as F, split as S
 from virtio.errors import VirtioError, VirtioTimeout, VirtqueueFull
-from virtio.virtqueue import (VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT,
-                              VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, SplitVirtqueue, need_event)
+from virtio.split import VIRTQ_AVAIL_F_NO_INTERRUPT, SplitVirtqueue
+from virtio.virtqueue import (VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
+                              need_event)
 
 from tests.host.models import GenericModel
 from tests.host.models.bench import bring_up, buf
@@ -171,7 +172,8 @@ def start_indices_at(vq, model, idx):
     """Move both sides of a fresh, idle ring to index `idx` (white box: a real
     trip past 65535 takes 65536 round trips, too slow for a unit test)."""
     ring = model.queues[vq.index].ring
-    vq._avail_idx = vq._kicked_idx = vq._last_used = idx
+    from virtio import split as S
+    vq.st[S.RING_AVAIL_IDX] = vq.st[S.RING_KICKED] = vq.st[S.RING_LAST_USED] = idx
     ring.last_avail = ring.used_idx = idx
     vq.hw.write16(vq.avail + 2, idx)
     vq.hw.write16(vq.used + 2, idx)
@@ -194,7 +196,7 @@ def test_indices_wrap_past_65535(wanted):
         model.complete()
         got += vq.collect()
     assert sorted(got) == [(i, 1) for i in range(20)]
-    assert vq._avail_idx == (65530 + 20) & 0xFFFF == 14
+    assert vq.st[S.RING_AVAIL_IDX] == (65530 + 20) & 0xFFFF == 14
     assert m.read16(vq.used + 2) == 14
     assert model.errors == []
 
@@ -313,33 +315,33 @@ def test_dump_shows_descriptors_and_both_rings():
                          '1 notifications')
 
 
-def test_a_ring_taken_over_by_its_driver_refuses_the_generic_calls_and_dumps_from_memory():
-    # blk and net post and reap prebuilt chains themselves; the generic
-    # bookkeeping must then neither be used nor shown as if it were true.
+def test_a_ring_taken_over_by_its_driver_refuses_the_generic_calls_and_dumps_its_state():
+    # blk and net post prebuilt chains through the ring's steps; the generic
+    # calls refuse, and dump() shows the one state both paths keep.
+    from array import array
     m, model, vq = setup(wanted=SPLIT, completion='deferred')
-    vq.take_over('the test driver')
+    steps = vq.take_over('the test driver', 4, 2, False)
     with pytest.raises(VirtioError, match='driven by the test driver'):
         vq.add([buf(m, b'x')], [], 'a')
     with pytest.raises(VirtioError, match='driven by the test driver'):
         vq.pop()
-    # The owner publishes one descriptor by hand, as blk/net do.
     a, n = buf(m, b'abc')
-    m.write(vq.desc, struct.pack('<QIHH', a, n, 0, 0))
-    m.write16(vq.avail + 4, 0)
-    m.write16(vq.avail + 2, 1)
+    steps.build(m, vq.st, array('I', [a, n, VIRTQ_DESC_F_NEXT, a, 1, VIRTQ_DESC_F_WRITE] * 4))
+    steps.post(m, vq.st, 1, 2, -1, 0, 0, 0)         # slot 1: head descriptor 2
+    assert steps.publish(m, vq.st)
     lines = []
     vq.dump(lines.append)
-    assert lines[0] == ('00:03.0 virtio-generic queue 0: split ring, size 8, driven by the '
-                        'test driver (its dump() shows its requests); 1 published and not yet used')
-    assert not any(l.startswith('  driver:') for l in lines)
-    assert '*' not in lines[3]          # no stale "in flight" mark on descriptor 0
+    assert lines[0] == ('00:03.0 virtio-generic queue 0: split ring, size 8, 1 in flight, '
+                        'driven by the test driver')
+    assert any(l.startswith('     2* ') for l in lines)
+    assert not any(l.startswith('     0* ') for l in lines)
 
 
 def test_a_ring_with_requests_in_flight_cannot_be_handed_over():
     m, model, vq = setup(wanted=SPLIT, completion='deferred')
     vq.add([buf(m, b'x')], [], 'a')
     with pytest.raises(VirtioError, match='1 requests in flight'):
-        vq.take_over('the test driver')
+        vq.take_over('the test driver', 4, 2, False)
     assert vq.owner is None
 
 
@@ -376,15 +378,32 @@ def test_random_traffic_keeps_every_token_once(ops, indirect, seed):
     assert model.errors == []
 
 
-def test_drivers_that_drive_their_rings_share_fastrings_header_layout():
-    # blk and net repeat virtio.fastring's RING_* word numbers as literals for
-    # viper; a mismatch would make the shared publish() read the wrong words.
-    from virtio import blk as B, fastring as R, net as N
-    header = [R.RING_DESC, R.RING_AVAIL, R.RING_USED, R.RING_MASK, R.RING_AVAIL_IDX,
-              R.RING_KICKED, R.RING_LAST_USED, R.RING_EVENT_IDX]
-    assert header == list(range(R.RING_WORDS))
-    assert [B.ST_CHAINS, B.ST_AVAIL, B.ST_USED, B.ST_MASK, B.ST_AVAIL_IDX, B.ST_KICKED,
-            B.ST_LAST_USED, B.ST_EVENT_IDX] == header
-    assert [N.Q_DESC, N.Q_AVAIL, N.Q_USED, N.Q_MASK, N.Q_AVAIL_IDX, N.Q_KICKED,
-            N.Q_LAST_USED, N.Q_EVENT_IDX] == header
-    assert B.ST_WORDS > R.RING_WORDS and N.Q_WORDS > R.RING_WORDS
+def test_constants_repeated_for_viper_agree_with_their_originals():
+    # Viper builds in its own module's constants only: virtio.split,
+    # virtio.packed and virtio.blk.fast repeat some as literals. Each must
+    # equal the name it stands for.
+    import ast
+    import os
+    from virtio import packed as P, split as S, virtqueue as V
+    from virtio.blk import consts as BC, fast as BF
+    for mod in (S, P):
+        for name in ('RING_IN_FLIGHT', 'RING_LEN', 'RING_FREED', 'RING_NSLOTS', 'RING_PER',
+                     'RING_INDIRECT', 'RING_CHAINS', 'RING_EVENT_IDX'):
+            assert getattr(mod, name) == getattr(V, name), (mod.__name__, name)
+        assert mod.RING_WORDS > V.RING_COMMON
+        assert (mod._F_NEXT, mod._F_INDIRECT, mod._DESC) == (
+            V.VIRTQ_DESC_F_NEXT, V.VIRTQ_DESC_F_INDIRECT, V.DESC_SIZE)
+    assert P._F_WRITE == V.VIRTQ_DESC_F_WRITE
+    # Every constant blk's fast paths define names one of virtio.blk.consts or
+    # virtio.virtqueue, with the same value.
+    src = open(os.path.join(os.path.dirname(BF.__file__), 'fast.py')).read()
+    names = [t.targets[0].id for t in ast.parse(src).body
+             if isinstance(t, ast.Assign) and isinstance(t.targets[0], ast.Name)
+             and t.targets[0].id.isupper()]
+    assert len(names) > 35
+    for name in names:
+        if name == 'SIMPLE_BLOCK':
+            assert BF.SIMPLE_BLOCK == 3     # header, one data segment, status
+            continue
+        origin = BC if hasattr(BC, name) else V
+        assert getattr(BF, name) == getattr(origin, name), name

@@ -113,14 +113,22 @@ def make_disk(directory, size, name='disk.img', fill=None):
     return path
 
 
-def default_devices(disk):
-    """The devices `make run` gives the guest: virtio blk, net (user), console, rng."""
+def default_devices(disk, bus='pci', netdev='user,id=net0', chardev='null,id=vcon0'):
+    """The devices `make run` gives the guest: virtio blk, net (user), console, rng.
+    bus='device' gives the virtio-mmio ones (for -machine microvm)."""
+    romfile = ',romfile=' if bus == 'pci' else ''
     return ['-drive', 'file=%s,format=raw,if=none,id=disk0' % disk,
-            '-device', 'virtio-blk-pci,drive=disk0',
-            '-netdev', 'user,id=net0', '-device', 'virtio-net-pci,netdev=net0,romfile=',
-            '-device', 'virtio-serial-pci', '-chardev', 'null,id=vcon0',
+            '-device', 'virtio-blk-%s,drive=disk0' % bus,
+            '-netdev', netdev, '-device', 'virtio-net-%s,netdev=net0%s' % (bus, romfile),
+            '-device', 'virtio-serial-%s' % bus, '-chardev', chardev,
             '-device', 'virtconsole,chardev=vcon0',
-            '-device', 'virtio-rng-pci']
+            '-device', 'virtio-rng-%s' % bus]
+
+
+def mmio_version_args(version):
+    """QEMU arguments for virtio-mmio windows of `version`: 1 (legacy, QEMU's
+    default) or 2."""
+    return [] if version == 1 else ['-global', 'virtio-mmio.force-legacy=false']
 
 
 class Guest:
@@ -348,6 +356,18 @@ class Guest:
         if err:
             raise GuestError(err, out)
         return out
+
+    def interrupt_after(self, code, delay, timeout=10):
+        """Start `code` in the raw REPL and send Ctrl-C `delay` seconds later, as
+        a user would; returns the traceback it ended with ('' if it had ended)."""
+        self._send_code(code)
+        self.read_until(b'OK', timeout)
+        time.sleep(delay)
+        self.write(CTRL_C)
+        self.read_until(CTRL_D, timeout)
+        err = self.read_until(CTRL_D, timeout)[:-1]
+        self.read_until(b'>', timeout)
+        return err.decode('utf-8', 'replace')
 
     def eval(self, expr, timeout=10):
         """The repr() of a Python expression evaluated in the guest, parsed back

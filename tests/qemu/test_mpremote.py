@@ -37,3 +37,12 @@ def test_mpremote_run_a_host_file(pty_guest, tmp_path):
                       'x86.outl(0xCF8, 0x80000000)\n'
                       'print("host bridge %08x" % x86.inl(0xCFC))\n')
     assert mpremote(pty_guest.pty, 'run', str(script)) == 'host bridge 12378086\n'
+
+
+def test_mpremote_ends_the_session_cleanly_with_poweroff(pty_guest):
+    # poweroff() from the raw REPL ends the output as the raw REPL does, then gives
+    # mpremote time to let go of the pty: no pyserial traceback, QEMU's status kept.
+    p = subprocess.run([MPREMOTE, 'connect', pty_guest.pty, 'exec', 'import x86; x86.poweroff(5)'],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert (p.returncode, p.stdout, p.stderr) == (0, '', '')
+    assert pty_guest.wait(20) == 11

@@ -4,7 +4,7 @@ port, and a transitional one behind a PCI-to-PCI bridge. Each found device also 
 one real request, so "found" means "works"."""
 import pytest
 
-from tests.qemu.harness import default_devices
+from tests.qemu.harness import GuestError, default_devices
 
 pytestmark = pytest.mark.qemu
 
@@ -71,6 +71,33 @@ def test_soft_resets_give_the_dma_memory_back(boot, tmp_disk):
         start = g.eval('start')
         first = first or start
         assert start == first               # the area starts afresh at each soft reset
+    assert g.eval('virtio.find("blk").read(0, 1)') == b'\x5a' * 512
+    assert len(g.eval('virtio.find("rng").read(16)')) == 16
+
+
+def test_200_probes_at_16_mib_bind_every_device_every_time(boot, tmp_disk):
+    # A probe of the four default devices takes 651 KiB of DMA memory, and -m 16 has a
+    # 3696 KiB DMA area: unless each probe() gives the last one's back (the devices reset
+    # first), the 6th leaves net unbound ("DMA area exhausted").
+    g = boot(mem=16, devices=default_devices(tmp_disk(1 << 20, fill=b'\x5a')))
+    g.exec('import virtio, gc\n'
+           'old = virtio.find("blk")\n'
+           'bad = []\n'
+           'heap = []\n'
+           'for i in range(200):\n'
+           '    devs = virtio.probe()\n'
+           '    if sorted([str(d.KIND) for d in devs]) != ["blk", "console", "net", "rng"]:\n'
+           '        bad.append((i, [str(d) for d in devs]))\n'
+           '    if i in (9, 199):\n'
+           '        gc.collect()\n'
+           '        heap.append(gc.mem_free())', timeout=180)
+    assert g.eval('bad[:2]') == []
+    first, last = g.eval('heap')
+    assert first - last < 64 * 1024             # nothing kept per probe on the heap either
+    with pytest.raises(GuestError, match=r"VirtioError: 00:0\d.0 virtio-blk was replaced by "
+                                         r"probe\(\) #\d+ at ticks_ms \d+: use the new "
+                                         r"object, virtio.find\('blk'\): 00:0\d.0 virtio-blk"):
+        g.exec('old.read(0, 1)')
     assert g.eval('virtio.find("blk").read(0, 1)') == b'\x5a' * 512
     assert len(g.eval('virtio.find("rng").read(16)')) == 16
 

@@ -9,6 +9,7 @@ pytestmark = pytest.mark.qemu
 
 
 def test_stripped_image_fits_in_384_kib(image):
+    # The limit of README.md and the port's Makefile (IMAGE_LIMIT).
     assert os.path.getsize(image) <= 384 * 1024
 
 
@@ -100,6 +101,10 @@ def test_heap_is_sized_from_the_memory_map(boot, mem):
 
 def test_help_names_the_port_module(guest):
     assert 'x86.poweroff()' in guest.exec('help()')
+
+
+def test_help_says_ctrl_a_is_qemus_escape_on_mon_stdio(guest):
+    assert 'Ctrl-A Ctrl-A sends Ctrl-A' in guest.exec('help()')
 
 
 def test_qemu_system_x86_64_boots_the_same_image(boot):

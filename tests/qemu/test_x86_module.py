@@ -9,8 +9,10 @@ pytestmark = pytest.mark.qemu
 MULTIBOOT_MAGIC = 0x1BADB002        # the first word of the image, loaded at 1 MiB
 CONTRACT = ['inb', 'inw', 'inl', 'outb', 'outw', 'outl', 'read8', 'read16', 'read32',
             'read64', 'write8', 'write16', 'write32', 'write64', 'read', 'write',
-            'dma_alloc', 'bytearray_at', 'barrier', 'ticks_ms', 'ticks_us', 'ticks_diff']
-EXTRAS = ['mem8', 'mem16', 'mem32', 'addressof', 'poweroff', 'dupterm']
+            'dma_alloc', 'dma_free', 'bytearray_at', 'barrier', 'ticks_ms', 'ticks_us',
+            'ticks_diff', 'msi_alloc', 'msi_free', 'msi_message', 'intx_vector', 'irq_attach',
+            'irq_detach', 'irq_mask', 'irq_unmask', 'irq_count', 'irq_wait']
+EXTRAS = ['mem8', 'mem16', 'mem32', 'addressof', 'poweroff', 'dupterm', 'irq_controller']
 
 
 @pytest.fixture(scope='module')
@@ -107,14 +109,17 @@ def test_mem8_16_32_read_and_write_unsigned(g):
 
 
 def test_dma_alloc_is_aligned_and_zeroed(g):
-    # Dirty the not-yet-allocated DMA memory just past an allocation, then
-    # allocate there: the new buffer must read back as zeros.
+    # Dirty DMA memory, give it back, allocate again: the new buffers read back as zeros
+    # wherever the allocator places them.
     g.exec('a = x86.dma_alloc(16, align=16)\n'
-           'x86.write(a + 16, b"\\xff" * 12288)')
+           'c = x86.dma_alloc(12288, 16)\n'
+           'x86.write(c, b"\\xff" * 12288)\n'
+           'x86.dma_free(c)')
     g.exec('b = x86.dma_alloc(8192)')
     assert g.eval('b % 4096') == 0
-    assert g.eval('a + 16 <= b < a + 16 + 4096') is True
     assert g.eval('x86.read(b, 8192) == bytes(8192)') is True
+    g.exec('d = x86.dma_alloc(12288, 16)')
+    assert g.eval('x86.read(d, 12288) == bytes(12288)') is True
     for align in (8, 64, 256, 65536):
         assert g.eval('x86.dma_alloc(3, %d) %% %d' % (align, align)) == 0
     assert g.eval('x86.dma_alloc(10, align=1) > 0') is True
@@ -139,6 +144,96 @@ def test_dma_alloc_refuses_bad_requests(g):
     with pytest.raises(GuestError, match='positive'):
         g.exec('x86.dma_alloc(0)')
     assert g.eval('x86.dma_alloc(64) % 4096') == 0         # still works afterwards
+
+
+def test_dma_free_gives_memory_back_whole_and_refuses_a_wrong_free(g):
+    # Fill the rest of the DMA area with 64 KiB blocks, free them in an interleaved
+    # order: they fit again, and then as one block (the free pieces merged).
+    g.exec('blocks = []\n'
+           'try:\n'
+           '    while True: blocks.append(x86.dma_alloc(65536, 4096))\n'
+           'except MemoryError as e: full = str(e)\n'
+           'for b in blocks[::2] + blocks[1::2]: x86.dma_free(b)\n'
+           'again = [x86.dma_alloc(65536, 4096) for b in blocks]\n'
+           'for b in again: x86.dma_free(b)\n'
+           'whole = x86.dma_alloc(len(blocks) * 65536, 4096)')
+    assert g.eval('len(blocks)') > 10
+    assert 'DMA area exhausted: 65536 bytes aligned to 4096 asked' in g.eval('full')
+    assert g.eval('x86.read(whole, 64) == bytes(64)') is True
+    g.exec('x86.dma_free(whole)')
+    with pytest.raises(GuestError, match='ValueError: dma_free: 0x[0-9a-f]+ is not a DMA block '
+                                         'in use'):
+        g.exec('x86.dma_free(whole)')                   # twice
+    with pytest.raises(GuestError, match='not a DMA block in use'):
+        g.exec('x86.dma_free(x86.dma_alloc(64, 16) + 16)')
+    with pytest.raises(GuestError, match='TypeError'):
+        g.exec('x86.dma_free("0x1000")')
+    with pytest.raises(GuestError, match='OverflowError'):
+        g.exec('x86.dma_free(x86.dma_alloc(64) + (1 << 32))')      # no alias of the block
+    with pytest.raises(GuestError, match='not a DMA block in use'):
+        g.exec('x86.dma_free(-4096)')
+    assert g.eval('x86.dma_alloc(64) % 4096') == 0         # still works afterwards
+
+
+def test_dma_allocator_places_blocks_as_the_host_model_does(boot):
+    # The host's Machine and QtestMachine run tests/host/models/dma.py; the target's dma.c
+    # must follow the same rules, block for block, over a random mix of sizes, alignments
+    # and frees (a fresh guest with no devices: nothing is allocated yet).
+    import random
+    from tests.host.models.dma import DmaArea
+    g = boot(mem=16)
+    g.exec('import x86\n'
+           'start = x86.dma_alloc(16, 16)\n'
+           'x86.dma_free(start)\n'
+           'try: x86.dma_alloc(1 << 30)\n'
+           'except MemoryError as e: free = int(str(e).split(", ")[1].split()[0])')
+    start, free = g.eval('start'), g.eval('free')
+    model = DmaArea(start, start + free)
+    rnd = random.Random(17)
+    ops, live = [], []
+    for _ in range(400):
+        if live and rnd.random() < 0.35:
+            ops.append(('f', live.pop(rnd.randrange(len(live)))))
+        else:
+            size = rnd.choice([1, 4, 16, 100, 1000, 4096, 5000, 65536, rnd.randrange(1, 400000)])
+            ops.append(('a', size, rnd.choice([1, 2, 16, 64, 4096, 65536])))
+            live.append(len(ops) - 1)      # freed later by the op's index
+    want = []
+    for op in ops:
+        if op[0] == 'a':
+            try:
+                want.append(model.alloc(op[1], op[2]))
+            except MemoryError:
+                want.append(None)
+        else:
+            if want[op[1]] is not None:
+                model.free(want[op[1]])
+            want.append(0)
+    g.exec('ops = %r\n'
+           'got = []\n'
+           'for op in ops:\n'
+           '    if op[0] == "a":\n'
+           '        try: got.append(x86.dma_alloc(op[1], op[2]))\n'
+           '        except MemoryError: got.append(None)\n'
+           '    else:\n'
+           '        if got[op[1]] is not None: x86.dma_free(got[op[1]])\n'
+           '        got.append(0)' % (ops,), timeout=60)
+    assert g.eval('got') == want
+    assert None in want and len(set(a for a in want if a)) > 100    # it ran out, and reused
+
+
+@pytest.mark.parametrize('call, n', [
+    ('x86.read(0xFFFFFFF0, 32)', 32), ('x86.write(0xFFFFFFFF, b"ab")', 2),
+    ('x86.read16(0xFFFFFFFF)', 2), ('x86.read32(0xFFFFFFFE)', 4), ('x86.read64(0xFFFFFFFC)', 8),
+    ('x86.write16(0xFFFFFFFF, 1)', 2), ('x86.write32(0xFFFFFFFD, 1)', 4),
+    ('x86.write64(0xFFFFFFF9, 1)', 8), ('x86.bytearray_at(0xFFFFFF00, 257)', 257)])
+def test_a_range_past_4_gib_is_refused_not_wrapped_to_0(g, call, n):
+    with pytest.raises(GuestError, match='ValueError: %d bytes at 0x[0-9a-f]+ run past the '
+                                         '4 GiB address space' % n):
+        g.exec(call)
+    # The last bytes below 4 GiB are still reachable (the BIOS ROM is mapped there).
+    assert len(g.eval('x86.read(0xFFFFFFF0, 16)')) == 16
+    assert g.eval('x86.read(0xFFFFFFFF, 0)') == b''
 
 
 def test_bytearray_at_aliases_memory(g):

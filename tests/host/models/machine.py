@@ -1,17 +1,32 @@
 """The host bench machine: guest RAM as a bytearray, a PCI bus of device
-models behind configuration mechanism #1, and port/MMIO dispatch to BARs.
+models behind configuration mechanism #1, port/MMIO dispatch to BARs,
+virtio-mmio windows at fixed addresses (as QEMU's microvm) and the two
+fw_cfg items that carry the kernel command line.
 `Machine` implements docs/hardware-interface.md exactly, so the drivers in
 drivers/virtio run on it unchanged."""
 
 import struct
 import time
 
+from tests.host.models.dma import DmaArea
+from tests.host.irqchip import MSI_ADDRESS, IrqChip
 from tests.host.models.pci import HostBridge, PciBridge, PciBusModel
 
 CONFIG_ADDRESS = 0xCF8
 CONFIG_DATA = 0xCFC
+MICROVM_MMIO_BASE = 0xFEB00000  # QEMU's microvm virtio-mmio window list
+MMIO_WINDOW = 0x200
+MICROVM_MMIO_END = MICROVM_MMIO_BASE + 24 * MMIO_WINDOW
+FW_CFG_PORT_SEL = 0x510
+FW_CFG_PORT_DATA = 0x511
 TICKS_PERIOD = 1 << 30          # MicroPython's ticks wrap here
 FOUR_GIB = 1 << 32
+INTERRUPT_LINE = 0x3C
+INTERRUPT_PIN = 0x3D
+# What SeaBIOS does on pc: PIRQA..D to ISA IRQs 10, 10, 11, 11; INTA# of slot s is
+# PIRQ (s - 1 + pin - 1) & 3 (the PIIX3 swizzle), so slots share lines.
+PIRQ_LINES = (10, 10, 11, 11)
+MSI_WINDOW = 0xFFF00000         # address bits that select the local APICs' MSI window
 
 
 class BusFault(Exception):
@@ -19,7 +34,7 @@ class BusFault(Exception):
     or memory a 32-bit CPU cannot reach."""
 
 
-class Machine:
+class Machine(IrqChip):
     """A PC-like machine for the host bench.
 
     devices: items placed on bus 0 from slot 3 on (00:00.0 is the host
@@ -28,24 +43,48 @@ class Machine:
     No firmware runs: BARs and bridge bus numbers start unassigned.
 
     strict: a wild port or memory access raises BusFault (it is also logged
-    in `faults`); otherwise reads see all ones and writes are dropped."""
+    in `faults`); otherwise reads see all ones and writes are dropped.
+
+    mmio: virtio-mmio window models (tests/host/models/mmio.py), each placed
+    at microvm's 0xfeb00000 + 512 * n unless it is (base, window). Reads
+    from the rest of that window list see 0, as QEMU's unassigned memory.
+    cmdline: the kernel command line fw_cfg hands out (keys 0x14/0x15).
+
+    Interrupts (tests/host/irqchip.py): each function's interrupt_line is set when it
+    is placed, as firmware would (PIRQ_LINES); devices raise INTx with set_intx() and
+    send MSI messages with msi_write()."""
 
     def __init__(self, devices=(), ram_size=8 << 20, dma_base=1 << 20,
-                 strict=True, first_slot=3, host_bridge=True):
+                 strict=True, first_slot=3, host_bridge=True, mmio=(), cmdline=''):
         self.ram = bytearray(ram_size)
         self.ram_size = ram_size
         self.dma_base = dma_base
-        self._dma_next = dma_base
+        self.dma = DmaArea(dma_base, ram_size)      # the allocator (tests read its state)
         self.strict = strict
         self.faults = []
         self.config_address = 0
         self.root = PciBusModel(0)
         self._decode = None
         self.barriers = 0
+        self._intx_asserted = {}    # line -> set of functions asserting it
+        self._irq_setup()
         if host_bridge:
             self.attach(self.root, HostBridge(), 0, 0)
         for item in devices:
             self.add(item, bus=self.root, first_slot=first_slot)
+        self.mmio = []
+        for n, item in enumerate(mmio):
+            base, window = item if isinstance(item, tuple) else (
+                MICROVM_MMIO_BASE + MMIO_WINDOW * n, item)
+            self.add_mmio(window, base)
+        self.fw_cfg = FwCfgModel(cmdline)
+
+    def add_mmio(self, window, base):
+        """Map a virtio-mmio window model at `base`."""
+        window.base = base
+        window.device.machine = self
+        self.mmio.append(window)
+        return window
 
     # -- topology -----------------------------------------------------------------
     def add(self, item, bus=None, first_slot=0):
@@ -68,6 +107,9 @@ class Machine:
     def attach(self, bus, dev, slot, function):
         bus.place(dev, slot, function)
         dev.machine = self
+        pin = dev.config[INTERRUPT_PIN]
+        if pin:
+            dev.config[INTERRUPT_LINE] = PIRQ_LINES[(slot - 1 + pin - 1) & 3]
         if isinstance(dev, PciBridge):
             for item in dev.pending:
                 self.add(item, bus=dev.secondary, first_slot=0)
@@ -162,6 +204,8 @@ class Machine:
     # -- port I/O ---------------------------------------------------------------------
     def _in(self, port, size):
         port &= 0xFFFF
+        if self.fw_cfg.decodes(port):
+            return self.fw_cfg.read(port, size)
         if port == CONFIG_ADDRESS and size == 4:
             return self.config_address
         if CONFIG_DATA <= port and port + size <= CONFIG_DATA + 4:
@@ -175,6 +219,9 @@ class Machine:
     def _out(self, port, size, value):
         port &= 0xFFFF
         value &= (1 << (8 * size)) - 1
+        if self.fw_cfg.decodes(port):
+            self.fw_cfg.write(port, size, value)
+            return
         if port == CONFIG_ADDRESS and size == 4:
             self.config_address = value
             return
@@ -222,8 +269,13 @@ class Machine:
         if addr < 0 or addr + size > FOUR_GIB:
             self._fault('read%d at 0x%x: beyond a 32-bit CPU' % (size * 8, addr))
             return (1 << (8 * size)) - 1
+        w = self._mmio_window(addr, size)
+        if w is not None:
+            return w.read(addr - w.base, size)
         bar, off = self._claim(self._ranges()[1], addr, size)
         if bar is None:
+            if MICROVM_MMIO_BASE <= addr < MICROVM_MMIO_END:
+                return 0            # an unused slot of the window list reads 0
             self._fault('read%d from unmapped address 0x%x' % (size * 8, addr))
             return (1 << (8 * size)) - 1
         if size == 8:
@@ -235,6 +287,10 @@ class Machine:
         if addr < 0 or addr + size > FOUR_GIB:
             self._fault('write%d 0x%x at 0x%x: beyond a 32-bit CPU' % (size * 8, value, addr))
             return
+        w = self._mmio_window(addr, size)
+        if w is not None:
+            w.write(addr - w.base, size, value)
+            return
         bar, off = self._claim(self._ranges()[1], addr, size)
         if bar is None:
             self._fault('write%d 0x%x to unmapped address 0x%x' % (size * 8, value, addr))
@@ -244,6 +300,12 @@ class Machine:
             bar.handler.write(off + 4, 4, value >> 32)
             return
         bar.handler.write(off, size, value)
+
+    def _mmio_window(self, addr, size):
+        for w in self.mmio:
+            if w.base <= addr and addr + size <= w.base + w.size:
+                return w
+        return None
 
     def read8(self, addr):
         return self._mread(addr, 1)
@@ -275,6 +337,7 @@ class Machine:
         return bytes(self._mmio_read(addr + i, 1) for i in range(n))
 
     def write(self, addr, data):
+        data = memoryview(data).cast('B')       # any bytes-like object, counted in bytes
         n = len(data)
         if 0 <= addr and addr + n <= self.ram_size:
             self.ram[addr:addr + n] = data
@@ -284,15 +347,12 @@ class Machine:
 
     # -- DMA memory ----------------------------------------------------------------------
     def dma_alloc(self, size, align=4096):
-        if align <= 0 or align & (align - 1):
-            raise ValueError('align must be a power of two')
-        base = (self._dma_next + align - 1) & ~(align - 1)
-        if base + size > self.ram_size:
-            raise MemoryError('DMA area exhausted: %d bytes wanted, %d left'
-                              % (size, self.ram_size - self._dma_next))
-        self._dma_next = base + size
+        base = self.dma.alloc(size, align)
         self.ram[base:base + size] = bytes(size)
         return base
+
+    def dma_free(self, addr):
+        self.dma.free(addr)
 
     def bytearray_at(self, addr, n):
         if not (0 <= addr and addr + n <= self.ram_size):
@@ -312,6 +372,34 @@ class Machine:
             raise BusFault('device DMA write of %d bytes at 0x%x outside RAM' % (n, addr))
         self.ram[addr:addr + n] = data
 
+    # -- interrupts, the devices' side ----------------------------------------------------
+    def set_intx(self, dev, asserted):
+        """A function asserts or releases its INTx pin (level triggered, wired-OR)."""
+        line = dev.config[INTERRUPT_LINE]
+        holders = self._intx_asserted.setdefault(line, set())
+        if asserted:
+            holders.add(dev)
+        else:
+            holders.discard(dev)
+        self._irq_line(line, 1 if holders else 0)
+
+    def msi_write(self, address, data):
+        """A device's MSI write: to the APIC window it is an interrupt, elsewhere a
+        plain memory write (as on a PC)."""
+        if address & MSI_WINDOW == MSI_ADDRESS:
+            self._irq_vector(data & 0xFF)
+        else:
+            self.dma_write(address, (data & 0xFFFFFFFF).to_bytes(4, 'little'))
+
+    def _irq_msi_address(self, vector):
+        return MSI_ADDRESS
+
+    def _irq_poll(self):
+        self.idle()
+
+    def _irq_nap(self):
+        time.sleep(0.0005)
+
     # -- ordering and time --------------------------------------------------------------------
     def barrier(self):
         self.barriers += 1
@@ -319,7 +407,7 @@ class Machine:
     def idle(self):
         """Let devices with deferred work make progress (called whenever the
         driver looks at the clock, i.e. while it waits)."""
-        for dev in self.all_functions():
+        for dev in self.all_functions() + self.mmio:
             tick = getattr(dev, 'tick', None)
             if tick is not None:
                 tick()
@@ -342,3 +430,40 @@ def _inside(windows, kind, base, size):
         if wkind == kind and wbase <= base and base + size - 1 <= wlimit:
             return True
     return False
+
+
+class FwCfgModel:
+    """QEMU's fw_cfg I/O interface (docs/specs/fw_cfg.rst), just the items
+    a driver here reads: the signature and the kernel command line."""
+
+    SIGNATURE, CMDLINE_SIZE, CMDLINE_DATA = 0x00, 0x14, 0x15
+
+    def __init__(self, cmdline=''):
+        self.cmdline = cmdline
+        self.key = 0
+        self.pos = 0
+
+    def decodes(self, port):
+        return port in (FW_CFG_PORT_SEL, FW_CFG_PORT_DATA)
+
+    def _item(self):
+        data = self.cmdline.encode() + b'\0' if self.cmdline else b''
+        if self.key == self.SIGNATURE:
+            return b'QEMU'
+        if self.key == self.CMDLINE_SIZE:
+            return len(data).to_bytes(4, 'little')
+        if self.key == self.CMDLINE_DATA:
+            return data
+        return b''
+
+    def read(self, port, size):
+        if port != FW_CFG_PORT_DATA or size != 1:
+            return 0
+        item = self._item()
+        v = item[self.pos] if self.pos < len(item) else 0
+        self.pos += 1
+        return v
+
+    def write(self, port, size, value):
+        if port == FW_CFG_PORT_SEL:
+            self.key, self.pos = value, 0

@@ -17,11 +17,24 @@ Misbehaviours, one knob each (`misbehave=` or set `.misbehave` later):
   'needs_reset'        a notification sets DEVICE_NEEDS_RESET, nothing runs
   'garbage_config'     device config reads as all ones
   'stuck_reset'        device_status never reads 0 after a reset
+  'irq_storm'          every MSI-X message is sent IRQ_STORM times; INTx stays
+                       asserted after the ISR read
+  'empty_irq'          a notification raises a queue interrupt before anything is
+                       in the used ring
+  'no_irq'             no interrupt at all (the driver's deadline must end its wait)
+  'refuse_msix'        config_msix_vector / queue_msix_vector read back NO_VECTOR
+
+Interrupts (4.1.4.5, 4.1.4.8): with MSI-X enabled an event sends the message of the
+table entry its vector register names (none for NO_VECTOR; a masked entry sets its
+pending bit and is sent when unmasked); otherwise INTx is asserted (unless the command
+register's INTx disable bit is set) until the ISR status is read. Used-buffer events
+follow the ring's notification suppression (rings.py: push() says whether to notify).
 """
 
 import random
 import struct
 
+from tests.host.models.interrupts import IRQ_STORM, Interrupting, MsixTable  # noqa: F401
 from tests.host.models.pci import PciDevice, RamBacked
 from tests.host.models.rings import Dma, PackedRing, RingError, SplitRing
 
@@ -120,7 +133,7 @@ class _Legacy:
         self.model.legacy_write(off, size, value)
 
 
-class VirtioPciModel(PciDevice):
+class VirtioPciModel(Interrupting, PciDevice):
     """A VirtIO PCI function. mode: 'legacy' (legacy-only, like QEMU's
     disable-modern=on), 'transitional' (QEMU's default) or 'modern'
     (disable-legacy=on). features: device-specific bits offered (the shared
@@ -183,7 +196,8 @@ class VirtioPciModel(PciDevice):
         self._state_reset()
         # BAR1: the MSI-X table and PBA (as QEMU). Vectors: queues + config.
         nvec = msix_vectors if msix_vectors is not None else len(queue_sizes) + 1
-        self.msix = RamBacked(0x1000)
+        self.msix = MsixTable(self)
+        self.msix_vectors = nvec
         self.add_bar(1, 0x1000, 'mem32', handler=self.msix)
         if mode != 'modern':
             size = 32
@@ -232,6 +246,8 @@ class VirtioPciModel(PciDevice):
         self.legacy_in_use = False
         for q in self.queues:
             q.reset()
+        if getattr(self, 'machine', None) is not None:
+            self.machine.set_intx(self, False)
 
     # -- helpers for tests -------------------------------------------------------
     @property
@@ -249,11 +265,13 @@ class VirtioPciModel(PciDevice):
         self.config_generation = (self.config_generation + 1) & 0xFF
         self.isr |= 2
         self.config_interrupts += 1
+        self.interrupt(self.config_msix_vector)
 
     def set_needs_reset(self):
         self.status |= DEVICE_NEEDS_RESET
         self.isr |= 2
         self.config_interrupts += 1
+        self.interrupt(self.config_msix_vector)
 
     def _error(self, msg):
         """A driver bug the device noticed: log it and stop (QEMU marks the
@@ -329,9 +347,7 @@ class VirtioPciModel(PciDevice):
         if COMMON_OFF <= off < COMMON_OFF + REGION_SIZE:
             return self.common_read(off - COMMON_OFF, size)
         if ISR_OFF <= off < ISR_OFF + REGION_SIZE:
-            v = self.isr
-            self.isr = 0            # reading ISR status clears it (4.1.4.5)
-            return v
+            return self._read_isr()
         if DEVICE_OFF <= off < DEVICE_OFF + REGION_SIZE:
             return self.device_config_read(off - DEVICE_OFF, size)
         return 0
@@ -412,7 +428,7 @@ class VirtioPciModel(PciDevice):
         elif name == 'device_status':
             self.write_status(value)
         elif name == 'config_msix_vector':
-            self.config_msix_vector = value
+            self.config_msix_vector = self._vector_written(value)
         elif name in ('device_feature', 'num_queues', 'config_generation',
                       'queue_notify_off', 'queue_notify_data'):
             self.errors.append('driver wrote read-only %s' % name)
@@ -431,7 +447,7 @@ class VirtioPciModel(PciDevice):
             else:
                 self._enable_queue(q)
         elif name == 'queue_msix_vector':
-            q.msix_vector = value
+            q.msix_vector = self._vector_written(value)
         elif name == 'queue_reset':
             pass
         else:
@@ -493,9 +509,7 @@ class VirtioPciModel(PciDevice):
         if off == 0x12 and size == 1:
             return self.read_status()
         if off == 0x13 and size == 1:
-            v = self.isr
-            self.isr = 0
-            return v
+            return self._read_isr()
         if off == 0x14 and size == 2 and base == 0x18:
             return self.config_msix_vector
         if off == 0x16 and size == 2 and base == 0x18:
@@ -533,10 +547,10 @@ class VirtioPciModel(PciDevice):
         elif off == 0x12 and size == 1:
             self.write_status(value)
         elif off == 0x14 and size == 2 and base == 0x18:
-            self.config_msix_vector = value
+            self.config_msix_vector = self._vector_written(value)
         elif off == 0x16 and size == 2 and base == 0x18:
             if q:
-                q.msix_vector = value
+                q.msix_vector = self._vector_written(value)
         else:
             self.errors.append('legacy write 0x%x at 0x%x width %d' % (value, off, size))
 
@@ -586,6 +600,9 @@ class VirtioPciModel(PciDevice):
         if q.ring is None:
             self.errors.append('queue %d notified before it was set up' % index)
             return
+        if self.misbehave == 'empty_irq':
+            self.isr |= 1
+            self.interrupt(q.msix_vector)
         if self.completion == 'lazy':
             return              # looks at the ring only in complete()
         self.process(q)
@@ -665,6 +682,7 @@ class VirtioPciModel(PciDevice):
             if notify:
                 q.interrupts += 1
                 self.isr |= 1
+                self.interrupt(q.msix_vector)
 
     def handle(self, queue, req):
         """Serve one request (subclasses override). The generic device

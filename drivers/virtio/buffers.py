@@ -1,0 +1,30 @@
+# What a driver accepts as a buffer: any object with the buffer protocol
+# (bytes, bytearray, memoryview, array of any typecode), counted in bytes,
+# never in elements. Anything else, and str (text has no byte layout of its
+# own), is refused with a TypeError that names the type.
+
+
+def byte_length(buf, what):
+    """The length in bytes of `buf`, or TypeError naming its type."""
+    if isinstance(buf, (bytes, bytearray)):
+        return len(buf)
+    if isinstance(buf, str):
+        raise TypeError('%s: a str is not a buffer of bytes (encode it first)' % what)
+    try:
+        view = memoryview(buf)
+    except TypeError:
+        raise TypeError('%s: a %s is not a buffer (bytes, bytearray, memoryview or array)'
+                        % (what, type(buf).__name__))
+    n = len(view)
+    if n:
+        n *= len(bytes(view[:1]))       # the item size, the same way on MicroPython
+    return n
+
+
+def byte_view(buf):
+    """A memoryview of buf's bytes, for slicing by byte offsets (the bounce
+    copies of the host; memory on the target is reached by address)."""
+    view = memoryview(buf)
+    if hasattr(view, 'cast') and view.format != 'B':
+        view = view.cast('B')
+    return view
