@@ -107,7 +107,6 @@ $(DISK):
 CHECK_SCRIPT = if [ -n "$(SCRIPT)" ] && [ ! -f "$(SCRIPT)" ]; then echo "run: SCRIPT=$(SCRIPT): no such file"; exit 1; fi
 run: build $(DISK)
 	@$(CHECK_SCRIPT)
-	@echo "(status page: import webstatus; webstatus.serve(80) in the guest, then http://127.0.0.1:$(WEB_PORT)/)"
 	@tools/run -- $(if $(VHOST),.venv/bin/python tools/vhost-run.py $(VHOST) $(VHOST_ARGS) --) $(QEMU) $(QEMU_ARGS)
 
 # `tools/run VAR=value ...` gets its command line here: one NUL-ended word each.
