@@ -58,7 +58,7 @@ help:
 	@echo "make setup    install what is missing (apt packages, .venv, MicroPython source)"
 	@echo "make bench    run bench/run.py"
 	@echo "make clean    remove build products (keeps the downloaded source)"
-	@echo "options: QEMU= ACCEL=tcg|kvm MACHINE=pc|q35|microvm MEM=<MiB> SCRIPT=file.py SERIAL=pty DISK= DEVICES= QEMU_EXTRA= PYTEST_ARGS="
+	@echo "options: QEMU= ACCEL=tcg|kvm MACHINE=pc|q35|microvm MEM=<MiB> SCRIPT=file.py SERIAL=pty DISK= DEVICES= WEB_PORT= QEMU_EXTRA= PYTEST_ARGS="
 	@echo "         VHOST=rng|blk|net (that device in Python over vhost-user, docs/vhost-user.md) VHOST_ARGS=\"--seed 1\""
 	@echo "         SAFE=1 (do not run boot.py/main.py from the disk)"
 
@@ -104,10 +104,12 @@ $(IMAGE): $(PORT_INPUTS) $(BUILD)/x86_virt/inputs.list $(MPY_STAMP) $(FATFS_STAM
 # networking, a virtio console (its host end: the socket below), virtio-rng.
 # On microvm they are virtio-mmio devices (virtio-blk-device, ...), elsewhere PCI.
 VCON_SOCKET ?= $(BUILD)/virtconsole.sock
+# The host port forwarded to the guest's port 80, where `webstatus.serve(80)` serves.
+WEB_PORT ?= 8080
 VIRTIO_BUS = $(if $(filter microvm%,$(MACHINE)),device,pci)
 DEVICES ?= \
 	-drive file=$(DISK),format=raw,if=none,id=disk0 -device virtio-blk-$(VIRTIO_BUS),drive=disk0 \
-	-netdev user,id=net0 -device virtio-net-$(VIRTIO_BUS),netdev=net0 \
+	-netdev user,id=net0,hostfwd=tcp:127.0.0.1:$(WEB_PORT)-:80 -device virtio-net-$(VIRTIO_BUS),netdev=net0 \
 	-device virtio-serial-$(VIRTIO_BUS) \
 	-chardev socket,id=vcon0,path=$(VCON_SOCKET),server=on,wait=off \
 	-device virtconsole,chardev=vcon0 \

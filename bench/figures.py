@@ -1,7 +1,10 @@
-"""Figures both guests share: UDP echo from the host side, ping replies, the written range."""
+"""Figures both guests share: UDP echo and TCP from the host side, ping replies, the
+written range."""
 import os
+import time
 
 import netclient
+import tcpclient
 import pattern
 import workloads as W
 
@@ -44,3 +47,36 @@ def check_written(disk, w, results):
     if bad:
         results[w.name] = {'value': None, 'error': 'image check after power-off: %d bad sectors, '
                            'first %d' % (len(bad), bad[0])}
+
+
+TCP_NAMES = ('tcp_rx', 'tcp_tx', 'http_rps')
+
+
+def tcp(q, ports, sink, results, linux=False, timeout=180):
+    """Run the host side of the TCP workloads against a guest whose server printed
+    TCP READY (see tcpclient); fill results for tcp_rx, tcp_tx and http_rps."""
+    n = W.TCP_BYTES
+    data = tcpclient.pattern(n)
+    t0 = tcpclient.send_bulk(ports['rx'], data, timeout)
+    secs = time.monotonic() - t0
+    m, _ = q.expect(rb'RESULT op=tcprx bytes=(\d+)\r?\n', timeout)   # the whole line
+    got = int(m.group(1))
+    results['tcp_rx'] = {'value': n / secs / 1e6 if got == n else None,
+                         'error': None if got == n else 'guest got %d of %d bytes' % (got, n),
+                         'detail': {'bytes': got, 'seconds': secs}}
+    r = sink.receive(n, timeout)
+    ok = r['bytes'] == n and not r['bad']
+    results['tcp_tx'] = {'value': n / r['seconds'] / 1e6 if ok else None,
+                         'error': None if ok else 'host got %d of %d bytes, %d wrong' % (
+                             r['bytes'], n, r['bad']), 'detail': r}
+    q.expect(rb'TCPTX DONE', timeout)
+    if not tcpclient.wait_http(ports['http']):
+        results['http_rps'] = {'value': None, 'error': 'the HTTP server did not answer'}
+    else:
+        h = tcpclient.http_rate(ports['http'], W.SECONDS)
+        ok = h['bad'] == 0 and h['ok'] > 0
+        results['http_rps'] = {'value': h['per_s'] if ok else None, 'detail': h,
+                               'error': None if ok else '%d failed requests' % h['bad']}
+    if linux:
+        tcpclient.quit(ports['quit'])
+    q.expect(rb'HTTPD DONE', 60)

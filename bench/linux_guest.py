@@ -11,6 +11,7 @@ import figures
 import linuxref
 import netclient
 import qemu
+import tcpclient
 import workloads as W
 
 KERNEL_CMDLINE = 'console=ttyS0 quiet panic=-1'
@@ -18,7 +19,25 @@ KERNEL_CMDLINE = 'console=ttyS0 quiet panic=-1'
 SCHEDULER = os.environ.get('BENCH_LINUX_SCHEDULER', 'none')
 
 
-def script(selected):
+def tcp_script(sink_port):
+    """The TCP workloads (bench/tcpclient.py): busybox nc counts what the host sends, sends
+    zeros to the host's sink, busybox httpd serves the same 1 KiB page as ours."""
+    return [
+        'echo "@@ tcp_server"',
+        'mkdir -p /www',
+        'i=0; while [ $i -lt 63 ]; do printf 0123456789abcdef; i=$((i+1)); done > /www/1k',
+        "printf '0123456789abcd\\r\\n' >> /www/1k",
+        'httpd -p %d -h /www' % tcpclient.HTTP_GUEST_PORT,
+        'echo "TCP READY"',
+        'echo "RESULT op=tcprx bytes=$(nc -l -p %d | wc -c)"' % tcpclient.RX_GUEST_PORT,
+        'dd if=/dev/zero bs=65536 count=%d 2>/dev/null | nc 10.0.2.2 %d'
+        % (W.TCP_BYTES // 65536, sink_port),
+        'echo "TCPTX DONE"',
+        'nc -l -p %d > /dev/null' % tcpclient.QUIT_GUEST_PORT,
+        'echo "HTTPD DONE"']
+
+
+def script(selected, sink_port=None):
     lines = ['echo %s > /sys/block/vda/queue/scheduler' % SCHEDULER]
     for w in selected:
         p = w.params
@@ -35,6 +54,8 @@ def script(selected):
     lines += fs_script([w for w in selected if w.kind == 'fs'])
     if any(w.kind == 'udp' for w in selected):
         lines += ['echo "@@ udp_server"', 'bhelper udpecho %d' % qemu.UDP_GUEST_PORT]
+    if sink_port is not None and any(w.kind == 'tcp' for w in selected):
+        lines += tcp_script(sink_port)
     return '\n'.join(lines) + '\n'
 
 
@@ -72,12 +93,24 @@ def run(info, master_disk, work_dir, selected, timeout=150, log=print, machine='
         return {w.name: {'value': None, 'error': why, 'na': True} for w in selected}
     disk = os.path.join(work_dir, 'linux-disk.img')
     shutil.copyfile(master_disk, disk)
-    initrd = linuxref.with_script(info['initramfs'], script(selected),
+    tcp = any(w.kind == 'tcp' for w in selected)
+    ports = qemu.tcp_forwards() if tcp else None
+    sink = tcpclient.Sink() if tcp else None
+    try:
+        return _run(info, disk, work_dir, selected, timeout, log, machine, ports, sink)
+    finally:
+        if sink is not None:
+            sink.close()
+
+
+def _run(info, disk, work_dir, selected, timeout, log, machine, ports, sink):
+    initrd = linuxref.with_script(info['initramfs'], script(selected, sink and sink.port),
                                   os.path.join(work_dir, 'linux-initrd.cpio'))
     port = qemu.free_udp_port()
     fs_selected = [w for w in selected if w.kind == 'fs']
     fs_disk = fs_selected and qemu.make_fs_disk(os.path.join(work_dir, 'linux-fs.img'), W.FS_DISK_BYTES)
-    args = (qemu.machine_flags(machine) + qemu.devices(disk, port, machine, fs_disk or None) +
+    args = (qemu.machine_flags(machine) +
+            qemu.devices(disk, port, machine, fs_disk or None, ports and qemu.tcp_fwd_map(ports)) +
             ['-kernel', info['kernel'], '-initrd', initrd, '-append', KERNEL_CMDLINE])
     results = {}
     with qemu.Qemu(args, timeout) as q:
@@ -90,6 +123,9 @@ def run(info, master_disk, work_dir, selected, timeout=150, log=print, machine='
             figures.udp(port, results)
             if not netclient.quit(port):
                 log('linux: the echo server did not stop')
+        if ports is not None:
+            q.expect(rb'TCP READY')
+            figures.tcp(q, ports, sink, results, linux=True)
         q.expect(rb'BENCH DONE')
         q.wait_exit(30)
         text = q.output()

@@ -37,7 +37,8 @@ FS_MODULES = ['vfat', 'nls_cp437', 'nls_utf8', 'nls_iso8859_1', 'nls_ascii']
 
 # busybox applets the scripts call, linked into /bin.
 APPLETS = ['sh', 'mount', 'insmod', 'ip', 'ping', 'poweroff', 'cat', 'echo', 'cut', 'sleep',
-           'usleep', 'ls', 'grep', 'dd', 'sync', 'uname', 'head', 'sed', 'nc', 'true']
+           'usleep', 'ls', 'grep', 'dd', 'sync', 'uname', 'head', 'sed', 'nc', 'true',
+           'wc', 'mkdir', 'printf', 'httpd']
 
 INIT = r'''#!/bin/sh
 export PATH=/bin

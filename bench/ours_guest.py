@@ -11,6 +11,7 @@ import shutil
 
 import figures
 import qemu
+import tcpclient
 import workloads as W
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -154,13 +155,50 @@ def run(image, master_disk, work_dir, selected, timeout=240, log=print, machine=
     port = qemu.free_udp_port()
     fs_selected = [w for w in selected if w.kind == 'fs']
     fs_disk = fs_selected and qemu.make_fs_disk(os.path.join(work_dir, 'ours-fs.img'), W.FS_DISK_BYTES)
-    args = (qemu.machine_flags(machine) + qemu.devices(disk, port, machine, fs_disk or None)
-            + ['-kernel', image])
+    tcp = any(w.kind == 'tcp' for w in selected)
+    ports = qemu.tcp_forwards() if tcp else None
+    sink = tcpclient.Sink() if tcp else None
+    args = (qemu.machine_flags(machine) +
+            qemu.devices(disk, port, machine, fs_disk or None, ports and qemu.tcp_fwd_map(ports)) +
+            ['-kernel', image])
     results = {}
     if fs_selected and not fs_disk:
         results.update(na_all(fs_selected, 'no FAT disk (mformat missing)'))
         fs_selected = []
     texts = []
+    try:
+        _run_guest(args, timeout, selected, machine, port, ports, sink, results, texts,
+                   fs_selected)
+    finally:
+        if sink is not None:
+            sink.close()
+    return collect(results, '\n'.join(texts), selected, disk, fs_disk)
+
+
+def _tcp(repl, q, ports, sink, results, texts):
+    out, err = repl.run(guest_source('ours_tcp.py'))
+    texts.append(out)
+    repl.start('tcp_server(st, %d, %d, %d, %d)' % (tcpclient.RX_GUEST_PORT, sink.port,
+                                                    W.TCP_BYTES, tcpclient.HTTP_GUEST_PORT))
+    m, _ = q.expect(rb'TCP READY|NA ([^\r\n]*)\r?\n', 60)
+    if m.group(0) == b'TCP READY':
+        try:
+            figures.tcp(q, ports, sink, results)
+        except (OSError, qemu.Timeout) as e:
+            for name in figures.TCP_NAMES:
+                results.setdefault(name, {'value': None, 'error': 'TCP run failed: %s' % e})
+            return                        # the guest may be stuck: QEMU is killed anyway
+    else:
+        for name in figures.TCP_NAMES:
+            results[name] = {'value': None, 'error': m.group(1).decode().strip(), 'na': True}
+    out, err = repl.finish(120)
+    if err:
+        why = 'guest raised %s' % err.strip().splitlines()[-1]
+        for name in figures.TCP_NAMES:
+            results.setdefault(name, {'value': None, 'error': why})
+
+
+def _run_guest(args, timeout, selected, machine, port, ports, sink, results, texts, fs_selected):
     with qemu.Qemu(args, timeout) as q:
         _, t_ready = q.expect(re.escape(READY), 60)
         results[W.boot_name(machine)] = boot_figure(q.output(), t_ready)
@@ -182,7 +220,7 @@ def run(image, master_disk, work_dir, selected, timeout=240, log=print, machine=
             else:
                 for w in fs_selected:
                     texts.append(run_workload(repl, w))
-        needs_net = [w for w in selected if w.kind in ('ping', 'udp')]
+        needs_net = [w for w in selected if w.kind in ('ping', 'udp', 'tcp')]
         if needs_net:
             out, err = repl.run(guest_source('ours_net.py') + '\nst = make_stack()\n')
             texts.append(out)
@@ -203,12 +241,13 @@ def run(image, master_disk, work_dir, selected, timeout=240, log=print, machine=
                 # The server's own "@@ udp_server" line was read by the expect above:
                 # put it back, or its RESULT would land in the workload before it.
                 texts.append('@@ udp_server\n' + out)
+            if ports is not None:
+                _tcp(repl, q, ports, sink, results, texts)
         repl.start('import x86\nx86.poweroff()\n')
         try:
             q.wait_exit(10)
         except qemu.Timeout:
             pass
-    return collect(results, "\n".join(texts), selected, disk, fs_disk)
 
 
 def collect(results, text, selected, disk, fs_disk=None):

@@ -37,17 +37,21 @@ def machine_flags(machine='pc'):
     return MACHINE_FLAGS[:i + 1] + [MICROVM + ',acpi=off'] + MACHINE_FLAGS[i + 2:]
 
 
-def devices(disk, udp_host_port, machine='pc', fs_disk=None):
+def devices(disk, udp_host_port, machine='pc', fs_disk=None, tcp_fwd=None):
     """The four virtio devices, the same for both guests (net's iPXE ROM is left out);
     virtio-mmio ones (-device virtio-*-device) on microvm; with fs_disk, a second
-    virtio-blk disk for the file workloads (FAT, made on the host)."""
+    virtio-blk disk for the file workloads (FAT, made on the host). tcp_fwd: {host
+    port: guest port} forwarded too (the TCP workloads)."""
     bus, rom = ('device', '') if machine == MICROVM else ('pci', ',romfile=')
     packed = ',packed=on' if machine == PC_PACKED else ''
     fs = ['-drive', 'file=%s,format=raw,if=none,id=disk1' % fs_disk,
           '-device', 'virtio-blk-%s,drive=disk1,serial=benchfs' % bus] if fs_disk else []
+    fwd = ''.join([',hostfwd=tcp:127.0.0.1:%d-:%d' % (h, g)
+                   for h, g in sorted((tcp_fwd or {}).items())])
     return ['-drive', 'file=%s,format=raw,if=none,id=disk0' % disk,
             '-device', 'virtio-blk-%s,drive=disk0,serial=benchdisk%s' % (bus, packed)] + fs + [
-            '-netdev', 'user,id=net0,hostfwd=udp:127.0.0.1:%d-:%d' % (udp_host_port, UDP_GUEST_PORT),
+            '-netdev', 'user,id=net0,hostfwd=udp:127.0.0.1:%d-:%d%s' % (
+                udp_host_port, UDP_GUEST_PORT, fwd),
             '-device', 'virtio-net-%s,netdev=net0%s%s' % (bus, rom, packed),
             '-device', 'virtio-serial-%s' % bus,
             '-chardev', 'null,id=vcon0', '-device', 'virtconsole,chardev=vcon0',
@@ -74,6 +78,26 @@ def free_udp_port():
         return s.getsockname()[1]
     finally:
         s.close()
+
+
+def free_tcp_port():
+    s = socket.socket()
+    try:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def tcp_forwards():
+    """{'rx', 'http', 'quit': a free host port each} for the guest ports of tcpclient."""
+    return {'rx': free_tcp_port(), 'http': free_tcp_port(), 'quit': free_tcp_port()}
+
+
+def tcp_fwd_map(ports):
+    import tcpclient
+    return {ports['rx']: tcpclient.RX_GUEST_PORT, ports['http']: tcpclient.HTTP_GUEST_PORT,
+            ports['quit']: tcpclient.QUIT_GUEST_PORT}
 
 
 class Timeout(Exception):

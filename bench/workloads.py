@@ -18,6 +18,7 @@ UDP_RTT_COUNT = int(os.environ.get('BENCH_UDP_COUNT', '200'))
 UDP_RATE_COUNT = int(os.environ.get('BENCH_UDP_RATE_COUNT', '2000'))
 UDP_WINDOW = 16
 UDP_SIZES = (16, 64, 256, 512, 1024, 1400)
+TCP_BYTES = int(os.environ.get('BENCH_TCP_MIB', '8')) * MiB
 
 # The file workloads (docs/files.md): a fresh FAT disk of its own (mformat on the host,
 # the same for both guests), ours through VfsFat, Linux's through vfat.
@@ -67,6 +68,11 @@ WORKLOADS = [
     Workload('udp_rtt', 'UDP echo via hostfwd, median RTT', 'ms', LOWER, 'udp'),
     Workload('udp_rtt_p99', 'UDP echo via hostfwd, p99 RTT', 'ms', LOWER, 'udp'),
     Workload('udp_rate', 'UDP echo via hostfwd, window 16', 'dgram/s', HIGHER, 'udp'),
+    Workload('tcp_rx', 'TCP bulk host->guest via hostfwd', 'MB/s', HIGHER, 'tcp',
+             bytes=TCP_BYTES),
+    Workload('tcp_tx', 'TCP bulk guest->host (10.0.2.2)', 'MB/s', HIGHER, 'tcp',
+             bytes=TCP_BYTES),
+    Workload('http_rps', 'HTTP GET 1 KiB, new connection each', 'req/s', HIGHER, 'tcp'),
 ]
 
 

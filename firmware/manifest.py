@@ -27,3 +27,6 @@ module("random.py")
 # setup.py or pyproject.toml, so pip cannot fetch them, and their json needs `re`).
 module("json.py")
 module("binascii.py")
+# MicroPython's socket and select over drivers/inet (inet/sockets.py).
+module("socket.py")
+module("select.py")

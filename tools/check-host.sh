@@ -34,6 +34,8 @@ command -v socat >/dev/null 2>&1 || missing+=(socat)
 # build and check images (mcopy, fsck.fat).
 command -v mformat >/dev/null 2>&1 || missing+=(mtools)
 command -v fsck.fat >/dev/null 2>&1 || [ -x /usr/sbin/fsck.fat ] || [ -x /sbin/fsck.fat ] || missing+=(dosfstools)
+# Headless Chromium draws the guest's status page in tests/qemu/test_tcp.py.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -25,12 +25,16 @@
  *
  * The file workloads' data (bench/guest/ours_fs.py writes the same): chunk k of BS bytes
  * starts with k (u32) and FILE_MAGIC; byte i >= 8 of every chunk is (i * 7 + 0x33) & 0xff.
+ *   bhelper tcpecho HOST PORT BYTES SEED   (a client: sends BYTES of a seeded stream to an
+ *       echo server, checks every byte that comes back; tests/qemu/test_tcp_peer.py)
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/aio_abi.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -452,6 +456,100 @@ static int cmd_fsfiles(int argc, char **argv)
     return bad ? 1 : 0;
 }
 
+/* The stream tcpecho sends: the high byte of a 32-bit LCG (Numerical Recipes constants). */
+static unsigned char stream_byte(uint32_t *state)
+{
+    *state = *state * 1664525u + 1013904223u;
+    return (unsigned char)(*state >> 24);
+}
+
+static int connect_retry(const char *host, int port, int seconds)
+{
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, host, &a.sin_addr) != 1)
+        return -1;
+    for (int i = 0; i < seconds * 10; i++) {
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        if (s >= 0 && connect(s, (struct sockaddr *)&a, sizeof(a)) == 0)
+            return s;
+        if (s >= 0)
+            close(s);
+        usleep(100000);       /* the server's guest may still be booting */
+    }
+    return -1;
+}
+
+/* Send BYTES of the seeded stream while reading the echo; compare every byte. */
+static int cmd_tcpecho(int argc, char **argv)
+{
+    if (argc < 6) {
+        fprintf(stderr, "usage: bhelper tcpecho HOST PORT BYTES SEED\n");
+        return 2;
+    }
+    uint64_t total = strtoull(argv[4], NULL, 0);
+    uint32_t tx_state = (uint32_t)strtoul(argv[5], NULL, 0), rx_state = tx_state;
+    int s = connect_retry(argv[2], atoi(argv[3]), 120);
+    if (s < 0) {
+        fprintf(stderr, "bhelper: connect %s:%s: %s\n", argv[2], argv[3], strerror(errno));
+        return 2;
+    }
+    fcntl(s, F_SETFL, fcntl(s, F_GETFL) | O_NONBLOCK);
+    static unsigned char out[16384], in[16384];
+    size_t out_len = 0, out_off = 0;
+    uint64_t sent = 0, got = 0, bad = 0, t0 = now_ns();
+    int shut = 0, ok = 1;
+    while (got < total) {
+        struct pollfd p = {s, POLLIN | (sent < total ? POLLOUT : 0), 0};
+        int r = poll(&p, 1, 120000);
+        if (r <= 0) {
+            fprintf(stderr, "bhelper: no progress for 120 s\n");
+            ok = 0;
+            break;
+        }
+        if ((p.revents & POLLOUT) && sent < total) {
+            if (out_off == out_len) {
+                out_len = total - sent < sizeof(out) ? (size_t)(total - sent) : sizeof(out);
+                for (size_t i = 0; i < out_len; i++)
+                    out[i] = stream_byte(&tx_state);
+                out_off = 0;
+            }
+            ssize_t n = send(s, out + out_off, out_len - out_off, 0);
+            if (n > 0) {
+                out_off += (size_t)n;
+                sent += (uint64_t)n;
+            }
+        }
+        if (sent == total && !shut) {
+            shutdown(s, SHUT_WR);
+            shut = 1;
+        }
+        if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+            ssize_t n = recv(s, in, sizeof(in), 0);
+            if (n == 0)
+                break;
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EINTR)
+                    continue;
+                fprintf(stderr, "bhelper: recv: %s\n", strerror(errno));
+                ok = 0;
+                break;
+            }
+            for (ssize_t i = 0; i < n; i++)
+                if (in[i] != stream_byte(&rx_state))
+                    bad++;
+            got += (uint64_t)n;
+        }
+    }
+    printf("RESULT op=tcpecho sent=%llu bytes=%llu bad=%llu ns=%llu\n",
+           (unsigned long long)sent, (unsigned long long)got, (unsigned long long)bad,
+           (unsigned long long)(now_ns() - t0));
+    close(s);
+    return ok && !bad && got == total ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -467,6 +565,8 @@ int main(int argc, char **argv)
         return cmd_fsread(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "fsfiles") == 0)
         return cmd_fsfiles(argc, argv);
-    fprintf(stderr, "usage: bhelper read|write|udpecho|fswrite|fsread|fsfiles ...\n");
+    if (argc >= 2 && strcmp(argv[1], "tcpecho") == 0)
+        return cmd_tcpecho(argc, argv);
+    fprintf(stderr, "usage: bhelper read|write|udpecho|fswrite|fsread|fsfiles|tcpecho ...\n");
     return 2;
 }

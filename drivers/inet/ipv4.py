@@ -9,6 +9,7 @@ from inet.checksum import checksum
 VERSION = 4
 HEADER_LEN = 20          # IHL 5: no options
 PROTO_ICMP = 1
+PROTO_TCP = 6
 PROTO_UDP = 17
 DEFAULT_TTL = 64         # RFC 1700 recommends 64
 FLAG_MF = 0x2000         # more fragments

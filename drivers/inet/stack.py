@@ -11,14 +11,14 @@
 #        the `hw` of docs/hardware-interface.md, or the `time` module.
 #
 # Every received frame is counted once in stats['rx_frames'] and then once more: as
-# rx_arp, rx_icmp or rx_udp when it was used, or in drops[reason] when it was not.
+# rx_arp, rx_icmp, rx_udp or rx_tcp when it was used, or in drops[reason] when it was not.
 # Malformed input never raises. Replies the stack sends on its own (ARP, ping, UDP echo)
 # that the link refuses with OSError are counted in stats['tx_errors'], like a lost frame;
 # what the caller sends (sendto, ping, dhcp) raises the link's OSError to the caller.
 
 import struct
 
-from inet import arp, dhcp, ethernet, icmp, ipv4, udp
+from inet import arp, dhcp, ethernet, icmp, ipv4, tcp, udp
 from inet.addr import (ANY, LIMITED_BROADCAST, ip_addr, ip_ntoa, mac_ntoa, prefix_len,
                        same_subnet, subnet_broadcast)
 from inet.checksum import checksum, checksum_acc
@@ -63,11 +63,16 @@ DROP_REASONS = (
     "bad_checksum",         # IPv4 header, ICMP or UDP checksum wrong
     "fragment",             # IPv4 fragments: no reassembly here
     "bad_address",          # a broadcast or multicast source address
-    "unknown_protocol",     # an IPv4 protocol other than ICMP and UDP
+    "unknown_protocol",     # an IPv4 protocol other than ICMP, UDP and TCP
     "unsupported_icmp",     # an ICMP type other than echo request and reply
     "unexpected_reply",     # an echo reply that matches no outstanding ping
     "no_port",              # UDP to a port nobody bound
     "queue_full",           # UDP to a socket whose queue is full
+    "bad_offset",           # TCP data offset under 5 words or past the segment
+    "bad_options",          # TCP options running past the header, or malformed
+    "bad_port",             # TCP port 0
+    "out_of_window",        # TCP segment outside the receive window (RFC 9293 3.10.7.4)
+    "backlog_full",         # TCP SYN to a listening port whose backlog is full
 )
 
 
@@ -101,11 +106,13 @@ class Stack:
         self._bcast = LIMITED_BROADCAST
         self.stats = {}
         for k in ("rx_frames", "rx_bytes", "tx_frames", "tx_bytes", "rx_arp", "rx_icmp",
-                  "rx_udp", "tx_arp", "tx_icmp", "tx_udp", "tx_errors", "echo_refused"):
+                  "rx_udp", "tx_arp", "tx_icmp", "tx_udp", "tx_errors", "echo_refused",
+                  "rx_tcp", "tx_tcp"):
             self.stats[k] = 0
         self.drops = {}
         for k in DROP_REASONS:
             self.drops[k] = 0
+        self.tcp = tcp.Tcp(self)
         if ip is not None:
             self.configure(ip, mask, gateway, dns)
 
@@ -175,6 +182,8 @@ class Stack:
             if n >= POLL_BUDGET:
                 break
             frame = link.recv(0)
+        if self.tcp.conns:
+            self.tcp.service()
         return n
 
     def input(self, frame):
@@ -275,6 +284,12 @@ class Stack:
             return self._udp_input(frame, start, end, unicast)
         if proto == ipv4.PROTO_ICMP:
             return self._icmp_input(frame, start, end, unicast)
+        if proto == ipv4.PROTO_TCP:
+            reason = self.tcp.input(frame, start, end, unicast)
+            if reason is not None:
+                return self._drop(reason)
+            self.stats["rx_tcp"] += 1
+            return
         return self._drop("unknown_protocol")
 
     def _icmp_input(self, frame, start, end, unicast):

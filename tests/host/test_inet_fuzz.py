@@ -27,7 +27,7 @@ class Rig:
     def feed(self, frame):
         self.stack.input(frame)             # must not raise, whatever the frame
         st = self.stack.stats
-        assert st["rx_frames"] == st["rx_arp"] + st["rx_icmp"] + st["rx_udp"] + \
+        assert st["rx_frames"] == st["rx_arp"] + st["rx_icmp"] + st["rx_udp"] + st["rx_tcp"] + \
             self.stack.dropped()
 
     def delivered(self):

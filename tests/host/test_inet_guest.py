@@ -15,7 +15,8 @@ from tests.qemu import harness
 pytestmark = pytest.mark.qemu
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ORDER = ["addr", "_fastsum", "checksum", "ethernet", "arp", "ipv4", "icmp", "udp", "dhcp", "stack", "echo"]
+ORDER = ["addr", "_fastsum", "checksum", "ethernet", "arp", "ipv4", "icmp", "udp", "dhcp", "tcpseg", "tcb",
+         "tcp", "stack", "echo"]
 
 LOADER = """
 import sys

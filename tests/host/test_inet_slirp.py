@@ -71,14 +71,15 @@ def free_udp_port():
 class Slirp:
     """One QEMU with slirp; killed by PID on close."""
 
-    def __init__(self, tmpdir):
+    def __init__(self, tmpdir, hostfwd=()):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         qemu_port = free_udp_port()
         self.fwd_port = free_udp_port()
         self.pcap = os.path.join(tmpdir, "slirp.pcap")
         args = [QEMU, "-machine", "none", "-accel", "tcg", "-nodefaults", "-display", "none",
-                "-netdev", "user,id=u0,hostfwd=udp:127.0.0.1:%d-:7" % self.fwd_port,
+                "-netdev", "user,id=u0,hostfwd=udp:127.0.0.1:%d-:7" % self.fwd_port
+                + "".join([",hostfwd=" + f for f in hostfwd]),
                 "-object", "filter-dump,id=d0,netdev=u0,file=%s" % self.pcap,
                 "-netdev", "hubport,id=h0,hubid=0,netdev=u0",
                 "-netdev", "socket,id=s0,udp=127.0.0.1:%d,localaddr=127.0.0.1:%d"
@@ -156,7 +157,7 @@ def test_dhcp_ping_and_udp_with_slirp(slirp):
     finally:
         server.close()
     st = s.stats
-    assert st["rx_frames"] == st["rx_arp"] + st["rx_icmp"] + st["rx_udp"] + s.dropped()
+    assert st["rx_frames"] == st["rx_arp"] + st["rx_icmp"] + st["rx_udp"] + st["rx_tcp"] + s.dropped()
 
 
 def test_udp_echo_service_through_hostfwd(slirp):

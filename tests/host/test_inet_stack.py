@@ -16,7 +16,7 @@ ARP_ETH = dpkt.ethernet.ETH_TYPE_ARP
 def accounted(stack):
     """Every received frame was either used or dropped for a reason, exactly once."""
     st = stack.stats
-    return st["rx_frames"] == st["rx_arp"] + st["rx_icmp"] + st["rx_udp"] + stack.dropped()
+    return st["rx_frames"] == st["rx_arp"] + st["rx_icmp"] + st["rx_udp"] + st["rx_tcp"] + stack.dropped()
 
 
 def configured(latency_us=400, mtu=1500):

@@ -44,3 +44,11 @@ def test_the_pty_hint_does_not_promise_ctrl_a_x(runner):
     h = runner.hint(['qemu-system-i386', '-serial', 'pty'])
     assert 'Ctrl-A' not in h
     assert 'mpremote connect /dev/pts/N' in h and 'Ctrl-C here' in h
+
+
+def test_the_hint_names_the_status_page_when_port_80_is_forwarded(runner):
+    net = ['-netdev', 'user,id=net0,hostfwd=tcp:127.0.0.1:8080-:80']
+    h = runner.hint(['qemu-system-i386', '-serial', 'mon:stdio'] + net)
+    assert h.endswith('(status page: import webstatus; webstatus.serve(80) in the guest, '
+                      'then http://127.0.0.1:8080/)')
+    assert 'status page' not in runner.hint(['qemu-system-i386', '-netdev', 'user,id=net0'])
