@@ -1,6 +1,7 @@
-// `select` with MicroPython's poll interface, for streams (sys.stdin.buffer,
-// or anything whose stream ioctl answers MP_STREAM_POLL). mpremote's
-// `mount` waits on the console with it:
+// `_select`: MicroPython's poll interface for streams (sys.stdin.buffer, or
+// anything whose stream ioctl answers MP_STREAM_POLL); the `select` module
+// (firmware/select.py) uses it for every object that is not one of inet's
+// sockets. mpremote's `mount` waits on the console with it:
 //     p = select.poll(); p.register(sys.stdin.buffer, select.POLLIN)
 //     p.poll(1000)  -> [(obj, POLLIN)] or [] after 1000 ms;  p.ipoll(ms)
 // The CPU sleeps between checks until the next interrupt or millisecond.
@@ -114,7 +115,7 @@ static MP_DEFINE_CONST_OBJ_TYPE(
     );
 
 static const mp_rom_map_elem_t select_module_globals_table[] = {
-    { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR_select) },
+    { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR__select) },
     { MP_ROM_QSTR(MP_QSTR_poll), MP_ROM_PTR(&select_poll_obj) },
     { MP_ROM_QSTR(MP_QSTR_POLLIN), MP_ROM_INT(POLL_IN) },
     { MP_ROM_QSTR(MP_QSTR_POLLOUT), MP_ROM_INT(POLL_OUT) },
@@ -127,4 +128,4 @@ const mp_obj_module_t mp_module_select = {
     .base = { &mp_type_module },
     .globals = (mp_obj_dict_t *)&select_module_globals,
 };
-MP_REGISTER_MODULE(MP_QSTR_select, mp_module_select);
+MP_REGISTER_MODULE(MP_QSTR__select, mp_module_select);
