@@ -41,7 +41,8 @@ except ImportError:
 from virtio import features, wait
 from virtio.buffers import byte_length
 from virtio.device import VirtioDevice
-from virtio.errors import DeviceError, VirtioError, VirtioTimeout
+from virtio.netctrl import CTRL_BUFFER, CTRL_TIMEOUT_MS, NetControl
+from virtio.errors import DeviceError
 from virtio.virtqueue import (RING_IN_FLIGHT, RING_LEN, VIRTQ_DESC_F_NEXT,
                               VIRTQ_DESC_F_WRITE)
 
@@ -133,20 +134,6 @@ HDR_LEN = const(12)             # VERSION_1 or MRG_RXBUF: with num_buffers
 HDR_LEN_LEGACY = const(10)      # legacy without MRG_RXBUF
 HDR_NUM_BUFFERS = const(10)
 
-# struct virtio_net_ctrl (5.1.6.5): class, command, data, ack.
-VIRTIO_NET_CTRL_RX = const(0)
-VIRTIO_NET_CTRL_RX_PROMISC = const(0)
-VIRTIO_NET_CTRL_RX_ALLMULTI = const(1)
-VIRTIO_NET_CTRL_MAC = const(1)
-VIRTIO_NET_CTRL_MAC_TABLE_SET = const(0)
-VIRTIO_NET_CTRL_MAC_ADDR_SET = const(1)
-VIRTIO_NET_OK = const(0)
-VIRTIO_NET_ERR = const(1)
-CTRL_NAMES = {(0, 0): 'RX_PROMISC', (0, 1): 'RX_ALLMULTI', (1, 0): 'MAC_TABLE_SET',
-              (1, 1): 'MAC_ADDR_SET'}
-CTRL_BUFFER = const(256)        # class, command and data of one command
-CTRL_MAX_MACS = const(20)       # per MAC_TABLE_SET: two tables must fit CTRL_BUFFER
-CTRL_TIMEOUT_MS = const(1000)
 
 ETH_HLEN = const(14)            # destination, source, EtherType
 VLAN_HLEN = const(4)            # room for an 802.1Q tag, so such frames are seen and counted
@@ -183,7 +170,7 @@ def local_mac(seed):
     return bytes(out)
 
 
-class NetDevice(VirtioDevice):
+class NetDevice(NetControl, VirtioDevice):
     KIND = 'net'
     DEVICE_TYPE = VIRTIO_ID_NET
     NAME = 'virtio-net'
@@ -629,107 +616,6 @@ class NetDevice(VirtioDevice):
             q[Q_WORDS + q[Q_NSTACK]] = i
             q[Q_NSTACK] += 1
             n += 1
-
-    # -- the controlq (5.1.6.5) ---------------------------------------------------------
-    def set_promiscuous(self, on):
-        """VIRTIO_NET_CTRL_RX_PROMISC: receive every frame, or only those for
-        our address, broadcasts and the MAC filter table (needs CTRL_RX)."""
-        self._need(VIRTIO_NET_F_CTRL_RX, 'promiscuous mode')
-        self._command(VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_RX_PROMISC, (b'\x01' if on else b'\x00',))
-        self.promiscuous = bool(on)
-
-    def set_allmulti(self, on):
-        """VIRTIO_NET_CTRL_RX_ALLMULTI: receive every multicast frame (needs CTRL_RX)."""
-        self._need(VIRTIO_NET_F_CTRL_RX, 'all-multicast mode')
-        self._command(VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_RX_ALLMULTI, (b'\x01' if on else b'\x00',))
-
-    def set_mac_filter(self, unicast=(), multicast=()):
-        """VIRTIO_NET_CTRL_MAC_TABLE_SET: the extra addresses to receive for,
-        two tables of 6-byte MACs (needs CTRL_RX). Replaces the last table."""
-        self._need(VIRTIO_NET_F_CTRL_RX, 'a MAC filter')
-        if len(unicast) + len(multicast) > CTRL_MAX_MACS:
-            raise ValueError('%d MAC addresses: at most %d fit one command'
-                             % (len(unicast) + len(multicast), CTRL_MAX_MACS))
-        tables = []
-        for name, macs, group in (('unicast', unicast, 0), ('multicast', multicast, 1)):
-            t = bytearray(len(macs).to_bytes(4, 'little'))
-            for m in macs:
-                m = bytes(m)
-                if len(m) != ETH_ALEN or (m[0] & 1) != group:
-                    raise ValueError('%s table: %r is not a %s MAC address'
-                                     % (name, m, name))
-                t.extend(m)
-            tables.append(bytes(t))
-        self._command(VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_TABLE_SET, tables)
-
-    def set_mac(self, mac):
-        """VIRTIO_NET_CTRL_MAC_ADDR_SET: the address the device filters on
-        (needs CTRL_MAC_ADDR). Our frames use self.mac as their source."""
-        self._need(VIRTIO_NET_F_CTRL_MAC_ADDR, 'setting the MAC address')
-        mac = bytes(mac)
-        if len(mac) != ETH_ALEN or mac[0] & 1:
-            raise ValueError('%r is not a unicast MAC address' % (mac,))
-        self._command(VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_ADDR_SET, (mac,))
-        self.mac = mac
-
-    def _used_token(self, q, timeout_ms=0):
-        """The token of the next completion on the controlq, whose used
-        length means nothing (5.1.6.1): None if none (within timeout_ms)."""
-        try:
-            if timeout_ms:
-                return q.wait(timeout_ms)[0]
-            r = q.pop()
-        except DeviceError as e:
-            if e.token is None:
-                raise           # a used id that is not ours: the ring is unusable
-            return e.token
-        return None if r is None else r[0]
-
-    def _need(self, bit, what):
-        if not self.has(bit):
-            raise VirtioError('%s %s: %s needs feature %s, not negotiated (features %s)'
-                              % (self.address, self.NAME, what, FEATURE_NAMES[bit],
-                                 self.feature_names() or '-'))
-
-    def _command(self, cls, cmd, parts):
-        """Send one command and check its ack (5.1.6.5). `parts` are the
-        command-specific data pieces (one descriptor each under legacy
-        framing). Raises DeviceError if the device answers VIRTIO_NET_ERR."""
-        name = CTRL_NAMES.get((cls, cmd), '%d/%d' % (cls, cmd))
-        timeout_ms = self.ctrl_timeout_ms
-        hw = self.hw
-        q = self.controlq
-        if self._ctrl_busy:
-            # The last command timed out: its buffer is ours again only once used.
-            if self._used_token(q) is None:
-                raise VirtioError('%s %s: the controlq still holds an unanswered command'
-                                  % (self.address, self.NAME))
-            self._ctrl_busy = False
-        a = self._ctrl
-        hw.write(a, bytes([cls, cmd]))
-        readable = [(a, 2)]
-        at = a + 2
-        for p in parts:
-            hw.write(at, p)
-            readable.append((at, len(p)))
-            at += len(p)
-        if not self.split_header:
-            readable = [(a, at - a)]
-        hw.write8(self._ctrl_ack, 0xFF)     # a device that writes nothing is caught
-        q.add(readable, ((self._ctrl_ack, 1),), 'ctrl')
-        self._ctrl_busy = True
-        q.kick()
-        try:
-            self._used_token(q, timeout_ms)
-        except VirtioTimeout:
-            raise VirtioTimeout('%s %s: no answer to control command %s within %d ms'
-                                % (self.address, self.NAME, name, timeout_ms))
-        self._ctrl_busy = False
-        ack = hw.read8(self._ctrl_ack)
-        if ack != VIRTIO_NET_OK:
-            raise DeviceError('%s %s: control command %s refused (ack %d%s)'
-                              % (self.address, self.NAME, name, ack,
-                                 ', VIRTIO_NET_ERR' if ack == VIRTIO_NET_ERR else ''))
 
 
 DRIVER = NetDevice

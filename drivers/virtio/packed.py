@@ -496,7 +496,15 @@ if NATIVE:
         s = ptr32(st)
         chain = s[RING_CHAINS] + uint(slot * int(s[RING_PER]) * _DESC)
         if j >= 0:
-            _set_desc(hw, st, slot, j, addr, length, flags)
+            # _set_desc's work inlined: a call per request costs as much as the rest
+            keep = _F_WRITE
+            if not s[RING_INDIRECT]:
+                keep = _F_WRITE | _F_NEXT
+            d = ptr32(chain + uint(j * _DESC))
+            d[0] = addr
+            d[1] = 0
+            d[2] = length
+            d[3] = (flags & keep) << 16
         size = int(s[RING_SIZE])
         ring = s[RING_DESC]
         nxt = int(s[RING_NEXT_AVAIL])

@@ -543,7 +543,18 @@ if NATIVE:
     def _post(hw, st, slot: int, count: int, j: int, addr: uint, length: uint, flags: int):
         s = ptr32(st)
         if j >= 0:
-            _set_desc(hw, st, slot, j, addr, length, flags)
+            # _set_desc's work inlined: a call per request costs as much as the rest
+            per = int(s[RING_PER])
+            first = 0
+            if not s[RING_INDIRECT]:
+                first = slot * per
+            d = ptr32(s[RING_CHAINS] + uint((slot * per + j) * _DESC))
+            d[0] = addr
+            d[1] = 0
+            d[2] = length
+            if flags & _F_NEXT:
+                flags |= (first + j + 1) << 16
+            d[3] = flags
         i = int(s[RING_AVAIL_IDX])
         ptr16(s[RING_AVAIL] + AVAIL_RING)[i & int(s[RING_MASK])] = slot * int(s[RING_STRIDE])
         s[RING_WORDS + slot] = count

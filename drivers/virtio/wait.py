@@ -22,6 +22,9 @@ except ImportError:
 from virtio.errors import VirtioTimeout
 
 POLL_BATCH = const(64)          # looks between two looks at the clock
+SPIN_MS = const(2)              # polling this long before a wait sleeps: a completion
+                                # within it costs no interrupt (under TCG, waking a
+                                # halted CPU takes longer than a block read)
 SLEEP_SLICE_MS = const(100)     # the longest sleep between two health checks
 
 
@@ -39,7 +42,7 @@ def until(hw, ready, timeout_ms, check, late, sleeper=None):
         r = ready()
         if r:
             return r
-        if sleeper is not None and d.polls == 0:       # a batch of looks in vain
+        if sleeper is not None and d.polls == 0 and d.elapsed >= SPIN_MS:
             r = sleeper.sleep(ready, d.left())
             if r:
                 return r
@@ -62,12 +65,13 @@ class Deadline:
         self.check = check
         self.start = hw.ticks_ms()
         self.polls = 0
+        self.elapsed = 0            # ms since the start, as of the last look at the clock
 
     def left(self):
         """Milliseconds to the deadline (a slice of sleep for None)."""
         if self.timeout_ms is None:
             return SLEEP_SLICE_MS
-        left = self.timeout_ms - self.hw.ticks_diff(self.hw.ticks_ms(), self.start)
+        left = self.timeout_ms - self.elapsed
         return left if left > 0 else 0
 
     def expired(self):
@@ -79,9 +83,10 @@ class Deadline:
         self.polls = 0
         if self.check is not None:
             self.check()
+        self.elapsed = self.hw.ticks_diff(self.hw.ticks_ms(), self.start)
         if self.timeout_ms is None:
             return False
-        return self.hw.ticks_diff(self.hw.ticks_ms(), self.start) >= self.timeout_ms
+        return self.elapsed >= self.timeout_ms
 
 
 class Sleeper:
