@@ -204,14 +204,6 @@ def post(hw, st, slot, count, j, addr, length, flags):
     make_available(hw, st, slot, held, first, first_flags, before)
 
 
-def post_batch(hw, st, reqs, count, per, j, flags):
-    """post() for count slots at once: reqs holds (slot, addr, length) word
-    triples, descriptor j of each rewritten to (addr, length, flags), each
-    chain of `per` descriptors."""
-    for k in range(count):
-        post(hw, st, reqs[3 * k], per, j, reqs[3 * k + 1], reqs[3 * k + 2], flags)
-
-
 def publish(hw, st):
     """Posted descriptors are visible once their flags are written; say
     whether the device wants a notification for those added since it was
@@ -277,26 +269,6 @@ def pop(hw, st, name):
     st[RING_WORDS + bid] = 0
     st[RING_IN_FLIGHT] -= 1
     return bid
-
-
-def pop_batch(hw, st, name, out, n):
-    """pop() up to n times: (slot, used length) pairs into out[0:2n]; how many.
-    A device error raises only when nothing was taken (else it waits for the
-    next call, after the caller has handled what was taken)."""
-    k = 0
-    while k < n:
-        try:
-            slot = pop(hw, st, name)
-        except DeviceError:
-            if k:
-                return k
-            raise
-        if slot < 0:
-            return k
-        out[2 * k] = slot
-        out[2 * k + 1] = st[RING_LEN]
-        k += 1
-    return k
 
 
 def set_interrupts(hw, st, on):
@@ -497,8 +469,7 @@ _F_INDIRECT = const(4)      # VIRTQ_DESC_F_INDIRECT
 _DESC = const(16)           # DESC_SIZE
 
 
-PlainSteps = Steps(use_slots, build, set_desc, post, post_batch, publish, kicked, pop,
-                   pop_batch, set_interrupts)
+PlainSteps = Steps(use_slots, build, set_desc, post, publish, kicked, pop, set_interrupts)
 
 try:
     import micropython
@@ -619,61 +590,9 @@ if NATIVE:
         s[RING_IN_FLIGHT] = int(s[RING_IN_FLIGHT]) - 1
         return bid
 
-    @micropython.viper
-    def _pop_batch(hw, st, name, out, n: int) -> int:
-        s = ptr32(st)
-        o = ptr32(out)
-        size = int(s[RING_SIZE])
-        nslots = int(s[RING_NSLOTS])
-        ring = s[RING_DESC]
-        nxt = int(s[RING_NEXT_USED])
-        wrap = int(s[RING_USED_WRAP])
-        k = 0
-        while k < n:
-            at = ring + uint(nxt * _DESC)
-            flags = int(ptr16(at + D_FLAGS)[0])
-            used = 0
-            if flags & VIRTQ_DESC_F_USED:
-                used = 1
-            avail = 0
-            if flags & VIRTQ_DESC_F_AVAIL:
-                avail = 1
-            if used != wrap or avail != used:
-                break
-            bid = int(ptr16(at + D_ID)[0])
-            if uint(bid) >= uint(nslots) or not s[RING_WORDS + bid]:
-                if k == 0:
-                    return int(PlainSteps.pop(hw, st, name))    # raises the DeviceError
-                break
-            o[2 * k] = bid
-            s[RING_LEN] = ptr32(at + D_LEN)[0]
-            o[2 * k + 1] = s[RING_LEN]
-            held = int(s[RING_WORDS + bid])
-            nxt += held
-            if nxt >= size:
-                nxt -= size
-                wrap ^= 1
-                s[RING_USED_WRAP] = wrap
-            s[RING_NEXT_USED] = nxt
-            s[RING_FREED] = held
-            s[RING_WORDS + bid] = 0
-            s[RING_IN_FLIGHT] = int(s[RING_IN_FLIGHT]) - 1
-            k += 1
-        return k
-
-    @micropython.viper
-    def _post_batch(hw, st, reqs, count: int, per: int, j: int, flags: int):
-        r = ptr32(reqs)
-        k = 0
-        while k < count:
-            _post(hw, st, int(r[3 * k]), per, j, r[3 * k + 1], r[3 * k + 2], flags)
-            k += 1
-
     set_desc = _set_desc
     post = _post
-    post_batch = _post_batch
     pop = _pop
-    pop_batch = _pop_batch
 
 
 PackedVirtqueue.steps = __import__('virtio.packed', None, None, ('packed',))

@@ -170,14 +170,6 @@ def post(hw, st, slot, count, j, addr, length, flags):
     st[RING_AVAIL_IDX] = (i + 1) & 0xFFFF
 
 
-def post_batch(hw, st, reqs, count, per, j, flags):
-    """post() for count slots at once: reqs holds (slot, addr, length) word
-    triples, descriptor j of each rewritten to (addr, length, flags), each
-    chain of `per` descriptors."""
-    for k in range(count):
-        post(hw, st, reqs[3 * k], per, j, reqs[3 * k + 1], reqs[3 * k + 2], flags)
-
-
 def publish(hw, st):
     """Make the posted entries visible (avail idx after a barrier, 2.7.13.3)
     and say whether the device wants a notification for the entries
@@ -235,26 +227,6 @@ def pop(hw, st, name):
     st[RING_WORDS + slot] = 0
     st[RING_IN_FLIGHT] -= 1
     return slot
-
-
-def pop_batch(hw, st, name, out, n):
-    """pop() up to n times: (slot, used length) pairs into out[0:2n]; how many.
-    A device error raises only when nothing was taken (else it waits for the
-    next call, after the caller has handled what was taken)."""
-    k = 0
-    while k < n:
-        try:
-            slot = pop(hw, st, name)
-        except DeviceError:
-            if k:
-                return k
-            raise
-        if slot < 0:
-            return k
-        out[2 * k] = slot
-        out[2 * k + 1] = st[RING_LEN]
-        k += 1
-    return k
 
 
 def set_interrupts(hw, st, on):
@@ -508,8 +480,7 @@ _F_INDIRECT = const(4)      # VIRTQ_DESC_F_INDIRECT
 _DESC = const(16)           # DESC_SIZE
 
 
-PlainSteps = Steps(use_slots, build, set_desc, post, post_batch, publish, kicked, pop,
-                   pop_batch, set_interrupts)
+PlainSteps = Steps(use_slots, build, set_desc, post, publish, kicked, pop, set_interrupts)
 
 try:
     import micropython
@@ -591,38 +562,6 @@ if NATIVE:
         s[RING_AVAIL_IDX] = (i + 1) & 0xFFFF
 
     @micropython.viper
-    def _post_batch(hw, st, reqs, count: int, per: int, j: int, flags: int):
-        s = ptr32(st)
-        r = ptr32(reqs)
-        chains = s[RING_CHAINS]
-        cper = int(s[RING_PER])
-        indirect = int(s[RING_INDIRECT])
-        stride = int(s[RING_STRIDE])
-        avail = ptr16(s[RING_AVAIL] + AVAIL_RING)
-        mask = int(s[RING_MASK])
-        i = int(s[RING_AVAIL_IDX])
-        k = 0
-        while k < count:
-            slot = int(r[3 * k])
-            first = 0
-            if not indirect:
-                first = slot * cper
-            d = ptr32(chains + uint((slot * cper + j) * _DESC))
-            d[0] = r[3 * k + 1]
-            d[1] = 0
-            d[2] = r[3 * k + 2]
-            f = flags
-            if f & _F_NEXT:
-                f |= (first + j + 1) << 16
-            d[3] = f
-            avail[i & mask] = slot * stride
-            s[RING_WORDS + slot] = per
-            i = (i + 1) & 0xFFFF
-            k += 1
-        s[RING_IN_FLIGHT] = int(s[RING_IN_FLIGHT]) + count
-        s[RING_AVAIL_IDX] = i
-
-    @micropython.viper
     def _publish(hw, st) -> int:
         s = ptr32(st)
         new = int(s[RING_AVAIL_IDX])
@@ -668,49 +607,11 @@ if NATIVE:
         s[RING_IN_FLIGHT] = int(s[RING_IN_FLIGHT]) - 1
         return slot
 
-    @micropython.viper
-    def _pop_batch(hw, st, name, out, n: int) -> int:
-        s = ptr32(st)
-        o = ptr32(out)
-        used = s[RING_USED]
-        idx = int(ptr16(used)[1])
-        last = int(s[RING_LAST_USED])
-        if idx != last and ((idx - last) & 0xFFFF) > int(s[RING_IN_FLIGHT]):
-            return int(PlainSteps.pop(hw, st, name))    # raises the DeviceError
-        mask = int(s[RING_MASK])
-        stride = int(s[RING_STRIDE])
-        nslots = int(s[RING_NSLOTS])
-        k = 0
-        while k < n and last != idx:
-            elem = ptr32(used + USED_RING + uint(USED_ELEM * (last & mask)))
-            head = int(elem[0])
-            slot = head
-            if stride != 1:
-                slot = head // stride
-                if slot * stride != head:
-                    slot = nslots
-            if uint(slot) >= uint(nslots) or not s[RING_WORDS + slot]:
-                if k == 0:
-                    return int(PlainSteps.pop(hw, st, name))    # raises the DeviceError
-                break
-            o[2 * k] = slot
-            o[2 * k + 1] = elem[1]
-            s[RING_LEN] = elem[1]
-            last = (last + 1) & 0xFFFF
-            s[RING_LAST_USED] = last
-            s[RING_FREED] = s[RING_WORDS + slot]
-            s[RING_WORDS + slot] = 0
-            s[RING_IN_FLIGHT] = int(s[RING_IN_FLIGHT]) - 1
-            k += 1
-        return k
-
     build = _build
     set_desc = _set_desc
     post = _post
-    post_batch = _post_batch
     publish = _publish
     pop = _pop
-    pop_batch = _pop_batch
 
 
 SplitVirtqueue.steps = __import__('virtio.split', None, None, ('split',))

@@ -45,11 +45,8 @@ class Steps:
     plain ones in PlainSteps, whatever runs: a test in the image runs the same
     scenario through those and through the viper ones)."""
 
-    def __init__(self, use_slots, build, set_desc, post, post_batch, publish, kicked, pop,
-                 pop_batch, set_interrupts):
-        self.post_batch = post_batch
+    def __init__(self, use_slots, build, set_desc, post, publish, kicked, pop, set_interrupts):
         self.set_interrupts = set_interrupts
-        self.pop_batch = pop_batch
         self.use_slots = use_slots
         self.build = build
         self.set_desc = set_desc

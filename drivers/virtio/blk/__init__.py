@@ -92,10 +92,6 @@ class BlkDevice(BlkConfig, BlkRequests, VirtioDevice):
         self._ring = vq.st
         self._post = steps.post
         self._pop = steps.pop
-        self._pop_batch = steps.pop_batch
-        self._post_batch = steps.post_batch
-        self._posting = words(3 * nslots)      # (slot, addr, length) triples, for fast.submit_batch
-        self._popped = words(2 * POP_BATCH)     # (slot, used length) pairs, for fast.reap
         self._publish = steps.publish
         st = self._st = words(ST_WORDS + SLOT_WORDS * nslots)
         st[ST_BLOCK] = block

@@ -87,7 +87,6 @@ MAX_TRANSFER_LIMIT = const(1 << 30)     # the most max_transfer may be (lengths 
 EARLY_KICK_BYTES = const(256 * 1024)    # a split transfer's parts this big go at once
 DEFAULT_DEPTH = const(128)              # requests in flight at most
 DEFAULT_TIMEOUT_MS = const(5000)
-POP_BATCH = const(32)                   # used entries the fast reap takes per call
 BOUNCE_SLOTS = const(64)                # bounced requests in flight at most
 BOUNCE_BYTES = const(512 * 1024)
 

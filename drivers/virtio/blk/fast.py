@@ -57,7 +57,7 @@ STATUS_UNSET = const(0xFF)
 SLOT_BYTES = const(32)
 CHAIN_DATA = const(1)
 SIMPLE_BLOCK = const(3)         # header, one data segment, status: the chains these paths use
-POP_BATCH = const(32)           # used entries taken per call of the ring's pop_batch
+RING_LEN = const(1)             # virtio.virtqueue.RING_LEN
 VIRTQ_DESC_F_NEXT = const(1)
 VIRTQ_DESC_F_WRITE = const(2)
 
@@ -76,9 +76,8 @@ if NATIVE:
     def reap(self) -> int:
         st = ptr32(self._st)
         ring = self._ring
-        popped = self._popped
-        p = ptr32(popped)
-        pop_batch = self._pop_batch
+        r = ptr32(ring)
+        pop = self._pop
         hw = self.hw
         who = self._who
         hdrs = st[ST_HDRS]
@@ -89,43 +88,40 @@ if NATIVE:
         none = _NONE
         n = 0
         while True:
-            m = int(pop_batch(hw, ring, who, popped, POP_BATCH))
-            if m == 0:
+            slot = int(pop(hw, ring, who))
+            if slot < 0:
                 return n
-            j = 0
-            while j < m:
-                slot = int(p[2 * j])
-                length = int(p[2 * j + 1])
-                j += 1
-                n += 1
-                rec = ST_WORDS + SLOT_WORDS * slot
-                f = int(st[rec + S_FLAGS])
-                if (f & F_SIMPLE) and status[slot] == VIRTIO_BLK_S_OK:
-                    written = 1
-                    op = int(ptr32(hdrs + uint(slot * SLOT_BYTES))[0])
-                    if op == VIRTIO_BLK_T_IN or op == VIRTIO_BLK_T_GET_ID:
-                        written += int(st[rec + S_LEN])
-                    if check_len == 0 or uint(length) <= uint(written):
-                        st[rec + S_FLAGS] = 0
-                        nf = int(st[ST_NFREE])
-                        st[ST_WORDS + SLOT_WORDS * nf + S_FREE] = slot
-                        st[ST_NFREE] = nf + 1
-                        if f & F_BATCH:
-                            # (its buffer stays referenced until the slot's next
-                            # use: the caller's list holds it anyway)
-                            nd = int(st[ST_NDONE])
-                            st[ST_WORDS + SLOT_WORDS * nd + S_DONE] = st[rec + S_TAG]
-                            st[ST_NDONE] = nd + 1
+            length = int(r[RING_LEN])
+            rec = ST_WORDS + SLOT_WORDS * slot
+            f = int(st[rec + S_FLAGS])
+            if (f & F_SIMPLE) and status[slot] == VIRTIO_BLK_S_OK:
+                written = 1
+                op = int(ptr32(hdrs + uint(slot * SLOT_BYTES))[0])
+                if op == VIRTIO_BLK_T_IN or op == VIRTIO_BLK_T_GET_ID:
+                    written += int(st[rec + S_LEN])
+                if check_len == 0 or uint(length) <= uint(written):
+                    st[rec + S_FLAGS] = 0
+                    nf = int(st[ST_NFREE])
+                    st[ST_WORDS + SLOT_WORDS * nf + S_FREE] = slot
+                    st[ST_NFREE] = nf + 1
+                    if f & F_BATCH:
+                        # (its buffer stays referenced until the slot's next
+                        # use: the caller's list holds it anyway)
+                        nd = int(st[ST_NDONE])
+                        st[ST_WORDS + SLOT_WORDS * nd + S_DONE] = st[rec + S_TAG]
+                        st[ST_NDONE] = nd + 1
+                    else:
+                        tag = objs[2 * slot]
+                        objs[2 * slot] = none
+                        objs[2 * slot + 1] = none
+                        if f & F_SYNC:
+                            st[ST_SYNC] = 0
                         else:
-                            tag = objs[2 * slot]
-                            objs[2 * slot] = none
-                            objs[2 * slot + 1] = none
-                            if f & F_SYNC:
-                                st[ST_SYNC] = 0
-                            else:
-                                finished.append(tag)
-                        continue
-                self._complete(slot, length)    # errors, bounces, split transfers
+                            finished.append(tag)
+                    n += 1
+                    continue
+            self._complete(slot, length)    # errors, bounces, split transfers
+            n += 1
 
     @micropython.viper
     def _submit1(self, op: int, sector, buf, tag):
@@ -244,8 +240,9 @@ if NATIVE:
             flags |= VIRTQ_DESC_F_WRITE
         hdrs = st[ST_HDRS]
         status = ptr8(st[ST_STATUS])
-        reqs = self._posting
-        q = ptr32(reqs)
+        post = self._post
+        hw = self.hw
+        ring = self._ring
         j = 0
         while j < count:
             nfree -= 1
@@ -257,13 +254,11 @@ if NATIVE:
             hdr[2] = sp[st[rec + S_TAG]]
             hdr[3] = 0
             status[slot] = STATUS_UNSET
-            q[3 * j] = slot
-            q[3 * j + 1] = st[rec + S_ADDR]
-            q[3 * j + 2] = st[rec + S_LEN]
+            st[ST_NFREE] = nfree
+            post(hw, ring, slot, SIMPLE_BLOCK, CHAIN_DATA, st[rec + S_ADDR], st[rec + S_LEN],
+                 flags)
             st[rec + S_ADDR] = 0            # (scratch of the first loop: the state as plain leaves it)
             j += 1
-        st[ST_NFREE] = nfree
-        self._post_batch(self.hw, self._ring, reqs, count, SIMPLE_BLOCK, CHAIN_DATA, flags)
         st[ST_POSTED] = (int(st[ST_POSTED]) + count) & 0xFFFF
         return count
 
