@@ -21,6 +21,7 @@ import pytest
 
 import inet
 from tests.host.test_inet_sim import GUEST_MAC, TICKS_PERIOD, FakeClock, ref_checksum
+from tests.ports import free_udp_port
 
 pytestmark = pytest.mark.qemu
 
@@ -58,14 +59,6 @@ class UdpLink:
             return self.sock.recv(2048)
         except (socket.timeout, BlockingIOError):
             return None
-
-
-def free_udp_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Slirp:

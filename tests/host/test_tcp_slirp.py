@@ -15,6 +15,7 @@ import pytest
 import inet
 from inet import sockets as gsock
 from tests.host.test_inet_slirp import QEMU, HostClock, Slirp
+from tests.ports import free_tcp_port
 
 pytestmark = pytest.mark.qemu
 
@@ -24,14 +25,6 @@ GUEST_PORT = 8000
 # together all the same (a barrier holds every client until all are connected).
 CONNECT_GAP_S = 0.02
 HOST_TIMEOUT_S = 30
-
-
-def free_tcp_port():
-    s = hsocket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 @pytest.fixture

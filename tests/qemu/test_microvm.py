@@ -20,6 +20,7 @@ import time
 import pytest
 
 from tests.qemu import harness
+from tests.ports import free_udp_port
 
 pytestmark = pytest.mark.qemu
 
@@ -147,14 +148,6 @@ def test_blk_whole_disk_and_rng(image, tmp_disk, case):
         data = f.read()
     for s in range(DISK_SECTORS):                  # the guest's data, on the host's disk
         assert data[s * SECTOR:(s + 1) * SECTOR] == pat(s, 2), 'sector %d' % s
-
-
-def free_udp_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.mark.parametrize('case', sorted(OTHER))

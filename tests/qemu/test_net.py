@@ -17,6 +17,7 @@ import dpkt
 import pytest
 
 from tests.qemu import harness
+from tests.ports import free_udp_port
 
 pytestmark = pytest.mark.qemu
 
@@ -47,14 +48,6 @@ lease = s.dhcp(timeout_ms=5000)
 idle = net.recv(5)
 print(repr((str(net), str(lease), idle, net.rx_posted, net.rx_count)))
 """
-
-
-def free_udp_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def payload(k):

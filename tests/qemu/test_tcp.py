@@ -23,6 +23,7 @@ import zlib
 import pytest
 
 from tests.qemu import harness
+from tests.ports import free_tcp_port
 
 pytestmark = pytest.mark.qemu
 
@@ -32,14 +33,6 @@ CONNECTIONS = 50
 # SYN to the guest (seen: 42 of 50): connects are spaced, the 50 still stay open together.
 CONNECT_GAP_S = 0.05
 HOST_TIMEOUT_S = 60
-
-
-def free_tcp_port():
-    s = socket.socket()
-    s.bind(('127.0.0.1', 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 @pytest.fixture(scope='module')

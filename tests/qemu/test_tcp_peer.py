@@ -25,6 +25,7 @@ import time
 import pytest
 
 from tests.qemu import harness
+from tests.ports import free_udp_port
 
 pytestmark = pytest.mark.qemu
 
@@ -93,14 +94,6 @@ class Relay:
         self.thread.join(5)
         self.a.close()
         self.b.close()
-
-
-def free_udp_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(('127.0.0.1', 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 @pytest.fixture(scope='module')
