@@ -46,3 +46,18 @@ def test_mpremote_ends_the_session_cleanly_with_poweroff(pty_guest):
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     assert (p.returncode, p.stdout, p.stderr) == (0, '', '')
     assert pty_guest.wait(20) == 11
+
+
+@pytest.mark.parametrize('version', [1, 2])
+def test_mpremote_on_microvm_finds_the_mmio_devices(boot, tmp_disk, version):
+    # Issue 12: QEMU's microvm, no PCI, the devices as virtio-mmio windows; the serial
+    # line takes input there (the UART's interrupt through the interrupt controller).
+    from tests.qemu.harness import default_devices, mmio_version_args
+    g = boot(machine='microvm,acpi=off', serial='pty',
+             devices=default_devices(tmp_disk(1 << 20), bus='device') + mmio_version_args(version))
+    out = mpremote(g.pty, 'exec', 'import virtio\n'
+                   'print(sorted((d.KIND, d.transport.name) for d in virtio.devices()))\n'
+                   'print(len(virtio.find("rng").read(16)))')
+    kinds = 'mmio-v%d' % version
+    assert out == "[('blk', '%s'), ('console', '%s'), ('net', '%s'), ('rng', '%s')]\n16\n" % (
+        (kinds,) * 4), out
