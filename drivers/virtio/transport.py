@@ -78,7 +78,7 @@ class Transport:
     configuration. Drivers and VirtioDevice use only what is declared here,
     and ask capabilities (legacy_interface, ring_align), never which
     transport they have. PCI (4.1) has two implementations, virtio.legacy
-    and virtio.modern; MMIO (4.2) has room beside them. A new transport is
+    and virtio.modern; MMIO (4.2) is virtio.mmio. A new transport is
     one module with a subclass that passes tests/host/test_transport_contract.py.
 
     A subclass sets, in _windows() (called by __init__):

@@ -126,7 +126,7 @@ class BlkConfig:
             raise ValueError('%s: max_transfer %d: at least one %d-byte block'
                              % (self._who, n, self.block_size))
         if n > MAX_TRANSFER_LIMIT:
-            raise ValueError('%s: max_transfer %d: at most %d (a descriptor length is 32 bits)'
+            raise ValueError('%s: max_transfer %d: at most %d (the driver keeps lengths in words)'
                              % (self._who, n, MAX_TRANSFER_LIMIT))
         old = self._max_transfer
         self._max_transfer = n

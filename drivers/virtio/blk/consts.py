@@ -118,8 +118,7 @@ S_DONE = const(4)           # entry k of the finished batch tags (st[ST_NDONE]),
 S_ADDR = const(5)           # and its data's address (a batch request, while checked)
 SLOT_WORDS = const(6)
 
-# A slot's chain: the header, the data segments, the status byte (2.7.5).
-CHAIN_HEADER = const(0)
+# A slot's chain: the header (descriptor 0), the data segments, the status byte (2.7.5).
 CHAIN_DATA = const(1)
 
 # Slot flags.
