@@ -581,7 +581,7 @@ class NetDevice(NetControl, VirtioDevice):
         once it was (steps.kicked): a kick cut short is completed next time."""
         if self._publish(self.hw, ring):
             self.transport.notify(index)
-        self._steps.kicked(ring)
+            self._steps.kicked(ring)
 
     def _refill_ring(self, q):
         """Post every buffer on the receive stack (not yet published)."""

@@ -204,27 +204,46 @@ def post(hw, st, slot, count, j, addr, length, flags):
     make_available(hw, st, slot, held, first, first_flags, before)
 
 
+def post_batch(hw, st, reqs, count, per, j, flags):
+    """post() for count slots at once: reqs holds (slot, addr, length) word
+    triples, descriptor j of each rewritten to (addr, length, flags), each
+    chain of `per` descriptors."""
+    for k in range(count):
+        post(hw, st, reqs[3 * k], per, j, reqs[3 * k + 1], reqs[3 * k + 2], flags)
+
+
 def publish(hw, st):
     """Posted descriptors are visible once their flags are written; say
     whether the device wants a notification for those added since it was
     last told (2.8.10: its event suppression structure; with EVENT_IDX a
-    descriptor position). Then the caller notifies and calls kicked()."""
+    descriptor position). When it does, the caller notifies, then calls
+    kicked(); when it does not, they count as told here."""
     added = st[RING_ADDED]
     if added == 0:
         return 0
     hw.barrier()        # flags visible before we read the device's wish
+    if device_wants(hw, st, added):
+        return 1
+    kicked(st)
+    return 0
+
+
+def device_wants(hw, st, added):
+    """Whether the device's event suppression structure (2.8.10) asks for
+    a notification of the `added` descriptors made available since the
+    last kick."""
     ev = st[RING_DEVICE_EVENT]
     flags = hw.read16(ev + EVENT_FLAGS) & 3
     if flags == RING_EVENT_FLAGS_DISABLE:
-        return 0
+        return False
     if flags == RING_EVENT_FLAGS_DESC and st[RING_EVENT_IDX] and added < st[RING_SIZE]:
         old = st[RING_KICK_POS]
         new = position(st, st[RING_NEXT_AVAIL], st[RING_AVAIL_WRAP])
         off_wrap = hw.read16(ev + EVENT_OFF_WRAP)
         event = position(st, off_wrap & 0x7FFF, off_wrap >> 15)
         span = 2 * st[RING_SIZE]
-        return 1 if (event - old) % span < (new - old) % span else 0
-    return 1
+        return (event - old) % span < (new - old) % span
+    return True
 
 
 def kicked(st):
@@ -378,7 +397,7 @@ class PackedVirtqueue(Virtqueue):
         if need:
             self.transport.notify(self.index)
             self.notifications += 1
-        kicked(self.st)     # only now: a notification lost to an exception is sent next time
+            kicked(self.st)     # only now: a notification lost to an exception is sent next time
         return bool(need)
 
     # -- receiving used buffers (2.8.14) -------------------------------------------------
@@ -469,7 +488,8 @@ _F_INDIRECT = const(4)      # VIRTQ_DESC_F_INDIRECT
 _DESC = const(16)           # DESC_SIZE
 
 
-PlainSteps = Steps(use_slots, build, set_desc, post, publish, kicked, pop, set_interrupts)
+PlainSteps = Steps(use_slots, build, set_desc, post, post_batch, publish, kicked, pop,
+                   set_interrupts)
 
 try:
     import micropython
@@ -590,8 +610,17 @@ if NATIVE:
         s[RING_IN_FLIGHT] = int(s[RING_IN_FLIGHT]) - 1
         return bid
 
+    @micropython.viper
+    def _post_batch(hw, st, reqs, count: int, per: int, j: int, flags: int):
+        r = ptr32(reqs)
+        k = 0
+        while k < count:
+            _post(hw, st, int(r[3 * k]), per, j, r[3 * k + 1], r[3 * k + 2], flags)
+            k += 1
+
     set_desc = _set_desc
     post = _post
+    post_batch = _post_batch
     pop = _pop
 
 

@@ -170,13 +170,22 @@ def post(hw, st, slot, count, j, addr, length, flags):
     st[RING_AVAIL_IDX] = (i + 1) & 0xFFFF
 
 
+def post_batch(hw, st, reqs, count, per, j, flags):
+    """post() for count slots at once: reqs holds (slot, addr, length) word
+    triples, descriptor j of each rewritten to (addr, length, flags), each
+    chain of `per` descriptors."""
+    for k in range(count):
+        post(hw, st, reqs[3 * k], per, j, reqs[3 * k + 1], reqs[3 * k + 2], flags)
+
+
 def publish(hw, st):
     """Make the posted entries visible (avail idx after a barrier, 2.7.13.3)
     and say whether the device wants a notification for the entries
     published since it was last told (2.7.10: avail_event with EVENT_IDX,
-    else the used ring's NO_NOTIFY flag). The caller notifies, then calls
-    kicked(): until then the entries count as untold, so a notification
-    lost to an exception (Ctrl-C, MemoryError) is sent by the next kick."""
+    else the used ring's NO_NOTIFY flag). When it does, the caller
+    notifies, then calls kicked(): until then the entries count as untold,
+    so a notification lost to an exception (Ctrl-C, MemoryError) is sent by
+    the next kick. When it does not, they count as told here."""
     new = st[RING_AVAIL_IDX]
     old = st[RING_KICKED]
     if new == old:
@@ -186,8 +195,13 @@ def publish(hw, st):
     hw.barrier()        # idx visible before we read the device's wish
     if st[RING_EVENT_IDX]:
         avail_event = st[RING_USED] + USED_RING + USED_ELEM * (st[RING_MASK] + 1)
-        return 1 if need_event(hw.read16(avail_event), new, old) else 0
-    return 0 if hw.read16(st[RING_USED]) & VIRTQ_USED_F_NO_NOTIFY else 1
+        need = need_event(hw.read16(avail_event), new, old)
+    else:
+        need = not hw.read16(st[RING_USED]) & VIRTQ_USED_F_NO_NOTIFY
+    if need:
+        return 1
+    kicked(st)
+    return 0
 
 
 def kicked(st):
@@ -363,7 +377,7 @@ class SplitVirtqueue(Virtqueue):
         if need:
             self.transport.notify(self.index)
             self.notifications += 1
-        kicked(st)      # only now: a notification lost to an exception is sent next time
+            kicked(st)  # only now: a notification lost to an exception is sent next time
         return bool(need)
 
     # -- receiving used buffers (2.7.14) -----------------------------------------------------
@@ -480,7 +494,8 @@ _F_INDIRECT = const(4)      # VIRTQ_DESC_F_INDIRECT
 _DESC = const(16)           # DESC_SIZE
 
 
-PlainSteps = Steps(use_slots, build, set_desc, post, publish, kicked, pop, set_interrupts)
+PlainSteps = Steps(use_slots, build, set_desc, post, post_batch, publish, kicked, pop,
+                   set_interrupts)
 
 try:
     import micropython
@@ -562,6 +577,38 @@ if NATIVE:
         s[RING_AVAIL_IDX] = (i + 1) & 0xFFFF
 
     @micropython.viper
+    def _post_batch(hw, st, reqs, count: int, per: int, j: int, flags: int):
+        s = ptr32(st)
+        r = ptr32(reqs)
+        chains = s[RING_CHAINS]
+        cper = int(s[RING_PER])
+        indirect = int(s[RING_INDIRECT])
+        stride = int(s[RING_STRIDE])
+        avail = ptr16(s[RING_AVAIL] + AVAIL_RING)
+        mask = int(s[RING_MASK])
+        i = int(s[RING_AVAIL_IDX])
+        k = 0
+        while k < count:
+            slot = int(r[3 * k])
+            first = 0
+            if not indirect:
+                first = slot * cper
+            d = ptr32(chains + uint((slot * cper + j) * _DESC))
+            d[0] = r[3 * k + 1]
+            d[1] = 0
+            d[2] = r[3 * k + 2]
+            f = flags
+            if f & _F_NEXT:
+                f |= (first + j + 1) << 16
+            d[3] = f
+            avail[i & mask] = slot * stride
+            s[RING_WORDS + slot] = per
+            i = (i + 1) & 0xFFFF
+            k += 1
+        s[RING_IN_FLIGHT] = int(s[RING_IN_FLIGHT]) + count
+        s[RING_AVAIL_IDX] = i
+
+    @micropython.viper
     def _publish(hw, st) -> int:
         s = ptr32(st)
         new = int(s[RING_AVAIL_IDX])
@@ -575,10 +622,10 @@ if NATIVE:
                               + uint(USED_ELEM * (int(s[RING_MASK]) + 1)))[0])
             if ((new - event - 1) & 0xFFFF) < ((new - old) & 0xFFFF):
                 return 1
-            return 0
-        if ptr16(s[RING_USED])[0] & VIRTQ_USED_F_NO_NOTIFY:
-            return 0
-        return 1
+        elif not ptr16(s[RING_USED])[0] & VIRTQ_USED_F_NO_NOTIFY:
+            return 1
+        s[RING_KICKED] = new                # not wanted: told, as far as the device cares
+        return 0
 
     @micropython.viper
     def _pop(hw, st, name) -> int:
@@ -610,6 +657,7 @@ if NATIVE:
     build = _build
     set_desc = _set_desc
     post = _post
+    post_batch = _post_batch
     publish = _publish
     pop = _pop
 

@@ -45,7 +45,9 @@ class Steps:
     plain ones in PlainSteps, whatever runs: a test in the image runs the same
     scenario through those and through the viper ones)."""
 
-    def __init__(self, use_slots, build, set_desc, post, publish, kicked, pop, set_interrupts):
+    def __init__(self, use_slots, build, set_desc, post, post_batch, publish, kicked, pop,
+                 set_interrupts):
+        self.post_batch = post_batch
         self.set_interrupts = set_interrupts
         self.use_slots = use_slots
         self.build = build

@@ -114,11 +114,16 @@ def scenario(kind, indirect, steps):
     dev = Device(kind)
     log = []
     for r in range(12):                     # 4 requests a round: every ring wraps
+        if r % 2:                           # odd rounds: three in one post_batch
+            reqs = array('I')
+            for k in range(3):
+                reqs.extend(array('I', [k, 0x100000 + 4096 * k, 512 * (k + r + 1)]))
+            steps.post_batch(x86, st, reqs, 3, 3, 1, NEXT | WRITE)
         for k in range(4):
             if k == 3:                      # a chain of two (a flush: no data)
                 steps.set_desc(x86, st, k, 1, STATUS + k, 1, WRITE)
                 steps.post(x86, st, k, 2, -1, 0, 0, 0)
-            else:
+            elif r % 2 == 0:
                 steps.post(x86, st, k, 3, 1, 0x100000 + 4096 * k, 512 * (k + r + 1), NEXT | WRITE)
         log.append(steps.publish(x86, st))
         steps.kicked(st)

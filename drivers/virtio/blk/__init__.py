@@ -92,6 +92,8 @@ class BlkDevice(BlkConfig, BlkRequests, VirtioDevice):
         self._ring = vq.st
         self._post = steps.post
         self._pop = steps.pop
+        self._post_batch = steps.post_batch
+        self._posting = words(3 * nslots)      # (slot, addr, length) triples, for fast.submit_batch
         self._publish = steps.publish
         st = self._st = words(ST_WORDS + SLOT_WORDS * nslots)
         st[ST_BLOCK] = block
@@ -210,7 +212,7 @@ class BlkDevice(BlkConfig, BlkRequests, VirtioDevice):
         if need:
             self.transport.notify(REQUESTQ)
             self.notifications += 1
-        self._steps.kicked(ring)
+            self._steps.kicked(ring)
         return bool(need)
 
     def poll(self):

@@ -240,9 +240,8 @@ if NATIVE:
             flags |= VIRTQ_DESC_F_WRITE
         hdrs = st[ST_HDRS]
         status = ptr8(st[ST_STATUS])
-        post = self._post
-        hw = self.hw
-        ring = self._ring
+        reqs = self._posting
+        q = ptr32(reqs)
         j = 0
         while j < count:
             nfree -= 1
@@ -254,11 +253,13 @@ if NATIVE:
             hdr[2] = sp[st[rec + S_TAG]]
             hdr[3] = 0
             status[slot] = STATUS_UNSET
-            st[ST_NFREE] = nfree
-            post(hw, ring, slot, SIMPLE_BLOCK, CHAIN_DATA, st[rec + S_ADDR], st[rec + S_LEN],
-                 flags)
+            q[3 * j] = slot
+            q[3 * j + 1] = st[rec + S_ADDR]
+            q[3 * j + 2] = st[rec + S_LEN]
             st[rec + S_ADDR] = 0            # (scratch of the first loop: the state as plain leaves it)
             j += 1
+        st[ST_NFREE] = nfree
+        self._post_batch(self.hw, self._ring, reqs, count, SIMPLE_BLOCK, CHAIN_DATA, flags)
         st[ST_POSTED] = (int(st[ST_POSTED]) + count) & 0xFFFF
         return count
 
