@@ -12,7 +12,7 @@ driver area (read by us) and the device area (written by us).
 import struct
 
 from vhost.ring import (RingError, Request, VIRTQ_DESC_F_INDIRECT,
-                        VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE)
+                        VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, store16)
 
 PDESC = struct.Struct('<QIHH')
 U16 = struct.Struct('<H')
@@ -89,8 +89,8 @@ class PackedRing:
                 break
         self.next_avail, self.avail_wrap = i, wrap
         if self.event_idx:
-            U16.pack_into(self.device, 0, self.next_avail | (self.avail_wrap << WRAP_BIT))
-            U16.pack_into(self.device, 2, RING_EVENT_FLAGS_DESC)
+            store16(self.device, 0, self.next_avail | (self.avail_wrap << WRAP_BIT))
+            store16(self.device, 2, RING_EVENT_FLAGS_DESC)
         return Request(id, readable, writable, ndesc, self.mem)
 
     @staticmethod
@@ -109,7 +109,7 @@ class PackedRing:
         at, wrap = self.next_used, self.used_wrap
         flags = (VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED) if wrap else 0
         struct.pack_into('<IH', self.desc, 16 * at + 8, length, id)
-        U16.pack_into(self.desc, 16 * at + 14, flags)
+        store16(self.desc, 16 * at + 14, flags)
         self.next_used += ndesc + jump
         while self.next_used >= self.size:
             self.next_used -= self.size

@@ -18,6 +18,19 @@ VIRTQ_AVAIL_F_NO_INTERRUPT = 1
 DESC = struct.Struct('<QIHH')
 U16 = struct.Struct('<H')
 USED_ELEM = struct.Struct('<II')
+# A field the driver polls (used idx, avail_event, a packed descriptor's
+# flags, the event suppression structure) must change in one store, as a
+# real device's does: struct's '<H' packs byte by byte, and a driver reading
+# between the two bytes sees a value that was never written (a used idx
+# thousands ahead; an avail_event that says "no kick needed"). Native '@H'
+# packs with one 2-byte copy; these hosts are little-endian like VirtIO 1.x.
+_STORE16 = struct.Struct('@H')
+assert _STORE16.pack(0x1234) == U16.pack(0x1234)
+
+
+def store16(view, offset, value):
+    """Write a little-endian 16-bit field in one store."""
+    _STORE16.pack_into(view, offset, value)
 
 
 class RingError(Exception):
@@ -144,7 +157,7 @@ class SplitRing:
         self.last_avail = (self.last_avail + 1) & 0xFFFF
         if self.event_idx:
             # avail_event: kick me once you publish past what I consumed.
-            U16.pack_into(self.used, 4 + 8 * self.size, self.last_avail)
+            store16(self.used, 4 + 8 * self.size, self.last_avail)
         readable, writable, ndesc = self.walk(head)
         return Request(head, readable, writable, ndesc, self.mem)
 
@@ -188,7 +201,7 @@ class SplitRing:
         USED_ELEM.pack_into(self.used, 4 + 8 * (self.used_idx % self.size), id, length)
         old = self.used_idx
         self.used_idx = (old + 1 + jump) & 0xFFFF
-        U16.pack_into(self.used, 2, self.used_idx)      # after the element: publishes it
+        store16(self.used, 2, self.used_idx)        # after the element: publishes it
         if self.event_idx:
             used_event = U16.unpack_from(self.avail, 4 + 2 * self.size)[0]
             return need_event(used_event, self.used_idx, old)
