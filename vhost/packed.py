@@ -15,7 +15,6 @@ from vhost.ring import (RingError, Request, VIRTQ_DESC_F_INDIRECT,
                         VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, store16)
 
 PDESC = struct.Struct('<QIHH')
-U16 = struct.Struct('<H')
 VIRTQ_DESC_F_AVAIL = 1 << 7
 VIRTQ_DESC_F_USED = 1 << 15
 RING_EVENT_FLAGS_ENABLE = 0
