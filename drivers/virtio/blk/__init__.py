@@ -90,11 +90,7 @@ class BlkDevice(BlkConfig, BlkRequests, VirtioDevice):
         steps = vq.take_over('the %s driver' % self.NAME, nslots, block, indirect)
         self._steps = steps
         self._ring = vq.st
-        self._post = steps.post
-        self._pop = steps.pop
-        self._post_batch = steps.post_batch
         self._posting = words(3 * nslots)      # (slot, addr, length) triples, for fast.submit_batch
-        self._publish = steps.publish
         st = self._st = words(ST_WORDS + SLOT_WORDS * nslots)
         st[ST_BLOCK] = block
         st[ST_NSLOTS] = nslots
@@ -119,10 +115,9 @@ class BlkDevice(BlkConfig, BlkRequests, VirtioDevice):
         self._bounce = 0
         self._bounce_free = []
         self._id_buf = hw.dma_alloc(VIRTIO_BLK_ID_BYTES, 4)
-        self._addressof = getattr(hw, 'addressof', None)
         self._word_arrays = []
         self.native = False
-        if NATIVE and getattr(hw, '__name__', None) == 'x86' and self._addressof is not None:
+        if NATIVE and getattr(hw, '__name__', None) == 'x86' and hasattr(hw, 'addressof'):
             # The target: the viper fast paths (virtio.blk.fast).
             self.native = True
             self._reap = self._reap_v
@@ -208,7 +203,7 @@ class BlkDevice(BlkConfig, BlkRequests, VirtioDevice):
         The notification counts as sent only once it was: a kick cut short
         (Ctrl-C, MemoryError) is completed by the next."""
         ring = self._ring
-        need = self._publish(self.hw, ring)
+        need = self._steps.publish(self.hw, ring)
         if need:
             self.transport.notify(REQUESTQ)
             self.notifications += 1

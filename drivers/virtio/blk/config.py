@@ -20,6 +20,17 @@ from virtio.errors import DeviceError
 class BlkConfig:
     """The configuration side of BlkDevice (a mixin)."""
 
+    # The discard and write-zeroes limits (5.2.4; 0 without the feature) live
+    # in two tuples: a device's attributes are a hash map that MicroPython
+    # fills to the brim before it grows, and in a nearly full map every
+    # lookup of a method (a miss there first) probes most of it.
+    max_discard_sectors = property(lambda self: self._discard[0])
+    max_discard_seg = property(lambda self: self._discard[1])
+    discard_sector_alignment = property(lambda self: self._discard[2])
+    max_write_zeroes_sectors = property(lambda self: self._zeroes[0])
+    max_write_zeroes_seg = property(lambda self: self._zeroes[1])
+    write_zeroes_may_unmap = property(lambda self: self._zeroes[2])
+
     def _read_config(self):
         t = self.transport
         has = self.has
@@ -54,23 +65,23 @@ class BlkConfig:
                              t.config_read16(CFG_MIN_IO_SIZE),
                              t.config_read32(CFG_OPT_IO_SIZE))
         self.read_only = has(VIRTIO_BLK_F_RO)
-        self.max_discard_sectors = self.max_discard_seg = self.discard_sector_alignment = 0
+        self._discard = (0, 0, 0)
         if has(VIRTIO_BLK_F_DISCARD):
-            self.max_discard_sectors = self.check_config(
-                'max_discard_sectors', t.config_read32(CFG_MAX_DISCARD_SECTORS), 1, 0xFFFFFFFF)
-            self.max_discard_seg = self.check_config(
-                'max_discard_seg', t.config_read32(CFG_MAX_DISCARD_SEG), 1, 0xFFFFFFFF)
-            self.discard_sector_alignment = t.config_read32(CFG_DISCARD_SECTOR_ALIGNMENT)
-        self.max_write_zeroes_sectors = self.max_write_zeroes_seg = 0
-        self.write_zeroes_may_unmap = False
+            self._discard = (
+                self.check_config('max_discard_sectors', t.config_read32(CFG_MAX_DISCARD_SECTORS),
+                                  1, 0xFFFFFFFF),
+                self.check_config('max_discard_seg', t.config_read32(CFG_MAX_DISCARD_SEG),
+                                  1, 0xFFFFFFFF),
+                t.config_read32(CFG_DISCARD_SECTOR_ALIGNMENT))
+        self._zeroes = (0, 0, False)
         if has(VIRTIO_BLK_F_WRITE_ZEROES):
-            self.max_write_zeroes_sectors = self.check_config(
-                'max_write_zeroes_sectors', t.config_read32(CFG_MAX_WRITE_ZEROES_SECTORS),
-                1, 0xFFFFFFFF)
-            self.max_write_zeroes_seg = self.check_config(
-                'max_write_zeroes_seg', t.config_read32(CFG_MAX_WRITE_ZEROES_SEG), 1, 0xFFFFFFFF)
-            self.write_zeroes_may_unmap = self.check_config(
-                'write_zeroes_may_unmap', t.config_read8(CFG_WRITE_ZEROES_MAY_UNMAP), 0, 1) == 1
+            self._zeroes = (
+                self.check_config('max_write_zeroes_sectors',
+                                  t.config_read32(CFG_MAX_WRITE_ZEROES_SECTORS), 1, 0xFFFFFFFF),
+                self.check_config('max_write_zeroes_seg',
+                                  t.config_read32(CFG_MAX_WRITE_ZEROES_SEG), 1, 0xFFFFFFFF),
+                self.check_config('write_zeroes_may_unmap',
+                                  t.config_read8(CFG_WRITE_ZEROES_MAY_UNMAP), 0, 1) == 1)
         if has(VIRTIO_BLK_F_CONFIG_WCE):
             self.check_config('writeback', t.config_read8(CFG_WRITEBACK), 0, 1)
 

@@ -74,12 +74,15 @@ if NATIVE:
 
     @micropython.viper
     def reap(self) -> int:
-        st = ptr32(self._st)
         ring = self._ring
-        r = ptr32(ring)
-        pop = self._pop
+        pop = self._steps.pop
         hw = self.hw
         who = self._who
+        slot = int(pop(hw, ring, who))
+        if slot < 0:
+            return 0                # (most calls: the rest is loaded only when needed)
+        st = ptr32(self._st)
+        r = ptr32(ring)
         hdrs = st[ST_HDRS]
         status = ptr8(st[ST_STATUS])
         check_len = int(st[ST_CHECK_LEN])
@@ -87,10 +90,7 @@ if NATIVE:
         finished = self._finished
         none = _NONE
         n = 0
-        while True:
-            slot = int(pop(hw, ring, who))
-            if slot < 0:
-                return n
+        while slot >= 0:
             length = int(r[RING_LEN])
             rec = ST_WORDS + SLOT_WORDS * slot
             f = int(st[rec + S_FLAGS])
@@ -119,9 +119,12 @@ if NATIVE:
                         else:
                             finished.append(tag)
                     n += 1
+                    slot = int(pop(hw, ring, who))
                     continue
             self._complete(slot, length)    # errors, bounces, split transfers
             n += 1
+            slot = int(pop(hw, ring, who))
+        return n
 
     @micropython.viper
     def _submit1(self, op: int, sector, buf, tag):
@@ -172,7 +175,7 @@ if NATIVE:
         hdr[2] = sec
         hdr[3] = 0
         ptr8(st[ST_STATUS])[slot] = STATUS_UNSET
-        self._post(self.hw, self._ring, slot, SIMPLE_BLOCK, CHAIN_DATA, addr, n, flags)
+        self._steps.post(self.hw, self._ring, slot, SIMPLE_BLOCK, CHAIN_DATA, addr, n, flags)
         st[ST_POSTED] = (int(st[ST_POSTED]) + 1) & 0xFFFF
         return tag
 
@@ -259,7 +262,7 @@ if NATIVE:
             st[rec + S_ADDR] = 0            # (scratch of the first loop: the state as plain leaves it)
             j += 1
         st[ST_NFREE] = nfree
-        self._post_batch(self.hw, self._ring, reqs, count, SIMPLE_BLOCK, CHAIN_DATA, flags)
+        self._steps.post_batch(self.hw, self._ring, reqs, count, SIMPLE_BLOCK, CHAIN_DATA, flags)
         st[ST_POSTED] = (int(st[ST_POSTED]) + count) & 0xFFFF
         return count
 

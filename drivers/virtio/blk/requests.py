@@ -148,7 +148,7 @@ class BlkRequests:
     def _dma_address(self, buf):
         """The physical address of buf's bytes when the device can reach
         them as they are, else None (then data goes through bounce buffers)."""
-        addressof = self._addressof
+        addressof = getattr(self.hw, 'addressof', None)
         if addressof is None:
             return None
         try:
@@ -257,13 +257,13 @@ class BlkRequests:
                 nbytes -= n
                 j += 1
         steps.set_desc(hw, ring, slot, j, st[ST_STATUS] + slot, 1, VIRTQ_DESC_F_WRITE)
-        self._post(hw, ring, slot, j + 1, -1, 0, 0, 0)
+        steps.post(hw, ring, slot, j + 1, -1, 0, 0, 0)
         st[ST_POSTED] = (st[ST_POSTED] + 1) & 0xFFFF
 
     def _reap(self):
         """Take every completion off the used ring (2.7.14, 2.8.14); returns
         how many."""
-        pop, hw, ring, who = self._pop, self.hw, self._ring, self._who
+        pop, hw, ring, who = self._steps.pop, self.hw, self._ring, self._who
         n = 0
         while True:
             slot = pop(hw, ring, who)
