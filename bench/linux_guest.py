@@ -37,23 +37,32 @@ def tcp_script(sink_port):
         'echo "HTTPD DONE"']
 
 
+SCHEDULER_LINE = 'echo %s > /sys/block/vda/queue/scheduler' % SCHEDULER
+UDP_SERVER = ['echo "@@ udp_server"', 'bhelper udpecho %d' % qemu.UDP_GUEST_PORT]
+
+
+def workload_lines(w):
+    """The shell lines that run one read, write or ping workload."""
+    p = w.params
+    if w.kind == 'read':
+        return ['echo "@@ %s"' % w.name,
+                'bhelper read /dev/vda %d %d %s %d %d %d' % (
+                    p['bs'], p['depth'], p['mode'], p['region'], p['max_ops'], p['max_ms'])]
+    if w.kind == 'write':
+        return ['echo "@@ %s"' % w.name,
+                'bhelper write /dev/vda %d %d %d' % (p['bs'], p['offset'], p['total'])]
+    if w.kind == 'ping':
+        return ['echo "@@ %s"' % w.name, 'ping -c %d -i 0.2 -W 2 10.0.2.2' % p['count']]
+    return []
+
+
 def script(selected, sink_port=None):
-    lines = ['echo %s > /sys/block/vda/queue/scheduler' % SCHEDULER]
+    lines = [SCHEDULER_LINE]
     for w in selected:
-        p = w.params
-        if w.kind == 'read':
-            lines += ['echo "@@ %s"' % w.name,
-                      'bhelper read /dev/vda %d %d %s %d %d %d' % (
-                          p['bs'], p['depth'], p['mode'], p['region'], p['max_ops'], p['max_ms'])]
-        elif w.kind == 'write':
-            lines += ['echo "@@ %s"' % w.name,
-                      'bhelper write /dev/vda %d %d %d' % (p['bs'], p['offset'], p['total'])]
-        elif w.kind == 'ping':
-            lines += ['echo "@@ %s"' % w.name,
-                      'ping -c %d -i 0.2 -W 2 10.0.2.2' % p['count']]
+        lines += workload_lines(w)
     lines += fs_script([w for w in selected if w.kind == 'fs'])
     if any(w.kind == 'udp' for w in selected):
-        lines += ['echo "@@ udp_server"', 'bhelper udpecho %d' % qemu.UDP_GUEST_PORT]
+        lines += UDP_SERVER
     if sink_port is not None and any(w.kind == 'tcp' for w in selected):
         lines += tcp_script(sink_port)
     return '\n'.join(lines) + '\n'
