@@ -213,8 +213,9 @@ def write_json(path, doc):
 
 
 def chart(rows, path, title='ours vs Linux guest, same QEMU (TCG)'):
-    """Bar chart of advantage (ours/Linux, >1 = ours ahead) with min-max whiskers, and of each
-    side's share of the host's page-cache ceiling. Returns path, or None without matplotlib."""
+    """Bar chart of advantage (ours/Linux, >1 = ours ahead; paired rows: the per-pair median)
+    with min-max whiskers, and of each side's share of the host's page-cache ceiling.
+    Returns path, or None without matplotlib."""
     try:
         import matplotlib
         matplotlib.use('Agg')
@@ -252,7 +253,8 @@ def chart(rows, path, title='ours vs Linux guest, same QEMU (TCG)'):
     from matplotlib.ticker import FuncFormatter, NullFormatter
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: '%gx' % v))
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel('advantage: ours over Linux (log; > 1 = ours ahead, whiskers = min-max)')
+    ax.set_xlabel('advantage: ours over Linux (log; > 1 = ours ahead; paired rows: median of the '
+                  'pairs, whiskers min-max over them)')
     ax.set_title(title, fontsize=10)
     w = 0.38
     for y, r in zip(ys, rows):

@@ -271,3 +271,15 @@ def test_each_write_run_is_checked_and_the_range_restored(tmp_path):
     pairs.check_and_restore(disk, w, res)
     assert res['seq_write']['value'] is None
     assert 'image check' in res['seq_write']['error']
+
+
+def test_chart_draws_paired_unpaired_and_polling_rows(tmp_path):
+    pytest.importorskip('matplotlib')
+    runs = runs_of('read_4k_d1', [10, 20, 30], [5, 10, 60])
+    for k, v in enumerate([8, 10, 16]):
+        runs['ours'][k]['read_4k_d1_poll'] = {'value': v, 'error': None}
+        runs['ours'][k]['boot_microvm'] = {'value': 0.2, 'error': None}
+    sel = [W.BY_NAME[n] for n in ('read_4k_d1', 'read_4k_d1_poll', 'boot_microvm')]
+    rows = report.summarize(runs, sel, paired={'read_4k_d1', 'read_4k_d1_poll'})
+    path = report.chart(rows, str(tmp_path / 'r.png'))
+    assert os.path.getsize(path) > 1000
