@@ -41,10 +41,13 @@ def steps(selected):
     """The session's steps in order: each read, write and ping workload alone, the UDP
     workloads together (one echo server run gives all three figures). Each step is a list
     of base workloads (no polling twins)."""
-    out, udp = [], []
+    out, udp, seen = [], [], set()
     for w in selected:
-        if W.poll_base(w) or w.kind not in SESSION_KINDS:
+        if W.poll_base(w):
+            w = W.BY_NAME[W.poll_base(w)]   # a twin alone still needs its base's runs
+        if w.kind not in SESSION_KINDS or w.name in seen:
             continue
+        seen.add(w.name)
         if w.kind == 'udp':
             if not udp:
                 out.append(udp)
@@ -169,7 +172,7 @@ class OursSession(Session):
 
     def _note_mode(self, out):
         m = re.search(r'MODE (\S+)', out)
-        self.irq_mode = m.group(1) if m else None
+        self.irq_mode = m.group(1) if m and m.group(1) != 'None' else None
 
     def _exec(self, code, timeout=60):
         out, err = self.repl.run(code, timeout)
@@ -390,9 +393,10 @@ def boot_pairs(image, ref, disk, work_dir, selected, guarded, pairs=PAIRS, log=p
             if poll:
                 res = guarded('ours', ours_guest.run, image, disk, work_dir, poll, poll=True)
                 out[k]['ours'].update(rename_poll(_fail_all(res, poll)))
-        if ref is not None and base:
-            res = guarded('linux', linux_guest.run, ref, disk, work_dir, base)
-            out[k]['linux'].update(_fail_all(res, base))
+        linux = base + [w for w in poll if w not in base]   # the twins' ratios need it
+        if ref is not None and linux:
+            res = guarded('linux', linux_guest.run, ref, disk, work_dir, linux)
+            out[k]['linux'].update(_fail_all(res, linux))
         log('  boot pair %d of %d' % (k + 1, pairs))
     return out
 

@@ -183,6 +183,12 @@ def test_session_steps_group_the_udp_rows_and_leave_out_twins_and_boot_rows():
     assert pairs.step_names(st[2]) == list(pairs.UDP_NAMES)
 
 
+def test_a_polling_twin_selected_alone_still_runs_with_its_base():
+    st = pairs.steps([W.BY_NAME['read_4k_d1_poll'], W.BY_NAME['udp_rate_poll'],
+                      W.BY_NAME['read_4k_d1']])
+    assert [[w.name for w in s] for s in st] == [['read_4k_d1'], ['udp_rate']]
+
+
 def test_bench_only_brings_each_workload_s_polling_twin():
     names = [w.name for w in run.select(['read_4k_d1', 'boot'])]
     assert names == ['boot', 'read_4k_d1', 'read_4k_d1_poll']
