@@ -40,6 +40,8 @@ def pair_ratios(runs, w):
     linux = _entries(runs, 'linux', linux_name)
     out = []
     for o, l in zip(ours, linux):
+        if o is None and l is None:
+            continue            # no pair k here (the run lists also hold unpaired boots)
         ov = o and o.get('value')
         lv = l and l.get('value')
         out.append(ov / lv if ov and lv and ov > 0 and lv > 0 else None)

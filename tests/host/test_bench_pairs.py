@@ -107,6 +107,17 @@ def test_a_slow_moment_that_hits_both_runs_of_a_pair_does_not_move_the_ratio():
     assert unpaired['ratio'] == 2 and unpaired['ratio_min'] == pytest.approx(0.2)
 
 
+def test_run_indices_without_a_pair_are_not_counted_as_pairs():
+    # BENCH_PAIRS=2 with BENCH_REPS=3: the run lists have three slots, the third holds
+    # only unpaired boots' rows.
+    w = W.BY_NAME['read_4k_d1']
+    runs = runs_of('read_4k_d1', [10, 20], [5, 10])
+    runs['ours'].append({'boot_microvm': {'value': 0.2, 'error': None}})
+    runs['linux'].append({})
+    row = report.summarize(runs, [w], paired={'read_4k_d1'})[0]
+    assert row['pairs']['n'] == 2 and report.ratio_cell(row) == '2 [2-2] 2/2 pairs'
+
+
 def test_lower_is_better_turns_each_pair_around():
     w = W.BY_NAME['udp_rtt']
     runs = runs_of('udp_rtt', [1.0, 3.0, 1.0], [2.0, 2.0, 4.0])
