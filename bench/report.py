@@ -97,14 +97,17 @@ def summarize(runs, selected=None, paired=()):
 def _paired(row, runs, w):
     ratios = pair_ratios(runs, w)
     r = stats(ratios)
-    a = stats([advantage_of(x, w.better) for x in ratios])
     row['pairs'] = {'ratios': ratios, 'n': len(ratios)}
     if r is None:
         row.update(ratio=None, ratio_min=None, ratio_max=None, advantage=None,
                    advantage_min=None, advantage_max=None)
         return
+    # The advantage is the ratio turned around where lower is better, so that `ahead`
+    # says the same as the ratio column for an even number of pairs too.
+    ends = sorted([advantage_of(r['min'], w.better), advantage_of(r['max'], w.better)])
     row.update(ratio=r['median'], ratio_min=r['min'], ratio_max=r['max'],
-               advantage=a['median'], advantage_min=a['min'], advantage_max=a['max'])
+               advantage=advantage_of(r['median'], w.better), advantage_min=ends[0],
+               advantage_max=ends[1])
     row['pairs']['n_used'] = r['n']
 
 

@@ -125,6 +125,11 @@ def test_lower_is_better_turns_each_pair_around():
     assert row['ratio'] == 0.5
     assert (row['advantage'], row['advantage_min'], row['advantage_max']) == (2, 2 / 3.0, 4)
     assert report.verdict(row) == 'ours 2.00x'
+    # Two pairs: the verdict is the ratio column's median turned around.
+    runs = runs_of('udp_rtt', [1.0, 3.0], [1.0, 2.0])
+    row = report.summarize(runs, [w], paired={'udp_rtt'})[0]
+    assert row['ratio'] == 1.25 and row['advantage'] == 0.8
+    assert report.verdict(row) == 'Linux 1.25x'
 
 
 def test_a_pair_with_a_failed_run_is_left_out():
