@@ -9,21 +9,30 @@ import pattern
 import workloads as W
 
 
-def udp(port, results):
-    """Run the host UDP client; fill results[name] for the udp workloads."""
+def udp(port, results, meter=None):
+    """Run the host UDP client; fill results[name] for the udp workloads. meter: None, or
+    a function starting a hostcpu.Meter on the guest's QEMU; each figure then carries
+    that QEMU's CPU seconds over its part (cpu_s) and the datagrams it stands for."""
+    m = meter() if meter else None
     r = netclient.rtt(port, W.UDP_RTT_COUNT, W.UDP_SIZES)
+    cpu = m.stop() if m else None
     ok = r['lost'] == 0 and r['bad'] == 0 and r['rtt_ms']
     err = None if ok else 'lost %d, altered %d of %d' % (r['lost'], r['bad'], W.UDP_RTT_COUNT)
     results['udp_rtt'] = {'value': W.median(r['rtt_ms']) if ok else None, 'error': err,
                           'detail': {'n': len(r['rtt_ms']), 'min_ms': min(r['rtt_ms'] or [0])}}
     results['udp_rtt_p99'] = {'value': W.percentile(r['rtt_ms'], 99) if ok else None,
                               'error': err}
+    m = meter() if meter else None
     q = netclient.rate(port, W.UDP_RATE_COUNT, W.UDP_SIZES, W.UDP_WINDOW)
     ok = q['lost'] == 0 and q['bad'] == 0
     results['udp_rate'] = {'value': q['per_s'] if ok else None,
                            'error': None if ok else 'lost %d, altered %d of %d' % (
                                q['lost'], q['bad'], W.UDP_RATE_COUNT),
                            'detail': q}
+    if meter:
+        for name in ('udp_rtt', 'udp_rtt_p99'):
+            results[name].update(cpu_s=cpu, requests=W.UDP_RTT_COUNT)
+        results['udp_rate'].update(cpu_s=m.stop(), requests=W.UDP_RATE_COUNT)
 
 
 def ping(entry):

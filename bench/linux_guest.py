@@ -28,8 +28,13 @@ def tcp_script(sink_port):
         'i=0; while [ $i -lt 63 ]; do printf 0123456789abcdef; i=$((i+1)); done > /www/1k',
         "printf '0123456789abcd\\r\\n' >> /www/1k",
         'httpd -p %d -h /www' % tcpclient.HTTP_GUEST_PORT,
+        # Listening before TCP READY: a host connection that slirp forwards before nc
+        # listens is reset by the guest (seen once in five boots).
+        'nc -l -p %d | wc -c > /rx.count &' % tcpclient.RX_GUEST_PORT,
+        'usleep 300000',
         'echo "TCP READY"',
-        'echo "RESULT op=tcprx bytes=$(nc -l -p %d | wc -c)"' % tcpclient.RX_GUEST_PORT,
+        'wait',
+        'echo "RESULT op=tcprx bytes=$(cat /rx.count)"',
         'dd if=/dev/zero bs=65536 count=%d 2>/dev/null | nc 10.0.2.2 %d'
         % (W.TCP_BYTES // 65536, sink_port),
         'echo "TCPTX DONE"',
@@ -37,23 +42,32 @@ def tcp_script(sink_port):
         'echo "HTTPD DONE"']
 
 
+SCHEDULER_LINE = 'echo %s > /sys/block/vda/queue/scheduler' % SCHEDULER
+UDP_SERVER = ['echo "@@ udp_server"', 'bhelper udpecho %d' % qemu.UDP_GUEST_PORT]
+
+
+def workload_lines(w):
+    """The shell lines that run one read, write or ping workload."""
+    p = w.params
+    if w.kind == 'read':
+        return ['echo "@@ %s"' % w.name,
+                'bhelper read /dev/vda %d %d %s %d %d %d' % (
+                    p['bs'], p['depth'], p['mode'], p['region'], p['max_ops'], p['max_ms'])]
+    if w.kind == 'write':
+        return ['echo "@@ %s"' % w.name,
+                'bhelper write /dev/vda %d %d %d' % (p['bs'], p['offset'], p['total'])]
+    if w.kind == 'ping':
+        return ['echo "@@ %s"' % w.name, 'ping -c %d -i 0.2 -W 2 10.0.2.2' % p['count']]
+    return []
+
+
 def script(selected, sink_port=None):
-    lines = ['echo %s > /sys/block/vda/queue/scheduler' % SCHEDULER]
+    lines = [SCHEDULER_LINE]
     for w in selected:
-        p = w.params
-        if w.kind == 'read':
-            lines += ['echo "@@ %s"' % w.name,
-                      'bhelper read /dev/vda %d %d %s %d %d %d' % (
-                          p['bs'], p['depth'], p['mode'], p['region'], p['max_ops'], p['max_ms'])]
-        elif w.kind == 'write':
-            lines += ['echo "@@ %s"' % w.name,
-                      'bhelper write /dev/vda %d %d %d' % (p['bs'], p['offset'], p['total'])]
-        elif w.kind == 'ping':
-            lines += ['echo "@@ %s"' % w.name,
-                      'ping -c %d -i 0.2 -W 2 10.0.2.2' % p['count']]
+        lines += workload_lines(w)
     lines += fs_script([w for w in selected if w.kind == 'fs'])
     if any(w.kind == 'udp' for w in selected):
-        lines += ['echo "@@ udp_server"', 'bhelper udpecho %d' % qemu.UDP_GUEST_PORT]
+        lines += UDP_SERVER
     if sink_port is not None and any(w.kind == 'tcp' for w in selected):
         lines += tcp_script(sink_port)
     return '\n'.join(lines) + '\n'

@@ -144,9 +144,11 @@ def run_script(image, disk, work_dir, selected, machine, timeout):
         return results, q.output()
 
 
-def run(image, master_disk, work_dir, selected, timeout=240, log=print, machine='pc'):
+def run(image, master_disk, work_dir, selected, timeout=240, log=print, machine='pc',
+        poll=False):
     """Boot once, run the selected workloads; {name: {'value', 'error', ...}}. On a
-    machine other than pc the workloads run as a script (run_script)."""
+    machine other than pc the workloads run as a script (run_script). poll: the devices
+    probed again with virtio.probe(interrupts=False) before the workloads."""
     disk = os.path.join(work_dir, 'ours-disk.img')
     shutil.copyfile(master_disk, disk)
     if machine == qemu.MICROVM:
@@ -168,7 +170,7 @@ def run(image, master_disk, work_dir, selected, timeout=240, log=print, machine=
     texts = []
     try:
         _run_guest(args, timeout, selected, machine, port, ports, sink, results, texts,
-                   fs_selected)
+                   fs_selected, poll)
     finally:
         if sink is not None:
             sink.close()
@@ -198,12 +200,21 @@ def _tcp(repl, q, ports, sink, results, texts):
             results.setdefault(name, {'value': None, 'error': why})
 
 
-def _run_guest(args, timeout, selected, machine, port, ports, sink, results, texts, fs_selected):
+PROBE = 'import virtio\nvirtio.probe(interrupts=%s)\n'
+
+
+def _run_guest(args, timeout, selected, machine, port, ports, sink, results, texts, fs_selected,
+               poll=False):
     with qemu.Qemu(args, timeout) as q:
         _, t_ready = q.expect(re.escape(READY), 60)
         results[W.boot_name(machine)] = boot_figure(q.output(), t_ready)
         repl = RawRepl(q)
         repl.enter()
+        if poll:
+            out, err = repl.run(PROBE % False)
+            if err:
+                raise RuntimeError('probe(interrupts=False) failed: %s'
+                                   % err.strip().splitlines()[-1])
         out, err = repl.run(guest_source('ours_blk.py') + '\nblk = find_blk()\n')
         texts.append(out)
         if err:
@@ -252,6 +263,23 @@ def _run_guest(args, timeout, selected, machine, port, ports, sink, results, tex
 
 def collect(results, text, selected, disk, fs_disk=None):
     """Figures from the workloads' output text; the written disk checked, then removed."""
+    collect_parsed(text, selected, results)
+    for w in selected:
+        if w.kind == 'write' and results[w.name]['value'] is not None:
+            figures.check_written(disk, w, results)
+    notes = [l for l in text.splitlines() if l.startswith('NOTE ')]
+    if notes:
+        results['_notes'] = notes
+    os.remove(disk)
+    if fs_disk:
+        os.remove(fs_disk)
+    return results
+
+
+def collect_parsed(text, selected, results=None):
+    """{name: entry} for the selected workloads found in the output text (those not in
+    results already)."""
+    results = {} if results is None else results
     parsed = W.parse_output(text)
     for w in selected:
         if w.name in results:
@@ -269,13 +297,4 @@ def collect(results, text, selected, disk, fs_disk=None):
             results[w.name] = {'value': value, 'error': err, 'detail': entry and entry['result']}
         elif w.kind == 'ping':
             results[w.name] = figures.ping(entry)
-    for w in selected:
-        if w.kind == 'write' and results[w.name]['value'] is not None:
-            figures.check_written(disk, w, results)
-    notes = [l for l in text.splitlines() if l.startswith('NOTE ')]
-    if notes:
-        results['_notes'] = notes
-    os.remove(disk)
-    if fs_disk:
-        os.remove(fs_disk)
     return results

@@ -1,14 +1,22 @@
 """From runs to the three outputs: the table, build/bench/results.json, build/bench/ratios.png.
 
-A row compares medians over the repetitions; min and max are kept beside them. The ratio is
-ours / Linux; `better` says which direction wins for that unit, and `advantage` turns the
-ratio around where lower is better, so advantage > 1 always means ours is ahead.
+Each side's cell is the median over its runs, with min and max. The ratio is ours / Linux;
+`better` says which direction wins for that unit, and `advantage` turns the ratio around
+where lower is better, so advantage > 1 always means ours is ahead.
+
+Paired rows (bench/pairs.py): runs[side][k] of both sides come from pair k, measured one
+right after the other, so the row's ratio is the median of the per-pair ratios, with their
+min and max: a slow moment of the host hits both runs of a pair, not one side's median.
+A polling twin's ratio pairs it with the Linux run of the same pair (Linux has no polling
+variant). Unpaired rows compare the two medians, with the extreme combinations as range.
 """
 import json
 
+import hostcpu
 import workloads as W
 
 SIDES = ('ours', 'linux', 'host')
+NO_POLLING = 'no polling variant'
 
 
 def stats(values):
@@ -19,31 +27,63 @@ def stats(values):
     return {'median': W.median(vs), 'min': min(vs), 'max': max(vs), 'n': len(vs)}
 
 
-def summarize(runs, selected=None):
-    """runs: {side: [ {workload: {'value', 'error', 'na'?}} per repetition ]} -> rows."""
+def _entries(runs, side, name):
+    """Entry per run index (None where that run has none)."""
+    return [(r or {}).get(name) for r in runs.get(side) or []]
+
+
+def pair_ratios(runs, w):
+    """ours / Linux per pair index where both runs of the pair gave a figure (None where
+    either did not). A polling twin is paired with the Linux run of its base workload."""
+    linux_name = W.poll_base(w) or w.name
+    ours = _entries(runs, 'ours', w.name)
+    linux = _entries(runs, 'linux', linux_name)
+    out = []
+    for o, l in zip(ours, linux):
+        if o is None and l is None:
+            continue            # no pair k here (the run lists also hold unpaired boots)
+        ov = o and o.get('value')
+        lv = l and l.get('value')
+        out.append(ov / lv if ov and lv and ov > 0 and lv > 0 else None)
+    return out
+
+
+def advantage_of(ratio, better):
+    if ratio is None:
+        return None
+    return 1 / ratio if better == W.LOWER else ratio
+
+
+def cpu_per_1000(entries):
+    """QEMU CPU seconds per 1,000 requests of each run that has both figures."""
+    return [hostcpu.per_1000(e.get('cpu_s'), e.get('requests')) if e and e.get('value')
+            is not None else None for e in entries]
+
+
+def summarize(runs, selected=None, paired=()):
+    """runs: {side: [ {workload: {'value', 'error', 'na'?, 'cpu_s'?, 'requests'?}} per run ]}
+    -> rows. paired: the names of the workloads whose run k of each side form pair k."""
     rows = []
     for w in selected or W.WORKLOADS:
-        row = {'name': w.name, 'title': w.title, 'unit': w.unit, 'better': w.better}
+        row = {'name': w.name, 'title': w.title, 'unit': w.unit, 'better': w.better,
+               'paired': w.name in paired}
         for side in SIDES:
-            reps = runs.get(side) or []
-            entries = [r.get(w.name) for r in reps if r is not None]
-            entries = [e for e in entries if e is not None]
+            # A polling twin's host ceiling is its base workload's (the host has no twin).
+            name = W.poll_base(w) or w.name if side == 'host' else w.name
+            entries = [e for e in _entries(runs, side, name) if e is not None]
             s = stats([e.get('value') for e in entries])
             errors = sorted(set(e['error'] for e in entries if e.get('error')))
             row[side] = {'stats': s, 'errors': errors,
                          'na': bool(entries) and all(e.get('na') for e in entries),
-                         'values': [e.get('value') for e in entries]}
-        o, l = row['ours']['stats'], row['linux']['stats']
-        if o and l and l['median'] > 0 and o['median'] > 0:
-            ratio = o['median'] / l['median']
-            lo, hi = o['min'] / l['max'], o['max'] / l['min']
-            if w.better == W.LOWER:
-                adv, adv_lo, adv_hi = 1 / ratio, 1 / hi, 1 / lo
-            else:
-                adv, adv_lo, adv_hi = ratio, lo, hi
-            row.update(ratio=ratio, advantage=adv, advantage_min=adv_lo, advantage_max=adv_hi)
+                         'values': [e.get('value') for e in entries],
+                         'cpu_per_1000': stats(cpu_per_1000(entries))}
+        if W.poll_base(w):
+            row['linux'] = {'stats': None, 'errors': [NO_POLLING], 'na': True, 'values': [],
+                            'cpu_per_1000': None}
+        if row['paired']:
+            _paired(row, runs, w)
         else:
-            row.update(ratio=None, advantage=None, advantage_min=None, advantage_max=None)
+            _unpaired(row, w)
         h = row['host']['stats']
         for side in ('ours', 'linux'):
             s = row[side]['stats']
@@ -52,6 +92,39 @@ def summarize(runs, selected=None):
                                        else None)
         rows.append(row)
     return rows
+
+
+def _paired(row, runs, w):
+    ratios = pair_ratios(runs, w)
+    r = stats(ratios)
+    row['pairs'] = {'ratios': ratios, 'n': len(ratios)}
+    if r is None:
+        row.update(ratio=None, ratio_min=None, ratio_max=None, advantage=None,
+                   advantage_min=None, advantage_max=None)
+        return
+    # The advantage is the ratio turned around where lower is better, so that `ahead`
+    # says the same as the ratio column for an even number of pairs too.
+    ends = sorted([advantage_of(r['min'], w.better), advantage_of(r['max'], w.better)])
+    row.update(ratio=r['median'], ratio_min=r['min'], ratio_max=r['max'],
+               advantage=advantage_of(r['median'], w.better), advantage_min=ends[0],
+               advantage_max=ends[1])
+    row['pairs']['n_used'] = r['n']
+
+
+def _unpaired(row, w):
+    o, l = row['ours']['stats'], row['linux']['stats']
+    if o and l and l['median'] > 0 and o['median'] > 0:
+        ratio = o['median'] / l['median']
+        lo, hi = o['min'] / l['max'], o['max'] / l['min']
+        if w.better == W.LOWER:
+            adv, adv_lo, adv_hi = 1 / ratio, 1 / hi, 1 / lo
+        else:
+            adv, adv_lo, adv_hi = ratio, lo, hi
+        row.update(ratio=ratio, ratio_min=lo, ratio_max=hi, advantage=adv,
+                   advantage_min=adv_lo, advantage_max=adv_hi)
+    else:
+        row.update(ratio=None, ratio_min=None, ratio_max=None, advantage=None,
+                   advantage_min=None, advantage_max=None)
 
 
 def fmt(x, unit):
@@ -89,9 +162,35 @@ def verdict(row):
     return 'ours %.2fx' % a if a > 1 else 'Linux %.2fx' % (1 / a)
 
 
+def ratio_cell(r):
+    """Paired: median of the per-pair ratios [min-max] and how many pairs gave one;
+    unpaired: the ratio of the medians, marked so."""
+    if r['ratio'] is None:
+        return '-'
+    if not r['paired']:
+        return '%.3g unpaired' % r['ratio']
+    text = '%.3g' % r['ratio']
+    n = r['pairs'].get('n_used', 0)
+    if n > 1:
+        text += ' [%.3g-%.3g]' % (r['ratio_min'], r['ratio_max'])
+    return text + ' %d/%d pairs' % (n, r['pairs']['n'])
+
+
+def cpu_cell(side):
+    s = side.get('cpu_per_1000')
+    if not s:
+        return '-'
+    text = '%.3f' % s['median']
+    if s['n'] > 1:
+        text += ' [%.3f-%.3f]' % (s['min'], s['max'])
+    return text
+
+
+HEAD = ('workload', 'unit', 'better', 'ours', 'Linux', 'ours/Linux', 'ahead',
+        'CPU s/1k ours', 'CPU s/1k Linux', 'host ceiling')
+
+
 def table(rows, reps=1):
-    head = ('workload', 'unit', 'better', 'ours', 'Linux', 'ours/Linux', 'ahead',
-            'host ceiling')
     body = []
     for r in rows:
         ceiling = r['host']['stats']
@@ -104,11 +203,11 @@ def table(rows, reps=1):
             if parts:
                 ceil += ' (' + ', '.join(parts) + ')'
         body.append((r['title'], r['unit'], r['better'], cell(r['ours'], r['unit'], reps),
-                     cell(r['linux'], r['unit'], reps),
-                     '%.3g' % r['ratio'] if r['ratio'] is not None else '-', verdict(r), ceil))
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+                     cell(r['linux'], r['unit'], reps), ratio_cell(r), verdict(r),
+                     cpu_cell(r['ours']), cpu_cell(r['linux']), ceil))
+    widths = [max(len(str(x)) for x in col) for col in zip(HEAD, *body)]
     line = lambda cols: '  '.join(str(c).ljust(w) for c, w in zip(cols, widths)).rstrip()
-    out = [line(head), line(['-' * w for w in widths])]
+    out = [line(HEAD), line(['-' * w for w in widths])]
     out += [line(b) for b in body]
     return '\n'.join(out)
 
@@ -119,8 +218,9 @@ def write_json(path, doc):
 
 
 def chart(rows, path, title='ours vs Linux guest, same QEMU (TCG)'):
-    """Bar chart of advantage (ours/Linux, >1 = ours ahead) with min-max whiskers, and of each
-    side's share of the host's page-cache ceiling. Returns path, or None without matplotlib."""
+    """Bar chart of advantage (ours/Linux, >1 = ours ahead; paired rows: the per-pair median)
+    with min-max whiskers, and of each side's share of the host's page-cache ceiling.
+    Returns path, or None without matplotlib."""
     try:
         import matplotlib
         matplotlib.use('Agg')
@@ -158,7 +258,8 @@ def chart(rows, path, title='ours vs Linux guest, same QEMU (TCG)'):
     from matplotlib.ticker import FuncFormatter, NullFormatter
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: '%gx' % v))
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel('advantage: ours over Linux (log; > 1 = ours ahead, whiskers = min-max)')
+    ax.set_xlabel('advantage: ours over Linux (log; > 1 = ours ahead; paired rows: median of the '
+                  'pairs, whiskers min-max over them)')
     ax.set_title(title, fontsize=10)
     w = 0.38
     for y, r in zip(ys, rows):
@@ -170,6 +271,8 @@ def chart(rows, path, title='ours vs Linux guest, same QEMU (TCG)'):
     ax2.set_ylim(-0.6, len(rows) - 0.4)
     ax2.set_yticklabels([])
     ax2.set_xscale('log')
+    if not any(r[side]['of_ceiling'] for r in rows for side in ('ours', 'linux')):
+        ax2.set_xlim(1, 1000)        # no read rows: an empty panel, not a singular scale
     ax2.set_xlabel('% of the host reading the image from page cache (log)')
     ax2.axvline(100, color='black', lw=1)
     ax2.xaxis.set_major_formatter(FuncFormatter(lambda v, _: '%g%%' % v))

@@ -2,14 +2,19 @@
 
     .venv/bin/python bench/run.py
 
-Each repetition measures, in this order: the host's page-cache ceiling, one boot of the Linux
-reference guest, one boot of our image; all three use the same 256 MiB pattern image (a
-fresh copy per boot). Then the table is printed and written with every run to
-build/bench/results.json, and the ratios are drawn in build/bench/ratios.png.
+In this order: the host's page-cache ceiling (BENCH_REPS times); the paired workloads
+(bench/pairs.py: both guests booted side by side, ours with interrupts, ours polling and
+Linux in turn per workload, BENCH_PAIRS pairs; on pc, then on the packed-ring machine);
+the workloads paired by whole boots (boot, the file rows, TCP); then the unpaired ones
+(microvm, the Python vhost-user-blk rows), BENCH_REPS boots each. All use the same 256 MiB
+pattern image (a fresh copy per boot). Then the table is printed and written with every
+run to build/bench/results.json, and the ratios are drawn in build/bench/ratios.png.
 
 Environment:
-    BENCH_REPS=3            repetitions (boots per guest)
-    BENCH_ONLY=a,b          only these workloads (names from bench/workloads.py)
+    BENCH_PAIRS=5           pairs per paired workload
+    BENCH_REPS=3            repetitions of the host ceiling and the unpaired boots
+    BENCH_ONLY=a,b          only these workloads (names from bench/workloads.py; a name
+                            brings its polling twin NAME_poll unless BENCH_POLL=0)
     BENCH_SIDES=ours,linux  which guests to boot
     BENCH_SECONDS=2         length of each request-rate workload
     BENCH_FIRMWARE=path     our image (default: the newest build/**/firmware.elf)
@@ -27,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import linux_guest  # noqa: E402
 import linuxref  # noqa: E402
 import ours_guest  # noqa: E402
+import pairs  # noqa: E402
 import pattern  # noqa: E402
 import qemu  # noqa: E402
 import report  # noqa: E402
@@ -66,7 +72,7 @@ def host_run(helper, disk, selected):
     results = {}
     dd = dd_ceiling(disk)  # also warms the page cache for the helper
     for w in selected:
-        if w.kind != 'read':
+        if w.kind != 'read' or W.poll_base(w):
             continue
         p = w.params
         out = subprocess.run([helper, 'read', disk, str(p['bs']), str(p['depth']), p['mode'],
@@ -111,13 +117,32 @@ def by_machine(side, fn, first, disk, selected):
     return merged
 
 
+def select(only, poll=True):
+    """The workloads to run, in table order: BENCH_ONLY's names (each with its polling
+    twin when poll), or all (without the twins when not poll)."""
+    want = set(only)
+    if poll:
+        want |= set(n + W.POLL_SUFFIX for n in only)
+    return [w for w in W.WORKLOADS if (not only or w.name in want)
+            and (poll or not W.poll_base(w))]
+
+
+def merge_pairs(runs, out):
+    """Pair k's entries into runs[side][k]."""
+    for k, pair in enumerate(out):
+        for side, res in pair.items():
+            runs[side][k].update(res)
+
+
 def main():
     t_start = time.time()
     load_start = os.getloadavg()
     os.makedirs(OUT, exist_ok=True)
     reps = int(os.environ.get('BENCH_REPS', '3'))
+    npairs = pairs.PAIRS
     only = [x for x in os.environ.get('BENCH_ONLY', '').split(',') if x]
-    selected = [w for w in W.WORKLOADS if not only or w.name in only]
+    poll = os.environ.get('BENCH_POLL', '1') != '0'
+    selected = select(only, poll)
     sides = os.environ.get('BENCH_SIDES', 'ours,linux').split(',')
     unknown = [x for x in only if x not in W.BY_NAME]
     if unknown:
@@ -152,41 +177,57 @@ def main():
         image_used = os.path.join(OUT, 'firmware-under-test.elf')
         shutil.copyfile(image, image_used)
 
-    runs = {'ours': [], 'linux': [], 'host': []}
+    n = max(reps, npairs)
+    runs = {'ours': [{} for _ in range(n)], 'linux': [{} for _ in range(n)], 'host': []}
     for rep in range(reps):
-        log('bench: repetition %d of %d' % (rep + 1, reps))
         runs['host'].append(host_run(helper, disk, selected))
-        if ref is not None:
-            res = by_machine('linux', linux_guest.run, ref, disk, selected)
-            runs['linux'].append(res)
-            log('  linux: %.1f s' % res['_seconds'])
-        if 'ours' in sides:
-            if image is None:
-                res = ours_guest.na_all(selected, 'image missing')
-            else:
-                res = by_machine('ours', ours_guest.run, image_used, disk, selected)
-                log('  ours: %.1f s' % res['_seconds'])
-                if any(w.kind == 'vhost_read' for w in selected):
-                    # The same image, blk served by the Python device (vhost-user).
-                    vres = guarded('ours-vhost', vhost_guest.run, image_used, disk, OUT, selected)
-                    log('  ours, Python vhost-user-blk: %.1f s' % vres['_seconds'])
-                    vhost_guest.merge(res, vres, selected)
-            runs['ours'].append(res)
-    for side in ('linux', 'ours'):
-        for res in runs[side]:
-            if '_failed' in res:
-                for w in selected:
-                    res.setdefault(w.name, {'value': None, 'error': 'boot failed: ' + res['_failed']})
+    notes = []
+    paired = set()
+    for machine in ('pc', qemu.PC_PACKED):
+        sel = [w for w in W.on_machine(selected, machine)
+               if w.kind in pairs.SESSION_KINDS]
+        if sel:
+            log('bench: %d pairs of %s on %s, both guests up side by side' % (
+                npairs, ','.join(w.name for w in sel), machine))
+            out, why = pairs.session(image_used, ref, disk, OUT, sel, machine, npairs, log)
+            merge_pairs(runs, out)
+            notes += why
+            paired.update(w.name for w in sel)
+    boot_sel = [w for w in selected if pairs.boot_kinds(w)]
+    if boot_sel:
+        log('bench: %d pairs of boots for %s' % (npairs, ','.join(w.name for w in boot_sel)))
+        merge_pairs(runs, pairs.boot_pairs(image_used, ref, disk, OUT, boot_sel, guarded,
+                                           npairs, log))
+        paired.update(w.name for w in boot_sel)
+    micro = W.on_machine(selected, qemu.MICROVM)
+    vhost = [w for w in selected if w.kind == 'vhost_read']
+    for rep in range(reps if micro or vhost else 0):
+        log('bench: unpaired repetition %d of %d (microvm, Python vhost-user-blk)'
+            % (rep + 1, reps))
+        if ref is not None and micro:
+            runs['linux'][rep].update(by_machine('linux', linux_guest.run, ref, disk, micro))
+        if image_used is not None:
+            res = runs['ours'][rep]
+            if micro:
+                res.update(by_machine('ours', ours_guest.run, image_used, disk, micro))
+            if vhost:
+                vres = guarded('ours-vhost', vhost_guest.run, image_used, disk, OUT, vhost)
+                log('  ours, Python vhost-user-blk: %.1f s' % vres['_seconds'])
+                vhost_guest.merge(res, vres, vhost)
+    if 'ours' in sides and image is None:
+        runs['ours'] = [ours_guest.na_all(selected, 'image missing')]
     if ref_error:
         runs['linux'] = [{w.name: {'value': None, 'error': 'reference unavailable', 'na': True}
                           for w in selected}]
 
-    rows = report.summarize(runs, selected)
+    rows = report.summarize(runs, selected, paired)
     text = report.table(rows, reps)
     print()
     print(text)
     if ref_error:
         print(ref_error)
+    for note in notes:
+        print('bench: note: ' + note)
     load = os.getloadavg()
     if load[1] > 1.5:
         print('bench: note: load average %.1f on %d CPUs while measuring; other work '
@@ -199,7 +240,8 @@ def main():
                  'loadavg_start': load_start, 'loadavg_end': os.getloadavg()},
         'qemu': {'binary': qemu.QEMU, 'flags': qemu.MACHINE_FLAGS,
                  'devices': qemu.devices('DISK', 0)},
-        'repetitions': reps, 'seconds_per_rate_workload': W.SECONDS,
+        'repetitions': reps, 'pairs': npairs, 'paired': sorted(paired), 'notes': notes,
+        'seconds_per_rate_workload': W.SECONDS,
         'workloads': [dict(name=w.name, title=w.title, unit=w.unit, better=w.better,
                            kind=w.kind, **w.params) for w in selected],
         'linux_reference': ref if ref is not None else {'error': ref_error},

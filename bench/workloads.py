@@ -111,6 +111,34 @@ PACKED_WORKLOADS = [_on_machine(_w, _w.name + '_packed', _w.title + ' (packed ri
                     for _w in WORKLOADS if _w.name in ('read_4k_d1', 'read_4k_d32')]
 WORKLOADS = WORKLOADS + MICROVM_WORKLOADS + PACKED_WORKLOADS
 
+# Every blk and net row of ours again with polling: virtio.probe(interrupts=False) in the
+# same boot (docs/hardware-interface.md, "A second probe"). Linux has no such variant.
+# Not on microvm: virtio-mmio devices poll there either way (no interrupt route yet).
+POLL_KINDS = ('read', 'write', 'fs', 'ping', 'udp', 'tcp')
+POLL_SUFFIX = '_poll'
+
+
+def _poll_twin(w):
+    return Workload(w.name + POLL_SUFFIX, w.title + ' (polling)', w.unit, w.better, w.kind,
+                    base=w.name, poll=True, **w.params)
+
+
+def poll_base(w):
+    """The interrupt-driven workload a polling twin repeats, or None for any other."""
+    return w.params.get('base') if w.params.get('poll') else None
+
+
+def _with_twins(ws):
+    out = []
+    for w in ws:
+        out.append(w)
+        if w.kind in POLL_KINDS and w.params.get('machine', 'pc') != 'microvm':
+            out.append(_poll_twin(w))
+    return out
+
+
+WORKLOADS = _with_twins(WORKLOADS)
+
 
 def machine_of(w):
     return w.params.get('machine', 'pc')

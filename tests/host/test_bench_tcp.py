@@ -112,6 +112,8 @@ def test_tcp_workloads_measure_our_stack_over_slirp(tmp_path, monkeypatch):
 def test_linux_script_serves_the_same_page_and_counts_with_nc(tmp_path):
     text = linux_guest.script([W.BY_NAME['tcp_rx'], W.BY_NAME['http_rps']], 4321)
     assert 'nc -l -p %d | wc -c' % tcpclient.RX_GUEST_PORT in text
+    # nc listens before the host is told to connect (else the guest resets it).
+    assert text.index('nc -l -p %d' % tcpclient.RX_GUEST_PORT) < text.index('TCP READY')
     assert 'count=%d 2>/dev/null | nc 10.0.2.2 4321' % (W.TCP_BYTES // 65536) in text
     assert 'httpd -p 80 -h /www' in text
     # The page-making lines, run by the host's sh in a scratch folder: the same 1024 bytes.
