@@ -133,6 +133,7 @@ class ConsoleDevice(VirtioDevice):
         self._handling = False
         self._pumping = False
         self._missed = False        # the control interrupt came while we were busy
+        self._irq_on = False        # the control receiveq interrupts (_control_irq)
         self.cols = self.rows = None
         if self.has(VIRTIO_CONSOLE_F_SIZE):
             self.cols, self.rows = self.size()
@@ -170,6 +171,7 @@ class ConsoleDevice(VirtioDevice):
                 # Nobody waits on this ring: its interrupt runs _control_irq.
                 self.ctl_rxq.sleeper = None
                 self.interrupts.on_queue(CONTROL_RECEIVEQ, self._control_irq)
+                self._irq_on = True
                 self._control_irq()
         except Exception as e:
             self._fail()
@@ -219,9 +221,13 @@ class ConsoleDevice(VirtioDevice):
             self._pumping = False
 
     def _pump(self):
+        # With interrupts, the ring asks for the next notification once it
+        # looks empty (2.7.7: with EVENT_IDX, the next used entry), then is
+        # looked at once more: a message used in between raises none.
         q = self.ctl_rxq
         hw = self.hw
         got = False
+        armed = not self._irq_on
         while True:
             try:
                 r = q.pop()
@@ -234,7 +240,12 @@ class ConsoleDevice(VirtioDevice):
                             % CONTROL_RX_SIZE)
                 r = (e.token, CONTROL_RX_SIZE)
             if r is None:
-                break
+                if armed:
+                    break
+                q.enable_interrupts()
+                armed = True
+                continue
+            armed = not self._irq_on
             slot, length = r
             self._control.append(hw.read(self._ctl_rx + slot * CONTROL_RX_SIZE, length))
             self._ctl_post(slot)
@@ -283,16 +294,13 @@ class ConsoleDevice(VirtioDevice):
 
     def _control_irq(self):
         # The control receiveq's interrupt (a handler, between two bytecodes of
-        # whatever runs): take the messages in, then ask for the next
-        # notification (2.7.7: with EVENT_IDX, the next used entry) and look
-        # once more. If it cut into our own use of the queue, that code
-        # calls us again when it is done.
+        # whatever runs): take the messages in (which re-arms the ring). If it
+        # cut into our own use of the queue, that code calls us again when it
+        # is done.
         if self._handling or self._pumping:
             self._missed = True
             return
         self._missed = False
-        self.poll()
-        self.ctl_rxq.enable_interrupts()
         self.poll()
 
     def _settle(self):

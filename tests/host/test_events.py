@@ -161,6 +161,24 @@ def test_many_events_in_a_row_are_all_delivered():
     assert [w for s, w in seen] == ['open', 'close'] * 20
 
 
+def test_a_ctrl_c_in_the_callback_loses_no_later_event():
+    m, model, con, seen = console()
+    record = con.on_event
+
+    def interrupted(source, what):
+        con.on_event = record
+        raise KeyboardInterrupt
+    con.on_event = interrupted
+    model.host_open(1)
+    with pytest.raises(KeyboardInterrupt):
+        m.irq_wait(HANDLERS_MS)
+    assert con.ports[1].host_connected          # the state came before the callback
+    model.host_close(1)
+    model.hotplug(HostPort(name='late'))
+    m.irq_wait(HANDLERS_MS)                     # the ring was re-armed before the callback
+    assert [w for s, w in seen] == ['close', 'add', 'name', 'open']
+
+
 def test_a_resize_message_updates_port_size():
     m, model, con, seen = console()
     model.resize(0, 132, 43)
