@@ -87,6 +87,22 @@ def test_set_link_and_block_resize_over_qmp_reach_the_callbacks(boot, tmp_disk, 
     assert e.value.exc_type == 'ValueError'
 
 
+@pytest.mark.parametrize('machine', ['pc', 'q35'])
+def test_on_the_legacy_interface_with_msix_the_config_is_read_at_0x18(boot, tmp_disk,
+                                                                       machine):
+    # 4.1.4.8: with MSI-X on, a legacy device's configuration moves from 0x14 to 0x18;
+    # the capacity a resize reports is read there.
+    g = boot(machine=machine, qmp=True, devices=net_blk_devices(tmp_disk(1 << 20), ''))
+    record(g, '(source.NAME, source.link_up if what == "link" else source.capacity)',
+           ['net', 'blk'], probe='virtio.probe(transport="legacy")\n')
+    assert g.eval('virtio.find("blk").transport.name, virtio.find("blk").interrupts.mode, '
+                  'virtio.find("blk").transport.config_base') == ('legacy', 'msix', 0x18)
+    g.qmp('block_resize', device='disk0', size=3 << 20)
+    g.qmp('set_link', name='net0', up=False)
+    assert sorted(events(g, 2)) == [('capacity', ('virtio-blk', 6144)),
+                                    ('link', ('virtio-net', False))]
+
+
 PORT_SHOW = ('"device" if source is virtio.find("console") else '
              '(source.id, source.name, source.host_connected, source.removed)')
 
