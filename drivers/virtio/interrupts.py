@@ -20,6 +20,7 @@
 #     00:04.0 interrupt intx line 11 vector 43 isr 0x02 CONFIG
 
 from virtio import msix
+from virtio.errors import VirtioError
 # Not `from virtio import trace`: once virtio is imported that name is virtio.trace().
 from virtio.trace import emit, enabled as tracing, register, unregister
 from virtio.transport import ISR_CONFIG, ISR_QUEUE, isr_names
@@ -162,13 +163,18 @@ class Interrupts:
         """With MSI-X, queue vectors have no handler of their own (a wait just
         wakes): while tracing, one that prints the interrupt."""
         hw = self.hw
-        for v in self._traced:
-            hw.irq_detach(v, self._trace_event)
-        self._traced = []
-        if on and self._msix is not None:
-            for v in self.vectors[CONFIG_ENTRY + 1:]:
-                hw.irq_attach(v, self._trace_event)
-                self._traced.append(v)
+        try:
+            for v in self._traced:
+                hw.irq_detach(v, self._trace_event)
+            self._traced = []
+            if on and self._msix is not None:
+                for v in self.vectors[CONFIG_ENTRY + 1:]:
+                    hw.irq_attach(v, self._trace_event)
+                    self._traced.append(v)
+        except VirtioError:
+            # Its device's memory was retired (a probe() replaced it): trace no more.
+            self._traced = []
+            unregister(self)
 
     def _trace_event(self, vector):
         entry = self.vectors.index(vector)

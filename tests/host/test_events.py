@@ -11,7 +11,9 @@ import virtio
 from virtio.blk import BlkDevice
 from virtio.console import ConsoleDevice
 from virtio.net import NetDevice
+from virtio.trace import _transports
 
+from tests.host.models import RngModel
 from tests.host.models.blk import BlkModel
 from tests.host.models.console import ConsoleModel, HostPort
 from tests.host.models.mmio import place
@@ -266,3 +268,16 @@ def test_trace_shows_an_msix_config_interrupt():
     irqs = [x for x in lines if ' interrupt ' in x]
     assert irqs == ['%s interrupt msix vector %d entry 0 (config)'
                     % (blk.address, blk.interrupts.vectors[0])], lines
+
+
+def test_trace_forgets_the_interrupts_of_a_device_whose_reset_failed():
+    m, model = probe(RngModel)
+    old = virtio.find('rng')
+    irqs = old.interrupts
+    assert irqs.mode == 'msix' and irqs in _transports()
+    model.misbehave = 'stuck_reset'             # the next probe cannot reset it
+    virtio.probe(m)
+    assert old.memory.retired is not None and irqs not in _transports()
+    lines = []
+    virtio.trace(True, write=lines.append)      # would raise on the retired memory
+    virtio.trace(False, write=print)
