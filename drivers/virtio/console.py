@@ -16,6 +16,15 @@
 # in them, so a guest that does not read holds the host back instead of
 # losing bytes.
 #
+# Events (with interrupts, virtio.probe()'s default on PCI): the control
+# receiveq's interrupt runs a handler that takes the device's messages in at
+# once, not only when the program next reads or writes; each updates the
+# port's attributes, then calls con.on_event(port, what): 'add' (hot-plug,
+# QMP device_add), 'remove' (device_del), 'open' / 'close' (port.host_connected:
+# the host side connected or not), 'name', 'resize' (port.size). With F_SIZE
+# a configuration change updates con.cols / con.rows and calls
+# con.on_event(con, 'size'). QEMU 7.2 offers no F_SIZE and sends no RESIZE.
+#
 # The spec (5.3.5 step 3) has the driver create the queues of all
 # max_nr_ports ports at initialization, as Linux does; QEMU's default
 # virtio-serial has 31 ports, 64 queues of up to 128 entries. We set up
@@ -122,6 +131,12 @@ class ConsoleDevice(VirtioDevice):
         self.max_nr_ports = 1
         self._control = []          # control messages received, not yet handled
         self._handling = False
+        self._pumping = False
+        self._missed = False        # the control interrupt came while we were busy
+        self._irq_on = False        # the control receiveq interrupts (_control_irq)
+        self.cols = self.rows = None
+        if self.has(VIRTIO_CONSOLE_F_SIZE):
+            self.cols, self.rows = self.size()
         if not self.multiport:
             self._add_port(0)
             return
@@ -152,6 +167,12 @@ class ConsoleDevice(VirtioDevice):
             self.ctl_rxq.kick()
             self.send_control(VIRTIO_CONSOLE_BAD_ID, VIRTIO_CONSOLE_DEVICE_READY, 1)
             self._settle()
+            if self.interrupts is not None:
+                # Nobody waits on this ring: its interrupt runs _control_irq.
+                self.ctl_rxq.sleeper = None
+                self.interrupts.on_queue(CONTROL_RECEIVEQ, self._control_irq)
+                self._irq_on = True
+                self._control_irq()
         except Exception as e:
             self._fail()
             raise NegotiationError('%s: DEVICE_READY step: %s' % (self.label(), e),
@@ -193,9 +214,20 @@ class ConsoleDevice(VirtioDevice):
     def _control_pump(self):
         """Copy every control message the device sent into self._control
         and give its buffer straight back, so the device always has some."""
+        self._pumping = True
+        try:
+            return self._pump()
+        finally:
+            self._pumping = False
+
+    def _pump(self):
+        # With interrupts, the ring asks for the next notification once it
+        # looks empty (2.7.7: with EVENT_IDX, the next used entry), then is
+        # looked at once more: a message used in between raises none.
         q = self.ctl_rxq
         hw = self.hw
         got = False
+        armed = not self._irq_on
         while True:
             try:
                 r = q.pop()
@@ -208,7 +240,12 @@ class ConsoleDevice(VirtioDevice):
                             % CONTROL_RX_SIZE)
                 r = (e.token, CONTROL_RX_SIZE)
             if r is None:
-                break
+                if armed:
+                    break
+                q.enable_interrupts()
+                armed = True
+                continue
+            armed = not self._irq_on
             slot, length = r
             self._control.append(hw.read(self._ctl_rx + slot * CONTROL_RX_SIZE, length))
             self._ctl_post(slot)
@@ -235,6 +272,8 @@ class ConsoleDevice(VirtioDevice):
         q.add([(addr, CONTROL_SIZE)], (), slot)
         q.kick()
         self._control_pump()
+        if self._missed and not self._handling:
+            self._control_irq()
 
     def poll(self):
         """Handle the control messages that arrived (port added, removed,
@@ -249,7 +288,20 @@ class ConsoleDevice(VirtioDevice):
                 self._handle(self._control.pop(0))
         finally:
             self._handling = False
+        if self._missed:
+            self._control_irq()
         return got
+
+    def _control_irq(self):
+        # The control receiveq's interrupt (a handler, between two bytecodes of
+        # whatever runs): take the messages in (which re-arms the ring). If it
+        # cut into our own use of the queue, that code calls us again when it
+        # is done.
+        if self._handling or self._pumping:
+            self._missed = True
+            return
+        self._missed = False
+        self.poll()
 
     def _settle(self):
         hw = self.hw
@@ -279,10 +331,12 @@ class ConsoleDevice(VirtioDevice):
             self._error('%s for port %d, which the device has not added'
                         % (event_name(event), port_id))
             return
+        what = None
         if event == VIRTIO_CONSOLE_DEVICE_REMOVE:
             port.removed = True
             port.host_connected = False
             port.guest_open = False
+            what = 'remove'
         elif event == VIRTIO_CONSOLE_CONSOLE_PORT:
             # 5.3.6.2.2: a console port is opened at once.
             port.is_console = True
@@ -293,8 +347,10 @@ class ConsoleDevice(VirtioDevice):
                 self._error('RESIZE for port %d without its cols and rows' % port_id)
             else:
                 port.size = struct.unpack_from('<HH', msg, CONTROL_SIZE)
+                what = 'resize'
         elif event == VIRTIO_CONSOLE_PORT_OPEN:
             port.host_connected = value != 0
+            what = 'open' if value else 'close'
         elif event == VIRTIO_CONSOLE_PORT_NAME:
             # The spec says no NUL terminator; QEMU sends one.
             name = bytes(msg[CONTROL_SIZE:])
@@ -303,11 +359,14 @@ class ConsoleDevice(VirtioDevice):
                 name = name[:end]
             try:
                 port.name = name.decode('utf-8')
+                what = 'name'
             except UnicodeError:
                 self._error('PORT_NAME for port %d is not UTF-8: %r' % (port_id, name))
         else:
             self._error('unknown control event %d (value %d) for port %d'
                         % (event, value, port_id))
+        if what is not None:
+            self.emit(port, what)
 
     def _device_add(self, port_id):
         if port_id >= self.max_nr_ports:
@@ -330,6 +389,7 @@ class ConsoleDevice(VirtioDevice):
             self.send_control(port_id, VIRTIO_CONSOLE_PORT_READY, 0)
             return
         self.send_control(port_id, VIRTIO_CONSOLE_PORT_READY, 1)
+        self.emit(port, 'add')
 
     # -- ports ----------------------------------------------------------------------------
     def port(self, key, timeout_ms=DEFAULT_TIMEOUT_MS):
@@ -392,6 +452,14 @@ class ConsoleDevice(VirtioDevice):
         t = self.transport
         return self.read_config(lambda: (t.config_read16(CONFIG_COLS),
                                          t.config_read16(CONFIG_ROWS)))
+
+    def config_changed(self):
+        # The console size is the only configuration that changes (5.3.4).
+        if self.has(VIRTIO_CONSOLE_F_SIZE):
+            size = self.size()
+            if size != (self.cols, self.rows):
+                self.cols, self.rows = size
+                return 'size'
 
     def emerg_write(self, data):
         """Write bytes through emerg_wr, one config write each: no queues

@@ -3,6 +3,17 @@
 # the DEVICE_NEEDS_RESET check (2.1.2). A driver subclasses it, declares
 # KIND, DEVICE_TYPE, NAME, SUPPORTED_FEATURES and FEATURE_NAMES, and sets up
 # its queues in setup().
+#
+# Device events reach the user as updated attributes plus one callback a
+# program registers on the device (they need interrupts: virtio.probe()'s
+# default on PCI; a handler calls it, never the interrupt itself):
+#     def changed(source, what): ...
+#     net.on_event = changed     # 'link': net.link_up changed (QEMU set_link)
+#     blk.on_event = changed     # 'capacity': blk.capacity changed (block_resize)
+#     con.on_event = changed     # 'size': con.cols/con.rows (F_SIZE); a console
+#                                # Port for 'add', 'remove', 'open', 'close',
+#                                # 'name', 'resize' (virtio.console)
+# Any other configuration change is 'config'.
 
 from virtio import features, transport as tp
 from virtio.dma import DeviceMemory
@@ -163,14 +174,20 @@ class VirtioDevice:
 
     def _config_event(self):
         # A configuration change notification (from a handler, never inside
-        # the interrupt): the driver re-reads what it keeps, then the user hears.
+        # the interrupt): the driver re-reads what it keeps, then the user hears
+        # what changed ('config' when the driver does not say).
         self.config_events += 1
-        self.config_changed()
-        if self.on_event is not None:
-            self.on_event(self, 'config')
+        self.emit(self, self.config_changed() or 'config')
 
     def config_changed(self):
-        """The device's configuration changed (drivers re-read theirs)."""
+        """The device's configuration changed: drivers re-read theirs and
+        return the event's name ('link', 'capacity', 'size'), or None."""
+
+    def emit(self, source, what):
+        """Tell the user's on_event(source, what), if one is registered: source
+        is the object whose attributes changed (this device, a console port)."""
+        if self.on_event is not None:
+            self.on_event(source, what)
 
     def dma_alloc(self, size, align=4096):
         """DMA memory for this device (hw.dma_alloc), recorded so that it goes back

@@ -3,6 +3,7 @@
 #
 #     net = virtio.find('net')
 #     net.mac, net.mtu, net.link_up
+#     net.on_event = lambda net, what: ...   # 'link': link_up changed (5.1.4.2)
 #     net.send(frame)                  # an Ethernet frame without FCS
 #     frame = net.recv(timeout_ms=100) # bytes, or None
 #     net.counters()                   # rx_packets, rx_errors, rx_dropped, tx_...
@@ -251,6 +252,7 @@ class NetDevice(NetControl, VirtioDevice):
             self.mac = local_mac(self.hw.ticks_us() ^ hash(self.address))
         if self.has(VIRTIO_NET_F_MTU):
             self.mtu = self.check_config('mtu', t.config_read16(CONFIG_MTU), MIN_MTU, MAX_MTU)
+        self._link_seen = self.link_up
 
     def _setup_receive(self):
         """Preallocate the receive buffers, header and frame back to back,
@@ -353,6 +355,13 @@ class NetDevice(NetControl, VirtioDevice):
         if not self.has(VIRTIO_NET_F_STATUS):
             return True
         return bool(self.transport.config_read16(CONFIG_STATUS) & VIRTIO_NET_S_LINK_UP)
+
+    def config_changed(self):
+        # The device changes status and notifies (5.1.4.2): QEMU's set_link.
+        up = self.link_up
+        if up != self._link_seen:
+            self._link_seen = up
+            return 'link'
 
     # -- transmit (5.1.6.2) ----------------------------------------------------------
     def send(self, frame):

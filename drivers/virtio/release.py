@@ -83,6 +83,7 @@ def release(dev, why):
         if q is not None:
             parts.append(q)
     freed = 0
+    irqs = dev.interrupts           # reset() closes them, unless the reset fails
     try:
         dev.reset()
         freed = dev.memory.free_all()
@@ -93,4 +94,6 @@ def release(dev, why):
     for obj in parts:
         retire(obj, why)
     untrace(dev.transport)
+    if irqs is not None:
+        untrace(irqs)
     return freed

@@ -12,6 +12,10 @@
     result = run_script('import sys; sys.exit(4)')      # boot, run to completion
     assert result.code == 4
 
+    with Guest(devices=[...], qmp=True) as g:            # a QMP socket (tests/qemu/qmp.py)
+        g.start()
+        g.qmp('set_link', name='net0', up=False)        # its 'return', or QmpError
+
 Every QEMU gets `-accel tcg` (unless told otherwise), `-nodefaults`, `-no-reboot`
 and the isa-debug-exit device; its serial line is COM1 on QEMU's stdio (pipes), or
 a pty (`serial='pty'`, for tools like mpremote, see `Guest.pty`). Every wait has a
@@ -136,7 +140,7 @@ class Guest:
 
     def __init__(self, machine='pc', mem=128, devices=(), qemu=None, accel='tcg',
                  image=None, script=None, script_name='script.py', serial='pipe',
-                 extra_args=(), boot_timeout=30):
+                 extra_args=(), boot_timeout=30, qmp=False):
         self.machine = machine
         self.mem = mem
         self.devices = list(devices)
@@ -159,6 +163,8 @@ class Guest:
         self._eof = False
         self._threads = []
         self._raw = False
+        self.qmp_path = os.path.join(self.tmpdir, 'qmp.sock') if qmp else None
+        self._qmp = None
 
     # ---- life cycle ------------------------------------------------------
 
@@ -177,6 +183,8 @@ class Guest:
                 f.write(self.script)
             args += ['-fw_cfg', 'name=opt/script,file=%s' % path,
                      '-fw_cfg', 'name=opt/script-name,string=%s' % self.script_name]
+        if self.qmp_path is not None:
+            args += ['-qmp', 'unix:%s,server=on,wait=off' % self.qmp_path]
         return args + self.devices + self.extra_args
 
     def start(self, wait_banner=True):
@@ -195,6 +203,9 @@ class Guest:
 
     def close(self):
         """Kill QEMU (by PID) if it still runs; remove the temporary files."""
+        if self._qmp is not None:
+            self._qmp.close()
+            self._qmp = None
         p = self.proc
         if p is not None:
             if p.poll() is None:
@@ -242,6 +253,16 @@ class Guest:
     def stderr(self):
         with self._cond:
             return bytes(self._err).decode('utf-8', 'replace')
+
+    def qmp(self, command, /, **args):
+        """Run a QMP command on this QEMU (started with qmp=True): its 'return'
+        value; tests.qemu.qmp.QmpError with QEMU's error."""
+        if self.qmp_path is None:
+            raise RuntimeError('this Guest has no QMP socket: Guest(..., qmp=True)')
+        if self._qmp is None:
+            from tests.qemu.qmp import Qmp
+            self._qmp = Qmp(self.qmp_path)
+        return self._qmp.command(command, **args)
 
     # ---- the serial line -------------------------------------------------
 

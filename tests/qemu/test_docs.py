@@ -31,8 +31,10 @@ MASKS = [
     r'(used_event )\d+()',                 # where the last sleep left it (virtio.wait)
 ]
 # Lines that come or not with the host's speed: while waiting, the driver reads the
-# device status now and then (a device that asks for a reset is noticed).
-OPTIONAL = re.compile(r'^\S+ modern device_status -> 0x0f ACKNOWLEDGE\|DRIVER\|DRIVER_OK\|FEATURES_OK$')
+# device status now and then (a device that asks for a reset is noticed), and a wait
+# that went to sleep ends with its queue's interrupt (traced: virtio.interrupts).
+OPTIONAL = re.compile(r'^\S+ (modern device_status -> 0x0f ACKNOWLEDGE\|DRIVER\|DRIVER_OK'
+                      r'\|FEATURES_OK|interrupt msix vector \d+ entry \d+ \(queue [\d-]+\))$')
 # Whole output lines that vary, after a command containing the key.
 VARYING_OUTPUT = {'ticks_diff(': r'\d+', "('rng').read(": r"""b(?:'.*'|".*")"""}
 

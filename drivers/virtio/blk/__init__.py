@@ -8,6 +8,7 @@
 #
 #     blk = virtio.find('blk')
 #     blk.capacity, blk.block_size, blk.read_only
+#     blk.on_event = lambda blk, what: ...  # 'capacity': QEMU's block_resize
 #     data = blk.read(0, 8)               # 8 sectors from sector 0
 #     blk.write(8, data); blk.flush()
 #     blk.submit_read(0, buf, 'a'); blk.submit_read(8, buf2, 'b'); blk.poll()

@@ -107,7 +107,10 @@ class BlkConfig:
 
     def config_changed(self):
         # A configuration change notification: QEMU's block_resize, for one.
+        before = self.capacity
         self.refresh()
+        if self.capacity != before:
+            return 'capacity'
 
     def refresh(self):
         """Read the configuration again (after a configuration change

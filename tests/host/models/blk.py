@@ -118,6 +118,17 @@ class BlkModel(VirtioPciModel):
     def capacity(self):
         return len(self.disk) // SECTOR_SIZE
 
+    def resize(self, sectors):
+        """QEMU's block_resize: the disk grows (zeros) or shrinks to `sectors`, the
+        capacity in the configuration follows, with a config change notification."""
+        nbytes = sectors * SECTOR_SIZE
+        if nbytes > len(self.disk):
+            self.disk.extend(bytes(nbytes - len(self.disk)))
+        else:
+            del self.disk[nbytes:]
+        self.stable = self.stable[:nbytes] + bytes(max(0, nbytes - len(self.stable)))
+        self.set_config(0, struct.pack('<Q', sectors))
+
     @property
     def writeback(self):
         return self.cfg[CFG_WRITEBACK]

@@ -336,6 +336,11 @@ class ConsoleModel(VirtioPciModel):
     def resize(self, port_id, cols, rows):
         self.send_control(port_id, RESIZE, 0, struct.pack('<HH', cols, rows))
 
+    def set_size(self, cols, rows):
+        """The console's size changes (5.3.4, F_SIZE): config, then a config change
+        notification. QEMU 7.2 never does this."""
+        self.set_config(0, struct.pack('<HH', cols, rows))
+
     def config_written(self, off, size, value):
         # Emergency write (5.3.5): the low byte goes to the first connected
         # console port, as in QEMU.
