@@ -21,11 +21,11 @@
 // So the first KeyboardInterrupt during a call is held back (bd->deferred)
 // and the call made again (the driver's next call finishes what the
 // interrupted one left, see docs/blk.md); the file system then completes
-// its update, and blockdev_deliver(), at the end of every file system
-// operation, makes the KeyboardInterrupt pending again: raised at the next
-// jump of Python code, just after the operation returned. A second Ctrl-C
-// during the same operation is an error as before (an escape from a device
-// or a Python block device that never answers).
+// its update, and blockdev_interrupt_point() raises the KeyboardInterrupt
+// when the operation is over (from the call the user made, so a try around
+// it catches it). A second Ctrl-C during the same operation is an error as
+// before (an escape from a device or a Python block device that never
+// answers).
 #include <string.h>
 
 #include "py/mperrno.h"
@@ -61,7 +61,7 @@ void blockdev_init(blockdev_t *bd, mp_obj_t obj) {
         mp_raise_msg(&mp_type_OSError, MP_ERROR_TEXT("block device reports no blocks (ioctl 4)"));
     }
     bd->block_count = n;
-    blockdev_deliver(bd);
+    blockdev_interrupt_point(bd);
 }
 
 // The errno an exception stands for: OSError's first argument, else EIO.

@@ -73,16 +73,17 @@ static int fr_errno(FRESULT res) {
 }
 
 // Raise for a FatFs result; a disk error raises what the block device raised.
-// (Every operation ends here or in file_result(): a Ctrl-C held back during
-// it is made pending again, see blockdev.c.)
+// Operations end here: a Ctrl-C held back during one is raised (see
+// blockdev.c), so nothing of ours may be left to do after a check.
 static void check(fat_vfs_t *self, FRESULT res) {
     if (res == FR_DISK_ERR) {
         blockdev_raise(&self->bd, MP_EIO);
     }
-    blockdev_deliver(&self->bd);
     if (res != FR_OK) {
+        blockdev_deliver(&self->bd);
         mp_raise_OSError(fr_errno(res));
     }
+    blockdev_interrupt_point(&self->bd);
 }
 
 // ---- what FatFs asks of us (diskio.h, get_fattime) -----------------------------------
@@ -347,9 +348,11 @@ static mp_obj_t fat_mount(mp_obj_t self_in, mp_obj_t readonly, mp_obj_t mkfs) {
         drive[0] = '0' + self->vol;
         res = f_mount(&self->fatfs, drive, 1);
     }
-    if (res != FR_OK) {
-        give_volume(self);
+    if (res == FR_OK) {
+        blockdev_deliver(&self->bd);    // mounted: os.mount must still record it
+        return mp_const_none;
     }
+    give_volume(self);
     check(self, res);
     return mp_const_none;
 }
@@ -371,7 +374,7 @@ static mp_obj_t fat_umount(mp_obj_t self_in) {
     if (err) {
         blockdev_raise(&self->bd, err);
     }
-    blockdev_deliver(&self->bd);
+    blockdev_interrupt_point(&self->bd);
     return mp_const_none;
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(fat_umount_obj, fat_umount);
@@ -544,12 +547,12 @@ static blockdev_t *file_bd(fat_file_t *f) {
     return &((fat_vfs_t *)MP_OBJ_TO_PTR(f->base.fs))->bd;
 }
 
+// (A Ctrl-C held back stays held: file.c raises it when the call is over.)
 static int file_result(fat_file_t *f, FRESULT res) {
     if (res == FR_DISK_ERR) {
         // Raise what the device raised.
         blockdev_raise(file_bd(f), MP_EIO);
     }
-    blockdev_deliver(file_bd(f));
     return res == FR_OK ? 0 : fr_errno(res);
 }
 
@@ -616,7 +619,6 @@ static int fat_file_sync(vfs_file_t *vf) {
     if (err == 0 && flush_device(MP_OBJ_TO_PTR(vf->fs))) {
         blockdev_raise(file_bd(f), MP_EIO);
     }
-    blockdev_deliver(file_bd(f));
     return err;
 }
 
@@ -655,9 +657,13 @@ static mp_obj_t fat_open(mp_obj_t self_in, mp_obj_t path, mp_obj_t mode_in) {
             mp_raise_OSError(MP_EISDIR);
         }
     }
+    f->base.bd = &self->bd;
+    if (res == FR_OK) {
+        // Ours before check() may raise a held-back Ctrl-C: umount closes it.
+        f->base.open = true;
+        file_list_add(&self->files, &f->base);
+    }
     check(self, res);
-    f->base.open = true;
-    file_list_add(&self->files, &f->base);
     return MP_OBJ_FROM_PTR(f);
 }
 static MP_DEFINE_CONST_FUN_OBJ_3(fat_open_obj, fat_open);

@@ -42,16 +42,17 @@ static int lfs_errno(int err) {
 }
 
 // Raise for a littlefs result (an I/O error: what the block device raised).
-// Every operation ends here or in file_result(): a Ctrl-C held back during
-// it is made pending again (see blockdev.c).
+// Operations end here: a Ctrl-C held back during one is raised (see
+// blockdev.c), so nothing of ours may be left to do after a check.
 static void check(lfs_vfs_t *self, int err) {
     if (err == LFS_ERR_IO) {
         blockdev_raise(&self->bd, MP_EIO);
     }
-    blockdev_deliver(&self->bd);
     if (err < 0) {
+        blockdev_deliver(&self->bd);
         mp_raise_OSError(lfs_errno(err));
     }
+    blockdev_interrupt_point(&self->bd);
 }
 
 // ---- the block device, as littlefs asks for it ------------------------------------
@@ -159,11 +160,15 @@ static mp_obj_t lfs_mount_m(mp_obj_t self_in, mp_obj_t readonly, mp_obj_t mkfs) 
         err = lfs_mount(&self->lfs, &self->cfg);
     }
     if (err == LFS_ERR_CORRUPT || err == LFS_ERR_INVAL) {
-        check(self, 0);
+        blockdev_deliver(&self->bd);
         mp_raise_OSError(MP_ENODEV);
     }
+    if (err >= 0) {
+        self->mounted = true;
+        blockdev_deliver(&self->bd);    // mounted: os.mount must still record it
+        return mp_const_none;
+    }
     check(self, err);
-    self->mounted = true;
     return mp_const_none;
 }
 static MP_DEFINE_CONST_FUN_OBJ_3(lfs_mount_obj, lfs_mount_m);
@@ -319,11 +324,11 @@ static blockdev_t *file_bd(lfs_vfile_t *f) {
     return &((lfs_vfs_t *)MP_OBJ_TO_PTR(f->base.fs))->bd;
 }
 
+// (A Ctrl-C held back stays held: file.c raises it when the call is over.)
 static int file_result(lfs_vfile_t *f, int r) {
     if (r == LFS_ERR_IO) {
         blockdev_raise(file_bd(f), MP_EIO);
     }
-    blockdev_deliver(file_bd(f));
     return r < 0 ? lfs_errno(r) : 0;
 }
 
@@ -404,9 +409,15 @@ static mp_obj_t lfs_open_m(mp_obj_t self_in, mp_obj_t path, mp_obj_t mode_in) {
         | ((flags & FILE_APPEND) ? LFS_O_APPEND : 0) | ((flags & FILE_EXCL) ? LFS_O_EXCL : 0);
     lfs_vfile_t *f = (lfs_vfile_t *)file_new(sizeof(lfs_vfile_t), flags, &lfs_file_ops, self_in);
     f->cfg.buffer = m_new(uint8_t, self->cfg.cache_size);
-    check(self, lfs_file_opencfg(&self->lfs, &f->file, p, lflags, &f->cfg));
-    f->base.open = true;
-    file_list_add(&self->files, &f->base);
+    f->base.bd = &self->bd;
+    int err = lfs_file_opencfg(&self->lfs, &f->file, p, lflags, &f->cfg);
+    if (err >= 0) {
+        // Ours (and littlefs's list of open files holds it) before check()
+        // may raise a held-back Ctrl-C: umount closes it.
+        f->base.open = true;
+        file_list_add(&self->files, &f->base);
+    }
+    check(self, err);
     return MP_OBJ_FROM_PTR(f);
 }
 static MP_DEFINE_CONST_FUN_OBJ_3(lfs_open_obj, lfs_open_m);
