@@ -82,6 +82,15 @@ int file_list_sync_all(vfs_file_t *list) {
 }
 
 // ---- the stream protocol ----------------------------------------------------
+// A Ctrl-C held back while the file system updated the disk (blockdev.c) is
+// raised once the call is over (not by file_list_*: umount and sync go on
+// with the other files and raise it at their end).
+
+static void held_interrupt(vfs_file_t *f) {
+    if (f->bd != NULL) {
+        blockdev_interrupt_point(f->bd);
+    }
+}
 
 static mp_uint_t file_read(mp_obj_t self_in, void *buf, mp_uint_t size, int *err) {
     vfs_file_t *f = MP_OBJ_TO_PTR(self_in);
@@ -93,7 +102,9 @@ static mp_uint_t file_read(mp_obj_t self_in, void *buf, mp_uint_t size, int *err
         *err = MP_EBADF;    // as CPython: not readable
         return MP_STREAM_ERROR;
     }
-    return f->ops->read(f, buf, size, err);
+    mp_uint_t n = f->ops->read(f, buf, size, err);
+    held_interrupt(f);
+    return n;
 }
 
 static mp_uint_t file_write(mp_obj_t self_in, const void *buf, mp_uint_t size, int *err) {
@@ -102,7 +113,9 @@ static mp_uint_t file_write(mp_obj_t self_in, const void *buf, mp_uint_t size, i
         *err = MP_EBADF;
         return MP_STREAM_ERROR;
     }
-    return f->ops->write(f, buf, size, err);
+    mp_uint_t n = f->ops->write(f, buf, size, err);
+    held_interrupt(f);
+    return n;
 }
 
 static mp_uint_t file_ioctl(mp_obj_t self_in, mp_uint_t request, uintptr_t arg, int *err) {
@@ -113,6 +126,7 @@ static mp_uint_t file_ioctl(mp_obj_t self_in, mp_uint_t request, uintptr_t arg, 
         }
         f->open = false;
         int e = f->ops->close(f);
+        held_interrupt(f);
         if (e) {
             *err = e;
             return MP_STREAM_ERROR;
@@ -139,6 +153,7 @@ static mp_uint_t file_ioctl(mp_obj_t self_in, mp_uint_t request, uintptr_t arg, 
             e = MP_EINVAL;
             break;
     }
+    held_interrupt(f);
     if (e) {
         *err = e;
         return MP_STREAM_ERROR;

@@ -33,6 +33,7 @@ typedef struct _blockdev_t {
     bool dirty;                 // written since the last successful sync
     int last_errno;             // of the last failed call (EIO when unknown)
     mp_obj_t last_exc;          // ... and that exception, re-raised later
+    mp_obj_t deferred;          // a KeyboardInterrupt held back until the operation ends
 } blockdev_t;
 
 void blockdev_init(blockdev_t *bd, mp_obj_t obj);
@@ -43,6 +44,17 @@ int blockdev_write(blockdev_t *bd, uint32_t block, uint32_t offset, const void *
 int blockdev_ioctl(blockdev_t *bd, int op, uint32_t arg, mp_int_t *result);
 // Raise what the last failing call raised (or OSError(err)).
 NORETURN void blockdev_raise(blockdev_t *bd, int err);
+// A KeyboardInterrupt that arrived during a call is held back until the file
+// system's operation is over (blockdev.c says why). At the end of an
+// operation, or between the parts of a long read or write: raise it now.
+void blockdev_interrupt_point(blockdev_t *bd);
+// Where raising would leave our own bookkeeping half-done (a mount, an
+// error being raised): make it pending again, raised at the next jump of
+// Python code.
+void blockdev_deliver(blockdev_t *bd);
+// The part a file system's file read or write takes at a time (64 KiB: a few
+// ms of the driver's time), so a held-back Ctrl-C waits for one part only.
+#define FILE_PART   (64 * 1024)
 
 // ---- file.c: file objects ----------------------------------------------
 // Mode flags parsed from open()'s mode string.
@@ -72,6 +84,7 @@ typedef struct _vfs_file_t {
     mp_obj_t fs;                // the file system object it belongs to
     bool open;
     uint8_t flags;              // FILE_*
+    blockdev_t *bd;             // its file system's block device (NULL: none)
 } vfs_file_t;
 
 extern const mp_obj_type_t vfs_type_fileio;

@@ -73,14 +73,17 @@ static int fr_errno(FRESULT res) {
 }
 
 // Raise for a FatFs result; a disk error raises what the block device raised.
+// Operations end here: a Ctrl-C held back during one is raised (see
+// blockdev.c), so nothing of ours may be left to do after a check.
 static void check(fat_vfs_t *self, FRESULT res) {
-    if (res == FR_OK) {
-        return;
-    }
     if (res == FR_DISK_ERR) {
         blockdev_raise(&self->bd, MP_EIO);
     }
-    mp_raise_OSError(fr_errno(res));
+    if (res != FR_OK) {
+        blockdev_deliver(&self->bd);
+        mp_raise_OSError(fr_errno(res));
+    }
+    blockdev_interrupt_point(&self->bd);
 }
 
 // ---- what FatFs asks of us (diskio.h, get_fattime) -----------------------------------
@@ -345,10 +348,12 @@ static mp_obj_t fat_mount(mp_obj_t self_in, mp_obj_t readonly, mp_obj_t mkfs) {
         drive[0] = '0' + self->vol;
         res = f_mount(&self->fatfs, drive, 1);
     }
-    if (res != FR_OK) {
-        give_volume(self);
-        check(self, res);
+    if (res == FR_OK) {
+        blockdev_deliver(&self->bd);    // mounted: os.mount must still record it
+        return mp_const_none;
     }
+    give_volume(self);
+    check(self, res);
     return mp_const_none;
 }
 static MP_DEFINE_CONST_FUN_OBJ_3(fat_mount_obj, fat_mount);
@@ -369,6 +374,7 @@ static mp_obj_t fat_umount(mp_obj_t self_in) {
     if (err) {
         blockdev_raise(&self->bd, err);
     }
+    blockdev_interrupt_point(&self->bd);
     return mp_const_none;
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(fat_umount_obj, fat_umount);
@@ -380,9 +386,7 @@ static mp_obj_t fat_sync(mp_obj_t self_in) {
         if (err) {
             blockdev_raise(&self->bd, err);
         }
-        if (!self->readonly) {
-            check(self, flush_device(self) ? FR_DISK_ERR : FR_OK);
-        }
+        check(self, !self->readonly && flush_device(self) ? FR_DISK_ERR : FR_OK);
     }
     return mp_const_none;
 }
@@ -416,6 +420,7 @@ static mp_obj_t fat_ilistdir(size_t n_args, const mp_obj_t *args) {
         mp_obj_list_append(list, mp_obj_new_tuple(4, t));
     }
     f_closedir(&dir);
+    check(self, FR_OK);
     return mp_getiter(list, NULL);
 }
 static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(fat_ilistdir_obj, 1, 2, fat_ilistdir);
@@ -495,6 +500,7 @@ static void fat_unlink(fat_vfs_t *self, mp_obj_t path, bool want_dir) {
     vstr_t p;
     FRESULT res = f_unlink(fat_path(self, path, &p));
     if (res == FR_DENIED && want_dir) {
+        check(self, FR_OK);
         mp_raise_OSError(VFS_ENOTEMPTY);
     }
     check(self, res);
@@ -524,6 +530,7 @@ static mp_obj_t fat_rename(mp_obj_t self_in, mp_obj_t old, mp_obj_t new) {
         FILINFO fno;
         check(self, f_stat(vstr_str(&b), &fno));
         if (fno.fattrib & AM_DIR) {
+            check(self, FR_OK);
             mp_raise_OSError(MP_EEXIST);
         }
         check(self, f_unlink(vstr_str(&b)));
@@ -536,20 +543,32 @@ static MP_DEFINE_CONST_FUN_OBJ_3(fat_rename_obj, fat_rename);
 
 // ---- files --------------------------------------------------------------------------
 
+static blockdev_t *file_bd(fat_file_t *f) {
+    return &((fat_vfs_t *)MP_OBJ_TO_PTR(f->base.fs))->bd;
+}
+
+// (A Ctrl-C held back stays held: file.c raises it when the call is over.)
 static int file_result(fat_file_t *f, FRESULT res) {
     if (res == FR_DISK_ERR) {
-        // Raise what the device raised (KeyboardInterrupt stays one).
-        fat_vfs_t *self = MP_OBJ_TO_PTR(f->base.fs);
-        blockdev_raise(&self->bd, MP_EIO);
+        // Raise what the device raised.
+        blockdev_raise(file_bd(f), MP_EIO);
     }
     return res == FR_OK ? 0 : fr_errno(res);
 }
 
 static mp_uint_t fat_file_read(vfs_file_t *vf, void *buf, mp_uint_t size, int *err) {
     fat_file_t *f = (fat_file_t *)vf;
-    UINT n;
-    *err = file_result(f, f_read(&f->fil, buf, size, &n));
-    return *err ? MP_STREAM_ERROR : n;
+    mp_uint_t done = 0;
+    for (;;) {
+        UINT want = size - done < FILE_PART ? size - done : FILE_PART, n;
+        FRESULT res = f_read(&f->fil, (uint8_t *)buf + done, want, &n);
+        done += n;
+        if (res != FR_OK || n < want || done == size) {
+            *err = file_result(f, res);
+            return *err ? MP_STREAM_ERROR : done;
+        }
+        blockdev_interrupt_point(file_bd(f));
+    }
 }
 
 // FatFs reports a full disk as a short write: that is ENOSPC here (what
@@ -561,12 +580,20 @@ static mp_uint_t fat_file_write(vfs_file_t *vf, const void *buf, mp_uint_t size,
             return MP_STREAM_ERROR;
         }
     }
-    UINT n;
-    *err = file_result(f, f_write(&f->fil, buf, size, &n));
-    if (*err == 0 && n < size) {
-        *err = MP_ENOSPC;
+    mp_uint_t done = 0;
+    for (;;) {
+        UINT want = size - done < FILE_PART ? size - done : FILE_PART, n;
+        FRESULT res = f_write(&f->fil, (const uint8_t *)buf + done, want, &n);
+        done += n;
+        if (res != FR_OK || n < want || done == size) {
+            *err = file_result(f, res);
+            if (*err == 0 && n < want) {
+                *err = MP_ENOSPC;
+            }
+            return *err ? MP_STREAM_ERROR : done;
+        }
+        blockdev_interrupt_point(file_bd(f));
     }
-    return *err ? MP_STREAM_ERROR : n;
 }
 
 static int fat_file_seek(vfs_file_t *vf, mp_off_t *offset, int whence) {
@@ -590,7 +617,7 @@ static int fat_file_sync(vfs_file_t *vf) {
     }
     int err = file_result(f, f_sync(&f->fil));
     if (err == 0 && flush_device(MP_OBJ_TO_PTR(vf->fs))) {
-        blockdev_raise(&((fat_vfs_t *)MP_OBJ_TO_PTR(vf->fs))->bd, MP_EIO);
+        blockdev_raise(file_bd(f), MP_EIO);
     }
     return err;
 }
@@ -626,12 +653,17 @@ static mp_obj_t fat_open(mp_obj_t self_in, mp_obj_t path, mp_obj_t mode_in) {
         // FatFs says "no file" for a directory too.
         FILINFO fno;
         if (f_stat(vstr_str(&p), &fno) == FR_OK && (fno.fattrib & AM_DIR)) {
+            check(self, FR_OK);
             mp_raise_OSError(MP_EISDIR);
         }
     }
+    f->base.bd = &self->bd;
+    if (res == FR_OK) {
+        // Ours before check() may raise a held-back Ctrl-C: umount closes it.
+        f->base.open = true;
+        file_list_add(&self->files, &f->base);
+    }
     check(self, res);
-    f->base.open = true;
-    file_list_add(&self->files, &f->base);
     return MP_OBJ_FROM_PTR(f);
 }
 static MP_DEFINE_CONST_FUN_OBJ_3(fat_open_obj, fat_open);

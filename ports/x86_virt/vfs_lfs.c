@@ -41,14 +41,18 @@ static int lfs_errno(int err) {
     return -err;    // littlefs's codes are negative errno values
 }
 
+// Raise for a littlefs result (an I/O error: what the block device raised).
+// Operations end here: a Ctrl-C held back during one is raised (see
+// blockdev.c), so nothing of ours may be left to do after a check.
 static void check(lfs_vfs_t *self, int err) {
-    if (err >= 0) {
-        return;
-    }
     if (err == LFS_ERR_IO) {
         blockdev_raise(&self->bd, MP_EIO);
     }
-    mp_raise_OSError(lfs_errno(err));
+    if (err < 0) {
+        blockdev_deliver(&self->bd);
+        mp_raise_OSError(lfs_errno(err));
+    }
+    blockdev_interrupt_point(&self->bd);
 }
 
 // ---- the block device, as littlefs asks for it ------------------------------------
@@ -156,10 +160,15 @@ static mp_obj_t lfs_mount_m(mp_obj_t self_in, mp_obj_t readonly, mp_obj_t mkfs) 
         err = lfs_mount(&self->lfs, &self->cfg);
     }
     if (err == LFS_ERR_CORRUPT || err == LFS_ERR_INVAL) {
+        blockdev_deliver(&self->bd);
         mp_raise_OSError(MP_ENODEV);
     }
+    if (err >= 0) {
+        self->mounted = true;
+        blockdev_deliver(&self->bd);    // mounted: os.mount must still record it
+        return mp_const_none;
+    }
     check(self, err);
-    self->mounted = true;
     return mp_const_none;
 }
 static MP_DEFINE_CONST_FUN_OBJ_3(lfs_mount_obj, lfs_mount_m);
@@ -184,6 +193,7 @@ static mp_obj_t lfs_umount_m(mp_obj_t self_in) {
     if (err) {
         blockdev_raise(&self->bd, err);
     }
+    check(self, 0);
     return mp_const_none;
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(lfs_umount_obj, lfs_umount_m);
@@ -195,6 +205,7 @@ static mp_obj_t lfs_sync_m(mp_obj_t self_in) {
         if (err) {
             blockdev_raise(&self->bd, err);
         }
+        check(self, 0);
     }
     return mp_const_none;
 }
@@ -281,7 +292,7 @@ static void lfs_unlink(lfs_vfs_t *self, mp_obj_t path, bool want_dir) {
     check(self, lfs_stat(&self->lfs, p, &info));
     bool is_dir = info.type == LFS_TYPE_DIR;
     if (is_dir != want_dir) {
-        mp_raise_OSError(is_dir ? MP_EISDIR : MP_ENOTDIR);
+        mp_raise_OSError(is_dir ? MP_EISDIR : MP_ENOTDIR);  // (check() delivered)
     }
     check(self, lfs_remove(&self->lfs, p));
 }
@@ -309,10 +320,14 @@ static MP_DEFINE_CONST_FUN_OBJ_3(lfs_rename_obj, lfs_rename_m);
 
 // ---- files --------------------------------------------------------------------------
 
+static blockdev_t *file_bd(lfs_vfile_t *f) {
+    return &((lfs_vfs_t *)MP_OBJ_TO_PTR(f->base.fs))->bd;
+}
+
+// (A Ctrl-C held back stays held: file.c raises it when the call is over.)
 static int file_result(lfs_vfile_t *f, int r) {
     if (r == LFS_ERR_IO) {
-        lfs_vfs_t *self = MP_OBJ_TO_PTR(f->base.fs);
-        blockdev_raise(&self->bd, MP_EIO);
+        blockdev_raise(file_bd(f), MP_EIO);
     }
     return r < 0 ? lfs_errno(r) : 0;
 }
@@ -321,18 +336,36 @@ static lfs_t *file_lfs(vfs_file_t *vf) {
     return &((lfs_vfs_t *)MP_OBJ_TO_PTR(vf->fs))->lfs;
 }
 
+// A long read or write goes to littlefs in parts of FILE_PART bytes: a
+// Ctrl-C held back during one (see blockdev.c) is raised before the next.
 static mp_uint_t lfs_file_read_op(vfs_file_t *vf, void *buf, mp_uint_t size, int *err) {
     lfs_vfile_t *f = (lfs_vfile_t *)vf;
-    lfs_ssize_t n = lfs_file_read(file_lfs(vf), &f->file, buf, size);
-    *err = file_result(f, n);
-    return *err ? MP_STREAM_ERROR : (mp_uint_t)n;
+    mp_uint_t done = 0;
+    for (;;) {
+        mp_uint_t want = size - done < FILE_PART ? size - done : FILE_PART;
+        lfs_ssize_t n = lfs_file_read(file_lfs(vf), &f->file, (uint8_t *)buf + done, want);
+        if (n < 0 || (mp_uint_t)n < want || done + n == size) {
+            *err = file_result(f, n);
+            return *err ? MP_STREAM_ERROR : done + n;
+        }
+        done += n;
+        blockdev_interrupt_point(file_bd(f));
+    }
 }
 
 static mp_uint_t lfs_file_write_op(vfs_file_t *vf, const void *buf, mp_uint_t size, int *err) {
     lfs_vfile_t *f = (lfs_vfile_t *)vf;
-    lfs_ssize_t n = lfs_file_write(file_lfs(vf), &f->file, buf, size);
-    *err = file_result(f, n);
-    return *err ? MP_STREAM_ERROR : (mp_uint_t)n;
+    mp_uint_t done = 0;
+    for (;;) {
+        mp_uint_t want = size - done < FILE_PART ? size - done : FILE_PART;
+        lfs_ssize_t n = lfs_file_write(file_lfs(vf), &f->file, (const uint8_t *)buf + done, want);
+        if (n < 0 || (mp_uint_t)n < want || done + n == size) {
+            *err = file_result(f, n);
+            return *err ? MP_STREAM_ERROR : done + n;
+        }
+        done += n;
+        blockdev_interrupt_point(file_bd(f));
+    }
 }
 
 static int lfs_file_seek_op(vfs_file_t *vf, mp_off_t *offset, int whence) {
@@ -376,9 +409,15 @@ static mp_obj_t lfs_open_m(mp_obj_t self_in, mp_obj_t path, mp_obj_t mode_in) {
         | ((flags & FILE_APPEND) ? LFS_O_APPEND : 0) | ((flags & FILE_EXCL) ? LFS_O_EXCL : 0);
     lfs_vfile_t *f = (lfs_vfile_t *)file_new(sizeof(lfs_vfile_t), flags, &lfs_file_ops, self_in);
     f->cfg.buffer = m_new(uint8_t, self->cfg.cache_size);
-    check(self, lfs_file_opencfg(&self->lfs, &f->file, p, lflags, &f->cfg));
-    f->base.open = true;
-    file_list_add(&self->files, &f->base);
+    f->base.bd = &self->bd;
+    int err = lfs_file_opencfg(&self->lfs, &f->file, p, lflags, &f->cfg);
+    if (err >= 0) {
+        // Ours (and littlefs's list of open files holds it) before check()
+        // may raise a held-back Ctrl-C: umount closes it.
+        f->base.open = true;
+        file_list_add(&self->files, &f->base);
+    }
+    check(self, err);
     return MP_OBJ_FROM_PTR(f);
 }
 static MP_DEFINE_CONST_FUN_OBJ_3(lfs_open_obj, lfs_open_m);

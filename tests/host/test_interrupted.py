@@ -154,6 +154,172 @@ def test_blk_batch_interface_survives_a_lost_notification(exc):
                                         for k in range(4)]
 
 
+# -- a cut inside a completion's processing (the plain path: errors, bounces, split) --------
+
+# What each path submits and what must come back once the cut is over: the tag (or the
+# BlkError carrying it) and the bytes. On the models every buffer is bounced.
+CUT_PATHS = ['bounce read', 'write', 'error', 'split read', 'split write', 'split error',
+             'sync read', 'sync error']
+
+
+def cut_path_up(path, packed):
+    m, model, dev = blk_up(sectors=256, mode='modern', packed=packed,
+                           bad_sectors=(12,) if 'error' in path else ())
+    model.disk[:] = pattern(len(model.disk))
+    if 'split' in path:
+        dev.max_transfer = 4096                 # 16 KiB: four requests
+    return m, model, dev
+
+
+def start_cut_path(dev, path):
+    """Submit the path's transfer; returns a function that finishes it (raising what
+    the transfer raises) and then checks everything a user would see."""
+    model = dev._model
+    size = 16384 if 'split' in path else 4096
+    if path.startswith('sync'):
+        buf = bytearray(size)
+
+        def finish():
+            dev._finish_sync()
+            assert bytes(buf) == bytes(model.disk[8 * 512:8 * 512 + size])
+        dev._st[B.ST_SYNC] = 1
+        dev._queue(B.VIRTIO_BLK_T_IN, 8, size // 512, buf, 0, size, B._SYNC, None, None)
+        dev.kick()
+        return finish
+    if 'write' in path:
+        data = pattern(size, 4)
+        dev.submit_write(8, data, 'T')
+    else:
+        buf = bytearray(size)
+        dev.submit_read(8, buf, 'T')
+
+    def finish():
+        assert dev.collect(timeout_ms=500) == ['T']
+        if 'write' in path:
+            assert bytes(model.disk[8 * 512:8 * 512 + size]) == data
+        else:
+            assert bytes(buf) == bytes(model.disk[8 * 512:8 * 512 + size])
+    return finish
+
+
+class Inside:
+    """Counts (and cuts at the n-th of) the hw calls a completion's processing makes:
+    only those made inside BlkRequests._account."""
+
+    NAMES = ('read8', 'read16', 'read32', 'read64', 'read', 'write8', 'write16', 'write32',
+             'write')
+
+    def __init__(self, dev, n=None, exc=None):
+        self.calls = 0
+        self.depth = 0
+        self.fired = False
+        real = dev._account
+
+        def account(slot):
+            self.depth += 1
+            try:
+                return real(slot)
+            finally:
+                self.depth -= 1
+        dev._account = account
+        for name in self.NAMES:
+            setattr(dev.hw, name, self.wrap(getattr(dev.hw, name), n, exc))
+
+    def wrap(self, fn, n, exc):
+        def call(*args):
+            if self.depth:
+                self.calls += 1
+                if self.calls == n:
+                    self.fired = True
+                    raise exc()
+            return fn(*args)
+        return call
+
+
+def inside_steps(path, packed):
+    """How many hw calls the processing of the path's completions makes (a dry run)."""
+    m, model, dev = cut_path_up(path, packed)
+    dev._model = model
+    count = Inside(dev)
+    finish = start_cut_path(dev, path)
+    try:
+        finish()
+    except B.BlkError:
+        pass
+    return count.calls
+
+
+def check_after_cut(dev, model, path, finish):
+    if 'error' in path:
+        with pytest.raises(B.BlkError) as e:
+            finish()
+        assert e.value.errno == B.EIO and e.value.sector <= 12
+        if not path.startswith('sync'):
+            assert e.value.tag == 'T'
+    else:
+        finish()
+    assert dev.in_flight == 0 and dev._cut == 0
+    # The device still works, data right, nothing left over for later calls.
+    got = bytearray(4096)
+    dev.readinto(32, got)
+    assert bytes(got) == bytes(model.disk[32 * 512:32 * 512 + 4096])
+    dev.write(40, pattern(2048, 8))
+    assert bytes(model.disk[40 * 512:44 * 512]) == pattern(2048, 8)
+    assert dev.poll() == []
+    assert sorted(dev._bounce_free) == sorted(set(dev._bounce_free))     # none given back twice
+
+
+@pytest.mark.parametrize('packed', [False, True])
+@pytest.mark.parametrize('path', CUT_PATHS)
+@pytest.mark.parametrize('exc', EXCEPTIONS)
+def test_blk_completion_cut_inside_its_processing_is_finished_by_the_next_call(exc, path,
+                                                                               packed):
+    steps = inside_steps(path, packed)
+    assert steps >= 2, steps                  # (at least its header and status byte)
+    for n in range(1, steps + 1):
+        m, model, dev = cut_path_up(path, packed)
+        dev._model = model
+        cut = Inside(dev, n, exc)
+        finish = start_cut_path(dev, path)
+        with pytest.raises(exc):
+            finish()
+        assert cut.fired, n
+        cut.depth = -10 ** 9                    # disarmed
+        assert dev._cut > 0                     # recorded, not lost
+        check_after_cut(dev, model, path, finish)
+
+
+class FailingList(list):
+    """A list whose next append raises MemoryError (once): the heap was full."""
+
+    def __init__(self, items=()):
+        list.__init__(self, items)
+        self.armed = True
+
+    def append(self, x):
+        if self.armed:
+            self.armed = False
+            raise MemoryError()
+        list.append(self, x)
+
+
+@pytest.mark.parametrize('packed', [False, True])
+@pytest.mark.parametrize('which', ['_bounce_free', 'the result list'])
+@pytest.mark.parametrize('path', ['bounce read', 'error', 'split write', 'split error'])
+def test_blk_completion_whose_bookkeeping_runs_out_of_memory_is_not_lost(path, which, packed):
+    m, model, dev = cut_path_up(path, packed)
+    dev._model = model
+    finish = start_cut_path(dev, path)
+    if which == 'the result list':
+        which = '_failed' if 'error' in path else '_finished'
+    lst = FailingList(getattr(dev, which))
+    setattr(dev, which, lst)
+    with pytest.raises(MemoryError):
+        finish()
+    assert dev._cut > 0
+    check_after_cut(dev, model, path, finish)
+
+
 # -- buffers ---------------------------------------------------------------------------------
 
 TYPECODES = 'bBhHiIlLqQfd'
@@ -376,12 +542,12 @@ def make_buf(kind, data):
 
 
 class Cutter:
-    """Raises exc at the n-th call (once) of a function that hands a request over or
-    waits: every memory write, the notification, the clock. Not the reads of a
-    completion's processing: a cut there can still lose that completion (see
-    docs/blk.md, "Buffers and interruptions")."""
+    """Raises exc at the n-th call (once) of a function that hands a request over, waits
+    or takes a completion: every memory write and read (those of a completion's
+    processing too), the notification, the clock."""
 
-    NAMES = ('write8', 'write16', 'write32', 'write64', 'write', 'ticks_ms')
+    NAMES = ('write8', 'write16', 'write32', 'write64', 'write', 'read8', 'read16', 'read32',
+             'read64', 'read', 'ticks_ms')
 
     def __init__(self, dev):
         self.hw = dev.hw

@@ -109,6 +109,12 @@ class BlkDevice(BlkConfig, BlkRequests, VirtioDevice):
         self._s_xfer = [None] * nslots      # [requests outstanding, first error, tag]
         self._s_off = [0] * nslots          # where the bounced data goes in the buffer
         self._s_bounce = [-1] * nslots
+        # A completion's used length from when it is taken off the ring until
+        # it is accounted (-1: none; the spare last entry takes pop()'s -1),
+        # and how many such are recorded: see BlkRequests._complete.
+        self._s_used = [-1] * (nslots + 1)
+        self._cut = 0
+        self._no_xfer = [0, None, None]     # the count a lone request's commit writes
         self._finished = []                 # tags done, for poll()
         self._failed = []                   # errors of failed transfers, for poll()
         self._sync_err = None
@@ -218,6 +224,8 @@ class BlkDevice(BlkConfig, BlkRequests, VirtioDevice):
         that broke the protocol) with its `tag`; the others are kept for
         the next poll."""
         self.kick()
+        if self._cut:
+            self._finish_cut()
         self._reap()
         return self._take_finished()
 
@@ -254,6 +262,8 @@ class BlkDevice(BlkConfig, BlkRequests, VirtioDevice):
         then VirtioTimeout) until there is at least one. Raises like poll()
         for a failed request."""
         self.kick()
+        if self._cut:
+            self._finish_cut()
         self._reap()
         st = self._st
         if timeout_ms:

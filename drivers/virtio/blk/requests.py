@@ -263,18 +263,51 @@ class BlkRequests:
     def _reap(self):
         """Take every completion off the used ring (2.7.14, 2.8.14); returns
         how many."""
-        pop, hw, ring, who = self._steps.pop, self.hw, self._ring, self._who
+        pop, hw, ring, who, used = self._steps.pop, self.hw, self._ring, self._who, self._s_used
         n = 0
         while True:
             slot = pop(hw, ring, who)
+            # Recorded before any jump, as _complete does (slot -1, none
+            # left, lands in the spare last entry and counts nothing).
+            used[slot] = ring[RING_LEN]
+            self._cut += slot >= 0
             if slot < 0:
                 return n
-            self._complete(slot, ring[RING_LEN])
+            self._account(slot)
             n += 1
 
     # -- completions ---------------------------------------------------------------------------
+    # A completion is off the ring once pop() returned it: nothing on the
+    # ring says it again. So its used length is recorded first, with no jump
+    # in between (MicroPython delivers a pending Ctrl-C only at a jump of
+    # Python code, never inside viper code, so none lands before the record),
+    # and it counts in _cut until it is accounted. _account may be cut anywhere
+    # (a Ctrl-C at a jump, a MemoryError where it allocates): until its commit
+    # it changes nothing but what is safe to redo (the bounced data copied
+    # home, the bounce buffer given back with its mark); its commit, from the
+    # first change to the end, has no jump and allocates (if at all) only in
+    # its first step. What a cut leaves recorded, _finish_cut accounts at the
+    # next poll(), collect(), poll_batch() or wait.
     def _complete(self, slot, length):
-        """A request came back: check its used length and status byte, copy
+        """A request came back (the viper reap's way in: errors, bounces,
+        split transfers): record it, then account it."""
+        self._s_used[slot] = length
+        self._cut += 1
+        self._account(slot)
+
+    def _finish_cut(self):
+        """Account the completions a Ctrl-C or MemoryError cut short;
+        returns how many."""
+        used = self._s_used
+        n = 0
+        for slot in range(len(used) - 1):
+            if used[slot] >= 0:
+                self._account(slot)
+                n += 1
+        return n
+
+    def _account(self, slot):
+        """Check a recorded completion's used length and status byte, copy
         bounced data home, free the slot, account it to its transfer."""
         hw = self.hw
         st = self._st
@@ -283,6 +316,7 @@ class BlkRequests:
         nbytes = st[slot_word(slot, S_LEN)]
         status = hw.read8(st[ST_STATUS] + slot)
         written = 1 + (nbytes if op == VIRTIO_BLK_T_IN or op == VIRTIO_BLK_T_GET_ID else 0)
+        length = self._s_used[slot]
         err = None
         if st[ST_CHECK_LEN] and length > written:
             err = DeviceError('%s: %s: used length %d exceeds the %d writable bytes'
@@ -295,28 +329,60 @@ class BlkRequests:
                 off = self._s_off[slot]
                 byte_view(self._objs[2 * slot + 1])[off:off + nbytes] = hw.read(
                     self._bounce + bounce * self._bounce_chunk(), nbytes)
+            # Given back once: the mark is cleared in the same step (a redo
+            # finds it cleared, and the data home already).
             self._bounce_free.append(bounce)
+            self._s_bounce[slot] = -1
         tag = self._objs[2 * slot]
         xfer = self._s_xfer[slot]
         batch = st[slot_word(slot, S_FLAGS)] & F_BATCH
         if batch:
             tag = st[slot_word(slot, S_TAG)]
-        self._release(slot)
         if err is not None:
             err.tag = tag
         if batch and err is None:
             n = st[ST_NDONE]
             st[slot_word(n, S_DONE)] = tag
             st[ST_NDONE] = n + 1
+            self._retire(slot)
             return
-        if xfer is None:
-            self._end(tag, err)
-            return
-        if xfer[1] is None:
-            xfer[1] = err
-        xfer[0] -= 1
-        if xfer[0] == 0:
-            self._end(xfer[2], xfer[1])
+        # A request of a split transfer counts down its transfer, the first
+        # error kept; the last ends it. (A lone request: a scratch count.)
+        x = self._no_xfer if xfer is None else xfer
+        left = 0 if xfer is None else xfer[0] - 1
+        first = err if xfer is None or xfer[1] is None else xfer[1]
+        end = x[2] if xfer is not None else tag
+        if left > 0 or end is _ABANDONED:
+            x[0] = left
+            x[1] = first
+            self._retire(slot)
+        elif end is _SYNC:
+            self._sync_err = first
+            x[0] = left
+            x[1] = first
+            st[ST_SYNC] = 0
+            self._retire(slot)
+        elif end is _ABANDONED_SYNC:
+            x[0] = left
+            x[1] = first
+            st[ST_SYNC] = 0
+            self._retire(slot)
+        elif first is None:
+            self._finished.append(end)      # (may raise MemoryError: nothing changed yet)
+            x[0] = left
+            x[1] = first
+            self._retire(slot)
+        else:
+            self._failed.append(first)
+            x[0] = left
+            x[1] = first
+            self._retire(slot)
+
+    def _retire(self, slot):
+        """The end of a completion's commit: its slot free, its record gone."""
+        self._release(slot)
+        self._s_used[slot] = -1
+        self._cut -= 1
 
     def _release(self, slot):
         st = self._st
@@ -359,7 +425,9 @@ class BlkRequests:
     def _wait_some(self, timeout_ms):
         """Wait until at least one request completes (VirtioTimeout after
         timeout_ms without any; a device that set DEVICE_NEEDS_RESET is
-        reported as such)."""
+        reported as such). Completions a cut left recorded count."""
+        if self._cut and self._finish_cut():
+            return
         if self._reap():
             return
         if self.in_flight == 0:
