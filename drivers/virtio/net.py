@@ -154,7 +154,30 @@ Q_N = const(0)              # buffers
 Q_HDR = const(1)            # virtio_net_hdr bytes
 Q_PER = const(2)            # descriptors per buffer: 1, or 2 (header apart, legacy framing)
 Q_NSTACK = const(3)         # entries on the stack
-Q_WORDS = const(4)
+Q_CUT = const(4)            # 1 while a receive / reclaim runs: still 1 after, it was cut short
+Q_WORDS = const(5)
+
+
+
+class Counters:
+    """What the driver counted (net.counters() as a dict, and each an
+    attribute of the device). A plain object of its own: the counters change
+    per frame, and storing an attribute of an instance whose class has
+    properties (the device) costs MicroPython a look through the class
+    hierarchy first."""
+
+    def __init__(self):
+        self.rx_packets = 0     # frames handed to recv()'s caller
+        self.rx_bytes = 0
+        self.rx_errors = 0      # completions the device got wrong (lengths, num_buffers)
+        self.rx_dropped = 0     # well-formed completions we discarded (runt, over the MTU)
+        self.tx_packets = 0
+        self.tx_bytes = 0
+        self.tx_errors = 0      # transmit completions the device got wrong
+
+
+COUNTERS = ('rx_packets', 'rx_bytes', 'rx_errors', 'rx_dropped', 'tx_packets', 'tx_bytes',
+            'tx_errors')
 
 
 def mac_ntoa(mac):
@@ -182,6 +205,11 @@ class NetDevice(NetControl, VirtioDevice):
     USE_MSIX = False
     FEATURE_DEPENDENCIES = FEATURE_DEPENDENCIES
     FEATURE_NAMES = FEATURE_NAMES
+    # Waits, in ms; set one on a device to change it there. (Class defaults
+    # rather than per-device attributes: see Counters on why a device keeps
+    # few of its own.)
+    tx_timeout_ms = TX_TIMEOUT_MS       # for a free transmit buffer
+    ctrl_timeout_ms = CTRL_TIMEOUT_MS   # for the device's answer on the controlq
 
     def __init__(self, transport, wanted=None, rx_buffers=RX_BUFFERS, tx_buffers=TX_BUFFERS):
         VirtioDevice.__init__(self, transport, wanted)
@@ -192,26 +220,23 @@ class NetDevice(NetControl, VirtioDevice):
         self.controlq = None
         self.promiscuous = True     # devices start so (QEMU does); see _start()
         self.filter_error = None    # why the device could not filter for us, if so
-        self.tx_timeout_ms = TX_TIMEOUT_MS
         self._held = None           # a received frame whose recv() was cut short
-        self._rx_cut = self._tx_cut = False     # a receive / reclaim was cut short
-        self.ctrl_timeout_ms = CTRL_TIMEOUT_MS
-        self.reset_counters()
+        self._counts = Counters()
+
+    rx_packets = property(lambda self: self._counts.rx_packets)
+    rx_bytes = property(lambda self: self._counts.rx_bytes)
+    rx_errors = property(lambda self: self._counts.rx_errors)
+    rx_dropped = property(lambda self: self._counts.rx_dropped)
+    tx_packets = property(lambda self: self._counts.tx_packets)
+    tx_bytes = property(lambda self: self._counts.tx_bytes)
+    tx_errors = property(lambda self: self._counts.tx_errors)
 
     def reset_counters(self):
-        self.rx_packets = 0         # frames handed to recv()'s caller
-        self.rx_bytes = 0
-        self.rx_errors = 0          # completions the device got wrong (lengths, num_buffers)
-        self.rx_dropped = 0         # well-formed completions we discarded (runt, over the MTU)
-        self.tx_packets = 0
-        self.tx_bytes = 0
-        self.tx_errors = 0          # transmit completions the device got wrong
+        self._counts = Counters()
 
     def counters(self):
-        return {'rx_packets': self.rx_packets, 'rx_bytes': self.rx_bytes,
-                'rx_errors': self.rx_errors, 'rx_dropped': self.rx_dropped,
-                'tx_packets': self.tx_packets, 'tx_bytes': self.tx_bytes,
-                'tx_errors': self.tx_errors}
+        c = self._counts
+        return dict((name, getattr(c, name)) for name in COUNTERS)
 
     def __str__(self):
         s = VirtioDevice.__str__(self)
@@ -230,11 +255,11 @@ class NetDevice(NetControl, VirtioDevice):
         self.split_header = not (v1 or self.has(features.ANY_LAYOUT))
         self._read_identity()
         self.max_frame = ETH_HLEN + self.mtu
-        self._rx_name = '%s %s: queue receiveq' % (self.address, self.NAME)
-        self._tx_name = '%s %s: queue transmitq' % (self.address, self.NAME)
         # Both rings are driven with prebuilt buffers (no indirect tables).
         self.receiveq = self.setup_queue(RECEIVEQ, None, 0)
+        self.receiveq.name = '%s %s: queue receiveq' % (self.address, self.NAME)
         self.transmitq = self.setup_queue(TRANSMITQ, None, 0)
+        self.transmitq.name = '%s %s: queue transmitq' % (self.address, self.NAME)
         if self.has(VIRTIO_NET_F_CTRL_VQ):
             self.controlq = self.setup_queue(CONTROLQ)
             self._ctrl = self.hw.dma_alloc(CTRL_BUFFER + 1, 16)
@@ -272,7 +297,7 @@ class NetDevice(NetControl, VirtioDevice):
             q[Q_WORDS + i] = i
         q[Q_NSTACK] = n
         self._refill_ring(q)
-        self._publish(self.hw, self._rx_ring)   # published now; notified after DRIVER_OK
+        self._steps.publish(self.hw, self._rx_ring)     # published now; notified after DRIVER_OK
 
     def _prebuild(self, vq, wanted, room, length, flags):
         """At most `wanted` buffers of `room` bytes in DMA memory, each with
@@ -287,9 +312,6 @@ class NetDevice(NetControl, VirtioDevice):
         base = self.hw.dma_alloc(n * room, 16)
         steps = vq.take_over('the %s driver' % self.NAME, n, per, False)
         self._steps = steps
-        self._post = steps.post
-        self._pop = steps.pop
-        self._publish = steps.publish
         t = array('I', bytes(4 * 3 * n * per))
         for i in range(n):
             a = base + i * room
@@ -369,7 +391,10 @@ class NetDevice(NetControl, VirtioDevice):
         transmission. The frame is copied before send returns. Raises
         ValueError beyond the MTU, VirtioTimeout when the device keeps every
         transmit buffer for tx_timeout_ms."""
-        n = byte_length(frame, '%s %s: send' % (self.address, self.NAME))
+        if type(frame) is bytes or type(frame) is bytearray:
+            n = len(frame)              # (most sends: no error text built for nothing)
+        else:
+            n = byte_length(frame, '%s %s: send' % (self.address, self.NAME))
         if n > self.max_frame:
             raise ValueError('frame of %d bytes exceeds the %d-byte limit (MTU %d + %d-byte '
                              'Ethernet header)' % (n, self.max_frame, self.mtu, ETH_HLEN))
@@ -379,12 +404,20 @@ class NetDevice(NetControl, VirtioDevice):
         if not q[Q_NSTACK] and not self.reclaim():
             self._wait_transmit()
         i = q[Q_WORDS + q[Q_NSTACK] - 1]    # the free buffer on top of the stack
-        self.hw.write(self._tx_base + i * self._tx_room + self.hdr_len, frame)
-        self._tx_post(q, i, n)
+        a = self._tx_base + i * self._tx_room
+        hl = q[Q_HDR]
+        self.hw.write(a + hl, frame)
+        # Its length into its last descriptor: with legacy framing the header
+        # has a descriptor of its own (5.1.6.6), else one descriptor holds both.
+        if q[Q_PER] == 2:
+            j, addr, length = 1, a + hl, n
+        else:
+            j, addr, length = 0, a, hl + n
+        self._steps.post(self.hw, self._tx_ring, i, q[Q_PER], j, addr, length, 0)
         q[Q_NSTACK] -= 1                # off the stack once posted: no jump in between
         self._kick(self._tx_ring, TRANSMITQ)
-        self.tx_packets += 1
-        self.tx_bytes += n
+        self._counts.tx_packets += 1
+        self._counts.tx_bytes += n
 
     def reclaim(self):
         """Take back the transmit buffers the device has used (their used
@@ -394,7 +427,7 @@ class NetDevice(NetControl, VirtioDevice):
         try:
             return self._tx_reclaim(self._txq)
         except DeviceError:
-            self.tx_errors += 1
+            self._counts.tx_errors += 1
             raise
 
     def _wait_transmit(self):
@@ -435,21 +468,66 @@ class NetDevice(NetControl, VirtioDevice):
         """The next receive completion: buffer number (its used length in
         the ring's RING_LEN word), or -1. Counts and re-raises a ring the device broke."""
         try:
-            return self._pop(self.hw, self._rx_ring, self._rx_name)
+            return self._steps.pop(self.hw, self._rx_ring, self.receiveq.name)
         except DeviceError:
-            self.rx_errors += 1
+            self._counts.rx_errors += 1
             raise
 
     def _receive(self):
-        """One frame from the receiveq, or None. A receive cut short (a
-        Ctrl-C between taking a used buffer and putting it back) is noticed
-        by the next one, which finds the buffers it left out (_recover)."""
-        if self._rx_cut:
-            self._recover(self._rxq, self._rx_ring)
-        self._rx_cut = True
-        frame = self._receive_one()
-        self._rx_cut = False
-        return frame
+        """One frame from the receiveq, or None. Completions the device got
+        wrong are counted and their buffers recycled; a used id that names no
+        buffer in flight leaves the ring unusable and raises DeviceError. A
+        receive cut short (a Ctrl-C between taking a used buffer and putting
+        it back) leaves Q_CUT set: the next one finds the buffers it left out
+        (_recover). (One function, not two: it runs for every poll.)"""
+        q = self._rxq
+        ring = self._rx_ring
+        if q[Q_CUT]:
+            self._recover(q, ring)
+        q[Q_CUT] = 1
+        hl = self.hdr_len
+        pop = self._steps.pop
+        while True:
+            try:                        # _take_rx inlined
+                i = pop(self.hw, ring, self.receiveq.name)
+            except DeviceError:
+                self._counts.rx_errors += 1
+                raise
+            if i < 0:
+                q[Q_CUT] = 0
+                return None
+            length = ring[RING_LEN]
+            a = self._rx_base + i * self._rx_room
+            if length < hl or length > self._rx_room:
+                self._counts.rx_errors += 1     # no header, or beyond the buffer
+                self._recycle(i)
+                continue
+            if self.mergeable:
+                nbuf = self.hw.read16(a + HDR_NUM_BUFFERS)
+                if nbuf != 1:
+                    frame = self._receive_merged(i, length, nbuf)
+                    if frame is None:
+                        continue
+                    q[Q_CUT] = 0
+                    return frame
+            n = length - hl
+            if n < ETH_HLEN or n > self.max_frame:
+                self._counts.rx_dropped += 1
+                self._recycle(i)
+                continue
+            frame = self.hw.read(a + hl, n)
+            q[Q_WORDS + q[Q_NSTACK]] = i    # _recycle(i) inlined: once per frame
+            q[Q_NSTACK] += 1
+            self._counts.rx_packets += 1
+            self._counts.rx_bytes += n
+            if q[Q_NSTACK] >= RX_REFILL_BATCH:
+                try:
+                    self.refill()
+                except BaseException:
+                    self._held = frame      # a Ctrl-C in the refill: recv returns it next
+                    raise
+            q[Q_CUT] = 0
+            return frame
 
     def _recover(self, q, ring):
         """After a call cut short: every buffer neither with the device (the
@@ -460,52 +538,6 @@ class NetDevice(NetControl, VirtioDevice):
             if not ring[words + i] and i not in stacked:
                 q[Q_WORDS + q[Q_NSTACK]] = i
                 q[Q_NSTACK] += 1
-
-    def _receive_one(self):
-        """One frame, or None. Completions the device got wrong are counted
-        and their buffers recycled; a used id that names no buffer in flight
-        leaves the ring unusable and raises DeviceError."""
-        q = self._rxq
-        ring = self._rx_ring
-        hl = self.hdr_len
-        while True:
-            try:                        # _take_rx inlined: this runs for every poll
-                i = self._pop(self.hw, ring, self._rx_name)
-            except DeviceError:
-                self.rx_errors += 1
-                raise
-            if i < 0:
-                return None
-            length = ring[RING_LEN]
-            a = self._rx_base + i * self._rx_room
-            if length < hl or length > self._rx_room:
-                self.rx_errors += 1     # no header, or beyond the buffer
-                self._recycle(i)
-                continue
-            if self.mergeable:
-                nbuf = self.hw.read16(a + HDR_NUM_BUFFERS)
-                if nbuf != 1:
-                    frame = self._receive_merged(i, length, nbuf)
-                    if frame is None:
-                        continue
-                    return frame
-            n = length - hl
-            if n < ETH_HLEN or n > self.max_frame:
-                self.rx_dropped += 1
-                self._recycle(i)
-                continue
-            frame = self.hw.read(a + hl, n)
-            q[Q_WORDS + q[Q_NSTACK]] = i    # _recycle(i) inlined: once per frame
-            q[Q_NSTACK] += 1
-            self.rx_packets += 1
-            self.rx_bytes += n
-            if q[Q_NSTACK] >= RX_REFILL_BATCH:
-                try:
-                    self.refill()
-                except BaseException:
-                    self._held = frame      # a Ctrl-C in the refill: recv returns it next
-                    raise
-            return frame
 
     def _receive_merged(self, first, length, nbuf):
         """A packet spread over nbuf buffers (MRG_RXBUF, 5.1.6.4): the first
@@ -535,13 +567,13 @@ class NetDevice(NetControl, VirtioDevice):
             self._recycle(i)
             got += 1
         if bad:
-            self.rx_errors += 1
+            self._counts.rx_errors += 1
             return None
         if total < ETH_HLEN or total > self.max_frame:
-            self.rx_dropped += 1
+            self._counts.rx_dropped += 1
             return None
-        self.rx_packets += 1
-        self.rx_bytes += total
+        self._counts.rx_packets += 1
+        self._counts.rx_bytes += total
         return b''.join(parts)
 
     def _recycle(self, i):
@@ -588,39 +620,29 @@ class NetDevice(NetControl, VirtioDevice):
         """Publish what was posted on a ring and notify the device if it
         wants to hear (2.7.10, 2.8.10); the notification counts as sent only
         once it was (steps.kicked): a kick cut short is completed next time."""
-        if self._publish(self.hw, ring):
+        if self._steps.publish(self.hw, ring):
             self.transport.notify(index)
             self._steps.kicked(ring)
 
     def _refill_ring(self, q):
         """Post every buffer on the receive stack (not yet published)."""
-        post, hw, ring, per = self._post, self.hw, self._rx_ring, q[Q_PER]
+        post, hw, ring, per = self._steps.post, self.hw, self._rx_ring, q[Q_PER]
         for k in range(q[Q_NSTACK]):
             post(hw, ring, q[Q_WORDS + k], per, -1, 0, 0, 0)
         q[Q_NSTACK] = 0
 
-    def _tx_post(self, q, i, n):
-        """Transmit buffer i holding an n-byte frame: its length into its
-        (last) descriptor, and posted (not yet published)."""
-        a = self._tx_base + i * self._tx_room
-        hl = q[Q_HDR]
-        if q[Q_PER] == 2:
-            self._post(self.hw, self._tx_ring, i, 2, 1, a + hl, n, 0)
-        else:
-            self._post(self.hw, self._tx_ring, i, 1, 0, a, hl + n, 0)
-
     def _tx_reclaim(self, q):
         """Every used transmit buffer back on the free stack; how many. A
         reclaim cut short is mended by the next (see _receive)."""
-        pop, hw, ring, name = self._pop, self.hw, self._tx_ring, self._tx_name
-        if self._tx_cut:
+        pop, hw, ring, name = self._steps.pop, self.hw, self._tx_ring, self.transmitq.name
+        if q[Q_CUT]:
             self._recover(q, ring)
-        self._tx_cut = True
+        q[Q_CUT] = 1
         n = 0
         while True:
             i = pop(hw, ring, name)
             if i < 0:
-                self._tx_cut = False
+                q[Q_CUT] = 0
                 return n
             q[Q_WORDS + q[Q_NSTACK]] = i
             q[Q_NSTACK] += 1
