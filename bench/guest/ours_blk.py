@@ -33,13 +33,22 @@ OFFSETS = 4096            # random block numbers drawn once, outside the timing
 STALL_US = 5000000        # in-flight reads with no completion for this long: give up
 
 
-def dma_buffer(n):
-    """n bytes the device can reach without a copy where the port offers that."""
-    try:
-        import x86
-        return x86.bytearray_at(x86.dma_alloc(n), n)
-    except (ImportError, AttributeError):
-        return bytearray(n)
+_POOL = {}                # size -> the DMA buffers of that size handed out so far
+
+
+def dma_buffers(n, count=1):
+    """count buffers of n bytes the device can reach without a copy where the
+    port offers that. The same ones for every run of a workload: a paired
+    bench runs each workload many times in one boot, and DMA memory is not
+    garbage-collected."""
+    pool = _POOL.setdefault(n, [])
+    while len(pool) < count:
+        try:
+            import x86
+            pool.append(x86.bytearray_at(x86.dma_alloc(n), n))
+        except (ImportError, AttributeError):
+            pool.append(bytearray(n))
+    return pool[:count]
 
 
 def base(sector, salt):
@@ -181,7 +190,7 @@ def na(name, why):
 
 
 def read_depth1(blk, name, bs, mode, region, max_ops, max_ms):
-    buf = dma_buffer(bs)
+    buf = dma_buffers(bs)[0]
     per = bs // SECTOR
     nblocks = region // bs
     blocks = random_blocks(nblocks, OFFSETS) if mode == 'rand' else None
@@ -238,7 +247,7 @@ def read_deep(blk, name, bs, depth, mode, region, max_ops, max_ms, api=None):
     per = bs // SECTOR
     nblocks = region // bs
     blocks = random_blocks(nblocks, OFFSETS) if mode == 'rand' else None
-    bufs = [dma_buffer(bs) for _ in range(depth)]
+    bufs = dma_buffers(bs, depth)
     where = array('I', [0] * depth)       # per tag: the sector it reads
     tags = array('I', [0] * depth)        # the tags of the next batch
     out = array('I', [0] * depth)         # the tags completed by a poll
@@ -305,7 +314,7 @@ def write(blk, name, bs, offset, total):
     if blk is None:
         na(name, 'driver missing')
         return
-    buf = dma_buffer(bs)
+    buf = dma_buffers(bs)[0]
     per = bs // SECTOR
     busy = ops = 0
     sector = offset // SECTOR
