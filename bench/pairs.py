@@ -101,6 +101,13 @@ class Session:
         self.q = None
         self.failed = None
 
+    def _machine_args(self, master_disk, machine):
+        """The guest's disk made a private copy of the master; the QEMU arguments of
+        the machine with the bench's devices (the guest's own -kernel etc. follow)."""
+        shutil.copyfile(master_disk, self.disk)
+        self.port = qemu.free_udp_port()
+        return qemu.machine_flags(machine) + qemu.devices(self.disk, self.port, machine)
+
     @property
     def pid(self):
         return self.q.proc.pid
@@ -147,10 +154,7 @@ class OursSession(Session):
 
     def __init__(self, image, master_disk, work_dir, machine, net):
         Session.__init__(self, os.path.join(work_dir, 'ours-session.img'))
-        shutil.copyfile(master_disk, self.disk)
-        self.port = qemu.free_udp_port()
-        self.args = (qemu.machine_flags(machine) + qemu.devices(self.disk, self.port, machine)
-                     + ['-kernel', image])
+        self.args = self._machine_args(master_disk, machine) + ['-kernel', image]
         self.net = net
         self.polling = False
 
@@ -228,14 +232,11 @@ class LinuxSession(Session):
 
     def __init__(self, info, master_disk, work_dir, machine, step_list):
         Session.__init__(self, os.path.join(work_dir, 'linux-session.img'))
-        shutil.copyfile(master_disk, self.disk)
-        self.port = qemu.free_udp_port()
         self.seq = 0
         initrd = linuxref.with_script(info['initramfs'], session_script(step_list),
                                       os.path.join(work_dir, 'linux-session-initrd.cpio'))
-        self.args = (qemu.machine_flags(machine) + qemu.devices(self.disk, self.port, machine)
-                     + ['-kernel', info['kernel'], '-initrd', initrd,
-                        '-append', linux_guest.KERNEL_CMDLINE])
+        self.args = self._machine_args(master_disk, machine) + [
+            '-kernel', info['kernel'], '-initrd', initrd, '-append', linux_guest.KERNEL_CMDLINE]
 
     def start(self):
         self.q = qemu.Qemu(self.args, SESSION_TIMEOUT).__enter__()

@@ -238,8 +238,8 @@ def test_trace_shows_msix_config_and_queue_interrupts():
     assert len([line for line in lines if ' interrupt ' in line]) == 1
 
 
-def test_trace_shows_an_intx_interrupt_with_its_isr_bits(monkeypatch):
-    monkeypatch.setattr(BlkDevice, 'USE_MSIX', False)
+def traced_resize():
+    """The trace lines of interrupts while a probed BlkModel's disk is resized."""
     m, model = probe(BlkModel)
     blk = virtio.find('blk')
     lines = []
@@ -249,25 +249,21 @@ def test_trace_shows_an_intx_interrupt_with_its_isr_bits(monkeypatch):
         m.irq_wait(HANDLERS_MS)
     finally:
         virtio.trace(False, write=print)
+    return blk, [x for x in lines if ' interrupt ' in x]
+
+
+def test_trace_shows_an_intx_interrupt_with_its_isr_bits(monkeypatch):
+    monkeypatch.setattr(BlkDevice, 'USE_MSIX', False)
+    blk, irqs = traced_resize()
     line = blk.transport.pci.interrupt_line
-    irqs = [x for x in lines if ' interrupt ' in x]
     assert irqs == ['%s interrupt intx line %d vector %d isr 0x02 CONFIG'
-                    % (blk.address, line, blk.interrupts.vectors[0])], lines
+                    % (blk.address, line, blk.interrupts.vectors[0])]
 
 
 def test_trace_shows_an_msix_config_interrupt():
-    m, model = probe(BlkModel)
-    blk = virtio.find('blk')
-    lines = []
-    virtio.trace(True, write=lines.append)
-    try:
-        model.resize(4096)
-        m.irq_wait(HANDLERS_MS)
-    finally:
-        virtio.trace(False, write=print)
-    irqs = [x for x in lines if ' interrupt ' in x]
+    blk, irqs = traced_resize()
     assert irqs == ['%s interrupt msix vector %d entry 0 (config)'
-                    % (blk.address, blk.interrupts.vectors[0])], lines
+                    % (blk.address, blk.interrupts.vectors[0])]
 
 
 def test_trace_forgets_the_interrupts_of_a_device_whose_reset_failed():
