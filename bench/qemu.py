@@ -71,22 +71,23 @@ def make_fs_disk(path, size):
     return path
 
 
-def free_udp_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def free_port(kind=socket.SOCK_STREAM):
+    """A port nobody uses on 127.0.0.1 now: TCP by default, socket.SOCK_DGRAM for UDP
+    (the tests use these too, through tests/ports.py)."""
+    s = socket.socket(socket.AF_INET, kind)
     try:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
     finally:
         s.close()
+
+
+def free_udp_port():
+    return free_port(socket.SOCK_DGRAM)
 
 
 def free_tcp_port():
-    s = socket.socket()
-    try:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
+    return free_port(socket.SOCK_STREAM)
 
 
 def tcp_forwards():

@@ -210,15 +210,23 @@ def parse_output(text):
     return out
 
 
-def disk_figure(w, result):
-    """(value, error) for a read/write workload's RESULT dict; value None when unusable."""
+def _result_problem(result):
+    """Why a RESULT dict gives no figure (missing, incomplete, failed checks), or None."""
     if result is None:
-        return None, 'no result'
+        return 'no result'
     for k in ('ops', 'bytes', 'ns', 'bad'):
         if k not in result:
-            return None, 'result lacks %s' % k
+            return 'result lacks %s' % k
     if result['bad']:
-        return None, 'wrong data (%d failed checks)' % result['bad']
+        return 'wrong data (%d failed checks)' % result['bad']
+    return None
+
+
+def disk_figure(w, result):
+    """(value, error) for a read/write workload's RESULT dict; value None when unusable."""
+    err = _result_problem(result)
+    if err:
+        return None, err
     if result['ns'] <= 0 or result['ops'] <= 0:
         return None, 'nothing measured'
     if result.get('bs') not in (None, w.params['bs']):
@@ -237,13 +245,9 @@ def disk_figure(w, result):
 
 def fs_figure(w, result):
     """(value, error) for a file workload's RESULT dict (bhelper fs* and ours_fs.py)."""
-    if result is None:
-        return None, 'no result'
-    for k in ('ops', 'bytes', 'ns', 'bad'):
-        if k not in result:
-            return None, 'result lacks %s' % k
-    if result['bad']:
-        return None, 'wrong data (%d failed checks)' % result['bad']
+    err = _result_problem(result)
+    if err:
+        return None, err
     if result['ns'] <= 0:
         return None, 'nothing measured'
     p = w.params

@@ -1,20 +1,8 @@
-"""A free port on the host's loopback, for hostfwd and host-side servers in tests."""
-import socket
+"""A free port on the host's loopback, for hostfwd and host-side servers in tests: the
+bench's helpers (bench/qemu.py), which the tests share."""
+import os
+import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'bench'))
 
-def free_port(kind=socket.SOCK_STREAM):
-    """A port nobody uses on 127.0.0.1 now: TCP by default, socket.SOCK_DGRAM for UDP."""
-    s = socket.socket(socket.AF_INET, kind)
-    try:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
-
-
-def free_tcp_port():
-    return free_port(socket.SOCK_STREAM)
-
-
-def free_udp_port():
-    return free_port(socket.SOCK_DGRAM)
+from qemu import free_port, free_tcp_port, free_udp_port  # noqa: E402,F401
