@@ -4,21 +4,30 @@
 # own), is refused with a TypeError that names the type.
 
 
-def byte_length(buf, what):
-    """The length in bytes of `buf`, or TypeError naming its type."""
+def byte_length(buf, what, *args):
+    """The length in bytes of `buf`, or TypeError naming its type. The
+    error's text starts with `what`, or with `what % args` when args are
+    given: formatted only for an error, since a str built on MicroPython is
+    looked up among every interned string first (~17k instructions here),
+    too dear for a per-frame or per-request path."""
     if isinstance(buf, (bytes, bytearray)):
         return len(buf)
     if isinstance(buf, str):
-        raise TypeError('%s: a str is not a buffer of bytes (encode it first)' % what)
+        raise TypeError('%s: a str is not a buffer of bytes (encode it first)'
+                        % _context(what, args))
     try:
         view = memoryview(buf)
     except TypeError:
         raise TypeError('%s: a %s is not a buffer (bytes, bytearray, memoryview or array)'
-                        % (what, type(buf).__name__))
+                        % (_context(what, args), type(buf).__name__))
     n = len(view)
     if n:
         n *= len(bytes(view[:1]))       # the item size, the same way on MicroPython
     return n
+
+
+def _context(what, args):
+    return what % args if args else what
 
 
 def byte_view(buf):

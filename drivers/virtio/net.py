@@ -392,9 +392,9 @@ class NetDevice(NetControl, VirtioDevice):
         ValueError beyond the MTU, VirtioTimeout when the device keeps every
         transmit buffer for tx_timeout_ms."""
         if type(frame) is bytes or type(frame) is bytearray:
-            n = len(frame)              # (most sends: no error text built for nothing)
-        else:
-            n = byte_length(frame, '%s %s: send' % (self.address, self.NAME))
+            n = len(frame)
+        else:                           # (the stack sends memoryviews: no text built for nothing)
+            n = byte_length(frame, '%s %s: send', self.address, self.NAME)
         if n > self.max_frame:
             raise ValueError('frame of %d bytes exceeds the %d-byte limit (MTU %d + %d-byte '
                              'Ethernet header)' % (n, self.max_frame, self.mtu, ETH_HLEN))

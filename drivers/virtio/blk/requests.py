@@ -63,7 +63,7 @@ class BlkRequests:
         what = 'write' if write else 'read'
         if buf is None:
             raise ValueError('%s: %s needs a buffer' % (self._who, what))
-        nbytes = byte_length(buf, '%s: %s' % (self._who, what))
+        nbytes = byte_length(buf, '%s: %s', self._who, what)
         self._check_range(what, sector, nbytes)
         if write:
             self._check_writable(what)
