@@ -18,26 +18,36 @@
 
 import struct
 
+try:
+    from micropython import const
+except ImportError:        # CPython
+    def const(x):
+        return x
+
 from inet import arp, dhcp, ethernet, icmp, ipv4, tcp, udp
 from inet.addr import (ANY, LIMITED_BROADCAST, ip_addr, ip_ntoa, mac_ntoa, prefix_len,
                        same_subnet, subnet_broadcast)
 from inet.checksum import checksum, checksum_acc
 
-ETH = ethernet.HEADER_LEN
-IP_OFF = ETH                                  # where the IPv4 header starts in a frame
-L4_OFF = ETH + ipv4.HEADER_LEN                # where ICMP/UDP start in frames we build
-UDP_DATA_OFF = L4_OFF + udp.HEADER_LEN
-# For the per-frame UDP paths: module globals are one lookup, module attributes two.
-_ETH_IPV4_UDP_HEADERS = ">H" + ipv4.HEADER_FORMAT[1:] + udp.HEADER_FORMAT[1:]  # one pack
-_ETHERTYPE_IPV4 = ethernet.ETHERTYPE_IPV4
+# The per-frame paths' numbers as const(): mpy-cross folds them into the code, where a
+# plain module global costs a dictionary lookup at every use (about 60 of them per UDP
+# datagram echoed). The values repeat those of ethernet, ipv4 and udp, which const()
+# cannot name; tests/host/test_inet_units.py checks that they agree.
+ETH = const(14)                               # ethernet.HEADER_LEN
+IP_OFF = const(14)                            # where the IPv4 header starts in a frame
+L4_OFF = const(34)                            # where ICMP/UDP start in frames we build
+UDP_DATA_OFF = const(42)                      # L4_OFF + udp.HEADER_LEN
+_ETHERTYPE_IPV4 = const(0x0800)               # ethernet.ETHERTYPE_IPV4
+_IPV4_IHL5 = const(0x45)                      # version 4, no options
+_IP_HLEN = const(20)                          # ipv4.HEADER_LEN
+_UDP_HLEN = const(8)                          # udp.HEADER_LEN
+_PROTO_UDP = const(17)                        # ipv4.PROTO_UDP
+_TTL = const(64)                              # ipv4.DEFAULT_TTL
+_FRAG = const(0x3F)                           # ipv4.FLAG_MF | OFFSET_MASK: their bits in the high byte
+_MIN_FRAME = const(60)                        # ethernet.MIN_FRAME
+# One pack for the Ethernet type and the IPv4 and UDP headers.
+_ETH_IPV4_UDP_HEADERS = ">H" + ipv4.HEADER_FORMAT[1:] + udp.HEADER_FORMAT[1:]
 _UDP_HEADER = udp.HEADER_FORMAT
-_IPV4_IHL5 = (ipv4.VERSION << 4) | 5          # version 4, no options
-_IP_HLEN = ipv4.HEADER_LEN
-_UDP_HLEN = udp.HEADER_LEN
-_PROTO_UDP = ipv4.PROTO_UDP
-_TTL = ipv4.DEFAULT_TTL
-_FRAG = (ipv4.FLAG_MF | ipv4.OFFSET_MASK) >> 8  # their bits in the flags/offset high byte
-_MIN_FRAME = ethernet.MIN_FRAME
 _PAD = bytes(_MIN_FRAME)
 _unpack_from = struct.unpack_from
 _pack_into = struct.pack_into

@@ -5,10 +5,25 @@ import dpkt
 import pytest
 from hypothesis import given, strategies as st
 
-from inet import arp, dhcp, icmp, ipv4
+from inet import arp, dhcp, ethernet, icmp, ipv4, stack, udp
 from inet.addr import ip_aton, ip_ntoa, mac_ntoa, prefix_len, same_subnet, subnet_broadcast
 from inet.checksum import adjust, checksum, fold, ones_sum
 from tests.host.test_inet_sim import FakeClock, ref_checksum
+
+
+# ---- the stack's numbers ------------------------------------------------------------------
+
+def test_the_stacks_const_numbers_agree_with_the_protocol_modules():
+    # inet.stack repeats these as const() literals for its per-frame paths.
+    assert stack.ETH == stack.IP_OFF == ethernet.HEADER_LEN
+    assert stack.L4_OFF == ethernet.HEADER_LEN + ipv4.HEADER_LEN
+    assert stack.UDP_DATA_OFF == stack.L4_OFF + udp.HEADER_LEN
+    assert stack._ETHERTYPE_IPV4 == ethernet.ETHERTYPE_IPV4
+    assert stack._IPV4_IHL5 == (ipv4.VERSION << 4) | (ipv4.HEADER_LEN // 4)
+    assert (stack._IP_HLEN, stack._UDP_HLEN) == (ipv4.HEADER_LEN, udp.HEADER_LEN)
+    assert (stack._PROTO_UDP, stack._TTL) == (ipv4.PROTO_UDP, ipv4.DEFAULT_TTL)
+    assert stack._FRAG == (ipv4.FLAG_MF | ipv4.OFFSET_MASK) >> 8
+    assert stack._MIN_FRAME == ethernet.MIN_FRAME
 
 
 # ---- addresses --------------------------------------------------------------------------
