@@ -38,11 +38,18 @@ def until(hw, ready, timeout_ms, check, late, sleeper=None):
     if r:
         return r
     d = Deadline(hw, timeout_ms, check)
-    while not d.expired():
-        r = ready()
-        if r:
-            return r
-        if sleeper is not None and d.polls == 0 and d.elapsed >= SPIN_MS:
+    while timeout_ms != 0:
+        # A batch of looks with nothing else in the loop: the time from a
+        # completion to its discovery is one ready() call.
+        n = POLL_BATCH
+        while n:
+            r = ready()
+            if r:
+                return r
+            n -= 1
+        if d.passed():
+            break
+        if sleeper is not None and d.elapsed >= SPIN_MS:
             r = sleeper.sleep(ready, d.left())
             if r:
                 return r
@@ -75,12 +82,18 @@ class Deadline:
         return left if left > 0 else 0
 
     def expired(self):
+        """For a loop that looks once per call: True once the deadline has
+        passed, found at most POLL_BATCH calls late."""
         if self.timeout_ms == 0:
             return True
         self.polls += 1
         if self.polls < POLL_BATCH:
             return False
         self.polls = 0
+        return self.passed()
+
+    def passed(self):
+        """Run check(), read the clock: True when the deadline has passed."""
         if self.check is not None:
             self.check()
         self.elapsed = self.hw.ticks_diff(self.hw.ticks_ms(), self.start)
