@@ -18,7 +18,7 @@ An estimate, good for "where does it go" and for before/after comparisons of the
 statement; the instruction counts of docs/performance.md (-icount) are the measure.
 Example (docs/performance.md has more):
 
-    .venv/bin/python tools/guest-profile.py --setup s.py -n 50 'b.readinto(0, buf)'
+    .venv/bin/python tools/guest-profile.py --setup tools/profiles/blk_read.py -n 50 'rd()'
 """
 import argparse
 import bisect
