@@ -28,4 +28,5 @@ F = udp_frame(b"x" * 64)
 
 def ie():
     st.input(F)
-    s.echo()
+    if s.echo() != 1:
+        raise ValueError("the datagram was not taken in and echoed")
