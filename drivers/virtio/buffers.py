@@ -10,6 +10,11 @@ def byte_length(buf, what, *args):
     given: formatted only for an error, since a str built on MicroPython is
     looked up among every interned string first (~17k instructions here),
     too dear for a per-frame or per-request path."""
+    t = type(buf)
+    if t is bytes or t is bytearray:
+        return len(buf)
+    if t is memoryview:                 # (one-dimensional, on MicroPython always)
+        return len(buf) * buf.itemsize
     if isinstance(buf, (bytes, bytearray)):
         return len(buf)
     if isinstance(buf, str):
@@ -20,10 +25,7 @@ def byte_length(buf, what, *args):
     except TypeError:
         raise TypeError('%s: a %s is not a buffer (bytes, bytearray, memoryview or array)'
                         % (_context(what, args), type(buf).__name__))
-    n = len(view)
-    if n:
-        n *= len(bytes(view[:1]))       # the item size, the same way on MicroPython
-    return n
+    return len(view) * view.itemsize
 
 
 def _context(what, args):

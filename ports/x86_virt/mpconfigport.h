@@ -40,6 +40,9 @@
 #define MICROPY_PY_SYS_EXIT                 (1)
 #define MICROPY_PY_MATH_SPECIAL_FUNCTIONS   (1)
 #define MICROPY_PY_BUILTINS_COMPLEX         (0)
+// memoryview.itemsize, as CPython has it: the drivers count a buffer's bytes
+// (virtio/buffers.py) without a copy of its first item.
+#define MICROPY_PY_BUILTINS_MEMORYVIEW_ITEMSIZE (1)
 #define MICROPY_QSTR_BYTES_IN_HASH          (1)
 #define MICROPY_PY_ASYNC_AWAIT              (0)
 #define MICROPY_PY_CMATH                    (0)

@@ -148,6 +148,24 @@ def test_udp_echo_of_1000_datagrams_through_hostfwd(env):
     assert counters['tx_errors'] == 0
 
 
+def test_a_frame_in_any_buffer_is_sent_whole(env):
+    """send() counts a frame's bytes, not its items: 60-byte frames (to no one, EtherType
+    ARP) as a memoryview of part of a bytearray, a memoryview of an array('H') and an
+    array('I') each go out as 60 bytes."""
+    g = env[0]
+    out = g.exec("""
+from array import array
+f = bytes(6) + bytes(net.mac) + b'\\x08\\x06' + bytes(46)
+frames = [memoryview(bytearray(f) + bytearray(40))[:60], memoryview(array('H', f)),
+          array('I', f)]
+before = net.counters()['tx_bytes']
+for fr in frames:
+    net.send(fr)
+print(net.counters()['tx_bytes'] - before, [len(fr) for fr in frames])
+""", timeout=30)
+    assert out.strip().split(None, 1) == ['180', '[60, 30, 15]']
+
+
 def test_recorded_traffic_is_valid_ethernet_and_ipv4(env):
     """Runs last: stops the guest, then reads QEMU's pcap with dpkt."""
     g, pcap, port, facts = env
