@@ -10,6 +10,7 @@ removed. A later run with the same revision uses that ELF without building.
 """
 import glob
 import os
+import re
 import shutil
 import subprocess
 
@@ -18,6 +19,8 @@ ELF_MAGIC = b'\x7fELF'
 # make's own variables from the `make bench` that runs us: the inner `make build` of the
 # old revision must not inherit its job server or its command-line variables.
 MAKE_ENV = ('MAKEFLAGS', 'MFLAGS', 'MAKELEVEL', 'MAKEOVERRIDES')
+# make's own "make: *** [Makefile:2: build] Error 2": the line before it says why.
+MAKE_STOP = re.compile(r'^make(\[\d+\])?: \*\*\* ')
 
 
 class BeforeUnavailable(Exception):
@@ -83,7 +86,8 @@ def make_build(src, log_path):
                            env=env)
     if p.returncode:
         with open(log_path, errors='replace') as f:
-            last = ([l.strip() for l in f if l.strip()] or ['(no output)'])[-1]
+            lines = [l.strip() for l in f if l.strip() and not MAKE_STOP.match(l)]
+        last = (lines or ['(no output)'])[-1]
         raise BeforeUnavailable('make build failed (exit %d): %s (the whole log: %s)'
                                 % (p.returncode, last[:200], log_path))
     found = sorted(glob.glob(os.path.join(src, 'build', '**', 'firmware.elf'), recursive=True),
