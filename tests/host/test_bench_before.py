@@ -349,3 +349,30 @@ def test_run_stops_before_measuring_when_the_before_image_cannot_be_had():
     with pytest.raises(SystemExit) as e:
         run.find_before('/nonexistent/firmware.elf')
     assert 'neither a file nor a git revision' in str(e.value)
+
+
+def test_unpaired_rows_boot_the_before_image(monkeypatch):
+    calls = []
+
+    def ours_run(image, disk, work_dir, sel, machine='pc'):
+        calls.append((image, machine, [w.name for w in sel]))
+        return dict((w.name, {'value': 0.5, 'error': None}) for w in sel)
+
+    def vhost_run(image, disk, work_dir, sel):
+        calls.append((image, 'vhost', [w.name for w in sel]))
+        raise RuntimeError('guest bench code failed: ImportError: no module named vhost')
+    monkeypatch.setattr(run.ours_guest, 'run', ours_run)
+    monkeypatch.setattr(run.vhost_guest, 'run', vhost_run)
+    monkeypatch.setattr(run, 'OUT', '/nonexistent-bench-out')
+    monkeypatch.setattr(run.traceback, 'print_exc', lambda file=None: None)
+    monkeypatch.setattr(run, 'open', lambda *a: None, raising=False)
+    micro = [W.BY_NAME['boot_microvm'], W.BY_NAME['read_4k_d1_microvm']]
+    vhost = [W.BY_NAME['py_read_4k_d1']]
+    res = {}
+    run.unpaired_before(res, 'before.elf', 'disk.img', micro, vhost)
+    assert calls == [('before.elf', 'microvm', ['boot_microvm', 'read_4k_d1_microvm']),
+                     ('before.elf', 'vhost', ['py_read_4k_d1'])]
+    assert res['boot_microvm']['value'] == 0.5
+    # The old image failing the Python-device boot: that row's error, no crash.
+    assert res['py_read_4k_d1']['value'] is None
+    assert 'ImportError: no module named vhost' in res['py_read_4k_d1']['error']
