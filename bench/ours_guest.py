@@ -27,7 +27,11 @@ def find_image():
     env = os.environ.get('BENCH_FIRMWARE')
     if env:
         return env if os.path.exists(env) else None
-    found = sorted(glob.glob(os.path.join(ROOT, 'build', '**', 'firmware.elf'), recursive=True),
+    # Not the bench's own copies under build/bench (a before image built or copied there
+    # is newer than our build, and is not ours).
+    bench_out = os.path.join(ROOT, 'build', 'bench') + os.sep
+    found = sorted((p for p in glob.glob(os.path.join(ROOT, 'build', '**', 'firmware.elf'),
+                                         recursive=True) if not p.startswith(bench_out)),
                    key=os.path.getmtime)
     return found[-1] if found else None
 

@@ -10,6 +10,11 @@ QEMU's CPU seconds over the run (hostcpu) and the requests it stands for.
 Workloads that cannot repeat in one boot (the boot itself, the file rows with their fresh
 FAT disk, the TCP rows whose Linux servers run once) are paired by boots instead:
 boot_pairs() boots ours, ours polling, then Linux, per pair.
+
+With BENCH_BEFORE (bench/before.py) a third side, `before`, is an older image of ours,
+booted beside the other two: it runs every step of every pair too, in its default mode
+only (an old image may have no interrupts, nor probe(interrupts=...)), so that a change's
+before and after come from the same moments of the same run.
 """
 import os
 import re
@@ -57,14 +62,21 @@ def steps(selected):
     return out
 
 
-def variants(k, poll):
+def variants(k, poll, before=False):
     """The order of runs in pair k: ours' variants (interrupts 'ours', polling 'poll'),
-    then Linux. Ours' two swap on odd pairs, so the mode changes once per pair, not twice,
-    and neither always runs first."""
+    the before image ('before', when there is one), then Linux. All but Linux turn around
+    on odd pairs, so ours' mode changes once per pair, not twice, and neither ours nor
+    before always runs first."""
     ours = ['ours', 'poll'] if poll else ['ours']
+    if before:
+        ours.append('before')
     if k % 2:
         ours.reverse()
     return ours + ['linux']
+
+
+def side_of(variant):
+    return 'ours' if variant == 'poll' else variant
 
 
 def restore_written(disk, w):
@@ -153,7 +165,7 @@ class OursSession(Session):
     side = 'ours'
 
     def __init__(self, image, master_disk, work_dir, machine, net):
-        Session.__init__(self, os.path.join(work_dir, 'ours-session.img'))
+        Session.__init__(self, os.path.join(work_dir, self.side + '-session.img'))
         self.args = self._machine_args(master_disk, machine) + ['-kernel', image]
         self.net = net
         self.polling = False
@@ -225,6 +237,15 @@ class OursSession(Session):
         if w.kind == 'write':
             check_and_restore(self.disk, twin, res)
         return res
+
+
+class BeforeSession(OursSession):
+    """The before image (BENCH_BEFORE): the same guest code, its default mode only (no
+    polling twin). A guest error in a workload is that run's error (run_workload)."""
+    side = 'before'
+
+    def mode(self, poll):
+        assert not poll, 'the before image runs its default mode only'
 
 
 class LinuxSession(Session):
@@ -306,12 +327,18 @@ def session_script(step_list):
     return '\n'.join(lines) + '\n'
 
 
-def session(image, ref, disk, work_dir, selected, machine, pairs=PAIRS, log=print):
-    """Both guests booted on `machine`, every session workload run in pairs. Returns
-    ([{'ours': {name: entry}, 'linux': {...}} per pair], notes)."""
+def pair_sides(before):
+    return ('ours', 'linux', 'before') if before is not None else ('ours', 'linux')
+
+
+def session(image, ref, disk, work_dir, selected, machine, pairs=PAIRS, log=print,
+            before=None):
+    """Both guests (and the before image, when given) booted on `machine`, every session
+    workload run in pairs. Returns ([{'ours': {name: entry}, 'linux': {...},
+    'before'?: {...}} per pair], notes)."""
     sel = [w for w in W.on_machine(selected, machine)]
     step_list = steps(sel)
-    out = [{'ours': {}, 'linux': {}} for _ in range(pairs)]
+    out = [dict((side, {}) for side in pair_sides(before)) for _ in range(pairs)]
     if not step_list:
         return out, []
     poll = any(W.poll_base(w) for w in sel)
@@ -324,29 +351,24 @@ def session(image, ref, disk, work_dir, selected, machine, pairs=PAIRS, log=prin
             sessions['linux'] = _start(LinuxSession(ref, disk, work_dir, machine, step_list), log)
         if want_ours:
             sessions['ours'] = _start(OursSession(image, disk, work_dir, machine, net), log)
+        if before is not None:
+            sessions['before'] = _start(BeforeSession(before, disk, work_dir, machine, net), log)
         for step in step_list:
             names = step_names(step)
             t0 = time.time()
             for k in range(pairs):
-                for v in variants(k, poll and want_ours):
-                    side = 'linux' if v == 'linux' else 'ours'
-                    s = sessions.get(side)
+                for v in variants(k, poll and want_ours, before is not None):
+                    s = sessions.get(side_of(v))
                     if s is None:
                         continue
-                    other = [x for x in sessions.values() if x is not s and x.q is not None]
-                    idle = [x.meter() for x in other]
-                    t = time.time()
-                    res = s.run(step, v == 'poll')
-                    wall = time.time() - t
-                    for im in idle:
-                        cpu = im.stop()
-                        for e in res.values():
-                            e['idle_other_cpu_s'] = cpu
-                            e['wall_s'] = wall
-                        if cpu is not None and wall > 0 and cpu > 0.1 * wall:
-                            notes.append('%s pair %d (%s): the idle guest used %.0f%% of a '
-                                         'core' % ('+'.join(names), k + 1, v, 100 * cpu / wall))
-                    out[k][side].update(res)
+                    res = _timed_run(s, sessions, step, v == 'poll')
+                    cpu, wall = _idle_share(res)
+                    if cpu is not None and wall > 0 and cpu > 0.1 * wall:
+                        notes.append('%s pair %d (%s): the idle guest%s used %.0f%% of a '
+                                     'core' % ('+'.join(names), k + 1, v,
+                                               's' if len(sessions) > 2 else '',
+                                               100 * cpu / wall))
+                    out[k][side_of(v)].update(res)
             log('  pairs %s: %.1f s' % (','.join(names), time.time() - t0))
     finally:
         for s in sessions.values():
@@ -355,6 +377,28 @@ def session(image, ref, disk, work_dir, selected, machine, pairs=PAIRS, log=prin
         if s.failed:
             notes.append('%s session: %s' % (side, s.failed))
     return out, notes
+
+
+def _timed_run(s, sessions, step, poll):
+    """s runs the step; each entry records the run's wall time and the CPU time the idle
+    guests' QEMUs used meanwhile (summed; None when one of them could not be read)."""
+    idle = [x.meter() for x in sessions.values() if x is not s and x.q is not None]
+    t = time.time()
+    res = s.run(step, poll)
+    wall = time.time() - t
+    if idle:
+        cpus = [m.stop() for m in idle]
+        cpu = None if None in cpus else sum(cpus)
+        for e in res.values():
+            e['idle_other_cpu_s'] = cpu
+            e['wall_s'] = wall
+    return res
+
+
+def _idle_share(res):
+    for e in res.values():
+        return e.get('idle_other_cpu_s'), e.get('wall_s', 0)
+    return None, 0
 
 
 def _start(s, log):
@@ -377,27 +421,42 @@ def boot_kinds(w):
     return w.kind in ('boot', 'fs', 'tcp') and W.machine_of(w) == 'pc'
 
 
-def boot_pairs(image, ref, disk, work_dir, selected, guarded, pairs=PAIRS, log=print):
+def boot_order(k, before):
+    """The boots of pair k: ours ('ours': with interrupts, then polling) and the before
+    image, the two turned around on odd pairs, then Linux."""
+    order = ['ours', 'before'] if before else ['ours']
+    if k % 2:
+        order.reverse()
+    return order + ['linux']
+
+
+def boot_pairs(image, ref, disk, work_dir, selected, guarded, pairs=PAIRS, log=print,
+               before=None):
     """Pairs of whole boots for the workloads that need one each (boot, fs, tcp on pc):
-    per pair, ours, ours polling (when polling twins are selected), then Linux. Returns
-    [{'ours': {...}, 'linux': {...}} per pair]."""
+    per pair, ours, ours polling (when polling twins are selected), the before image
+    (boot_order), then Linux. Returns [{'ours': {...}, 'linux': {...}, 'before'?: {...}}
+    per pair]."""
     base = [w for w in selected if boot_kinds(w) and not W.poll_base(w)]
     poll = [W.BY_NAME[W.poll_base(w)] for w in selected if boot_kinds(w) and W.poll_base(w)]
-    out = [{'ours': {}, 'linux': {}} for _ in range(pairs)]
+    out = [dict((side, {}) for side in pair_sides(before)) for _ in range(pairs)]
     if not base and not poll:
         return out
+    every = base + [w for w in poll if w not in base]   # the twins' ratios need their base
     for k in range(pairs):
-        if image is not None:
-            if base:
-                res = guarded('ours', ours_guest.run, image, disk, work_dir, base)
-                out[k]['ours'].update(_fail_all(res, base))
-            if poll:
-                res = guarded('ours', ours_guest.run, image, disk, work_dir, poll, poll=True)
-                out[k]['ours'].update(rename_poll(_fail_all(res, poll)))
-        linux = base + [w for w in poll if w not in base]   # the twins' ratios need it
-        if ref is not None and linux:
-            res = guarded('linux', linux_guest.run, ref, disk, work_dir, linux)
-            out[k]['linux'].update(_fail_all(res, linux))
+        for side in boot_order(k, before is not None):
+            if side == 'ours' and image is not None:
+                if base:
+                    res = guarded('ours', ours_guest.run, image, disk, work_dir, base)
+                    out[k]['ours'].update(_fail_all(res, base))
+                if poll:
+                    res = guarded('ours', ours_guest.run, image, disk, work_dir, poll, poll=True)
+                    out[k]['ours'].update(rename_poll(_fail_all(res, poll)))
+            elif side == 'before':
+                res = guarded('before', ours_guest.run, before, disk, work_dir, every)
+                out[k]['before'].update(_fail_all(res, every))
+            elif side == 'linux' and ref is not None:
+                res = guarded('linux', linux_guest.run, ref, disk, work_dir, every)
+                out[k]['linux'].update(_fail_all(res, every))
         log('  boot pair %d of %d' % (k + 1, pairs))
     return out
 

@@ -9,6 +9,13 @@ right after the other, so the row's ratio is the median of the per-pair ratios, 
 min and max: a slow moment of the host hits both runs of a pair, not one side's median.
 A polling twin's ratio pairs it with the Linux run of the same pair (Linux has no polling
 variant). Unpaired rows compare the two medians, with the extreme combinations as range.
+
+With a before image (BENCH_BEFORE, a third side 'before' in runs), each row also has
+`before_ratio`: now (ours) against before, per pair, turned around where lower is better,
+so that > 1 always means now is better; its median with min and max over the pairs. A
+polling twin is compared with the before image's run of its base workload (the before
+image runs its default mode only). The verdict line after the table names the rows whose
+whole min-max lies below 1.
 """
 import json
 
@@ -16,6 +23,7 @@ import hostcpu
 import workloads as W
 
 SIDES = ('ours', 'linux', 'host')
+BEFORE = 'before'         # the third side with BENCH_BEFORE (bench/before.py)
 NO_POLLING = 'no polling variant'
 
 
@@ -32,12 +40,13 @@ def _entries(runs, side, name):
     return [(r or {}).get(name) for r in runs.get(side) or []]
 
 
-def pair_ratios(runs, w):
-    """ours / Linux per pair index where both runs of the pair gave a figure (None where
-    either did not). A polling twin is paired with the Linux run of its base workload."""
+def pair_ratios(runs, w, other='linux'):
+    """ours / other per pair index where both runs of the pair gave a figure (None where
+    either did not). A polling twin is paired with the other side's run of its base
+    workload."""
     linux_name = W.poll_base(w) or w.name
     ours = _entries(runs, 'ours', w.name)
-    linux = _entries(runs, 'linux', linux_name)
+    linux = _entries(runs, other, linux_name)
     out = []
     for o, l in zip(ours, linux):
         if o is None and l is None:
@@ -64,10 +73,11 @@ def summarize(runs, selected=None, paired=()):
     """runs: {side: [ {workload: {'value', 'error', 'na'?, 'cpu_s'?, 'requests'?}} per run ]}
     -> rows. paired: the names of the workloads whose run k of each side form pair k."""
     rows = []
+    sides = SIDES + (BEFORE,) if BEFORE in runs else SIDES
     for w in selected or W.WORKLOADS:
         row = {'name': w.name, 'title': w.title, 'unit': w.unit, 'better': w.better,
                'paired': w.name in paired}
-        for side in SIDES:
+        for side in sides:
             # A polling twin's host ceiling is its base workload's (the host has no twin).
             name = W.poll_base(w) or w.name if side == 'host' else w.name
             entries = [e for e in _entries(runs, side, name) if e is not None]
@@ -77,13 +87,16 @@ def summarize(runs, selected=None, paired=()):
                          'na': bool(entries) and all(e.get('na') for e in entries),
                          'values': [e.get('value') for e in entries],
                          'cpu_per_1000': stats(cpu_per_1000(entries))}
-        if W.poll_base(w):
-            row['linux'] = {'stats': None, 'errors': [NO_POLLING], 'na': True, 'values': [],
-                            'cpu_per_1000': None}
+        for side in ('linux', BEFORE) if W.poll_base(w) else ():
+            if side in row:
+                row[side] = {'stats': None, 'errors': [NO_POLLING], 'na': True, 'values': [],
+                             'cpu_per_1000': None}
         if row['paired']:
             _paired(row, runs, w)
         else:
             _unpaired(row, w)
+        if BEFORE in row:
+            _before(row, runs, w)
         h = row['host']['stats']
         for side in ('ours', 'linux'):
             s = row[side]['stats']
@@ -125,6 +138,53 @@ def _unpaired(row, w):
     else:
         row.update(ratio=None, ratio_min=None, ratio_max=None, advantage=None,
                    advantage_min=None, advantage_max=None)
+
+
+def _before(row, runs, w):
+    """row['before_ratio'] (> 1: now is better) with its min and max: paired rows over the
+    per-pair ratios, unpaired rows from the two sides' medians (extremes as range)."""
+    if row['paired']:
+        ratios = [advantage_of(r, w.better) for r in pair_ratios(runs, w, BEFORE)]
+        s = stats(ratios)
+        row['before_pairs'] = {'ratios': ratios, 'n': len(ratios), 'n_used': s and s['n'] or 0}
+        ends = s and (s['median'], s['min'], s['max'])
+    else:
+        now = row['ours']['stats']
+        then = stats([e.get('value') for e in _entries(runs, BEFORE, W.poll_base(w) or w.name)
+                      if e is not None])
+        ends = None
+        if now and then and now['median'] > 0 and then['median'] > 0 and now['min'] > 0 \
+                and then['min'] > 0:
+            ends = [advantage_of(now[a] / then[b], w.better)
+                    for a, b in (('median', 'median'), ('min', 'max'), ('max', 'min'))]
+            ends = [ends[0]] + sorted(ends[1:])
+    row['before_ratio'], row['before_ratio_min'], row['before_ratio_max'] = ends or (None,) * 3
+
+
+def before_cell(r):
+    """now/before: '1.03 [0.91-1.12]' (> 1: now is better), with the pairs that gave a
+    figure when some did not; unpaired rows marked so."""
+    if r.get('before_ratio') is None:
+        return '-'
+    text = '%.2f [%.2f-%.2f]' % (r['before_ratio'], r['before_ratio_min'], r['before_ratio_max'])
+    if not r['paired']:
+        return text + ' unpaired'
+    p = r['before_pairs']
+    return text + (' %d/%d pairs' % (p['n_used'], p['n']) if p['n_used'] < p['n'] else '')
+
+
+def before_verdict(rows):
+    """The line after the table: the rows worse than before beyond the spread (their whole
+    now/before min-max below 1), and the rows with nothing to compare."""
+    rows = [r for r in rows if BEFORE in r]
+    worse = ['%s %s' % (r['name'], before_cell(r)) for r in rows
+             if r['before_ratio'] is not None and r['before_ratio_max'] < 1]
+    line = ('worse than before beyond the spread: ' + ', '.join(worse) if worse
+            else 'no row worse than before beyond the spread')
+    missing = [r['name'] for r in rows if r['before_ratio'] is None]
+    if missing:
+        line += ' (no now/before figure: %s)' % ', '.join(missing)
+    return line
 
 
 def fmt(x, unit):
@@ -188,9 +248,16 @@ def cpu_cell(side):
 
 HEAD = ('workload', 'unit', 'better', 'ours', 'Linux', 'ours/Linux', 'ahead',
         'CPU s/1k ours', 'CPU s/1k Linux', 'host ceiling')
+# With a before image: its cell after Linux', now/before after `ahead`, its CPU last.
+HEAD_BEFORE = ('workload', 'unit', 'better', 'ours', 'Linux', 'before', 'ours/Linux', 'ahead',
+               'now/before', 'CPU s/1k ours', 'CPU s/1k Linux', 'CPU s/1k before',
+               'host ceiling')
 
 
 def table(rows, reps=1):
+    """The table; with a before image, its columns and the verdict line after it."""
+    before = any(BEFORE in r for r in rows)
+    head = HEAD_BEFORE if before else HEAD
     body = []
     for r in rows:
         ceiling = r['host']['stats']
@@ -202,13 +269,21 @@ def table(rows, reps=1):
                      if r[k]['of_ceiling'] is not None]
             if parts:
                 ceil += ' (' + ', '.join(parts) + ')'
-        body.append((r['title'], r['unit'], r['better'], cell(r['ours'], r['unit'], reps),
-                     cell(r['linux'], r['unit'], reps), ratio_cell(r), verdict(r),
-                     cpu_cell(r['ours']), cpu_cell(r['linux']), ceil))
-    widths = [max(len(str(x)) for x in col) for col in zip(HEAD, *body)]
+        cols = dict(zip(HEAD, (r['title'], r['unit'], r['better'],
+                               cell(r['ours'], r['unit'], reps), cell(r['linux'], r['unit'], reps),
+                               ratio_cell(r), verdict(r), cpu_cell(r['ours']),
+                               cpu_cell(r['linux']), ceil)))
+        if before:
+            cols.update({'before': cell(r[BEFORE], r['unit'], reps) if BEFORE in r else '-',
+                         'now/before': before_cell(r),
+                         'CPU s/1k before': cpu_cell(r[BEFORE]) if BEFORE in r else '-'})
+        body.append([cols[h] for h in head])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     line = lambda cols: '  '.join(str(c).ljust(w) for c, w in zip(cols, widths)).rstrip()
-    out = [line(HEAD), line(['-' * w for w in widths])]
+    out = [line(head), line(['-' * w for w in widths])]
     out += [line(b) for b in body]
+    if before:
+        out += ['', before_verdict(rows)]
     return '\n'.join(out)
 
 

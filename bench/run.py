@@ -18,6 +18,9 @@ Environment:
     BENCH_SIDES=ours,linux  which guests to boot
     BENCH_SECONDS=2         length of each request-rate workload
     BENCH_FIRMWARE=path     our image (default: the newest build/**/firmware.elf)
+    BENCH_BEFORE=rev|path   an older image of ours measured in the same run, a third side
+                            in every pair (bench/before.py): a firmware.elf, or a git
+                            revision built once under build/bench/before-<sha>/
 """
 import os
 import platform
@@ -29,6 +32,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import before as before_image  # noqa: E402
 import linux_guest  # noqa: E402
 import linuxref  # noqa: E402
 import ours_guest  # noqa: E402
@@ -127,11 +131,38 @@ def select(only, poll=True):
             and (poll or not W.poll_base(w))]
 
 
+def find_before(spec):
+    """The before image's private copy and what it is, or (None, None) without
+    BENCH_BEFORE; exits with the reason when it cannot be had (before anything is
+    measured: a comparison asked for must not silently become a run without it)."""
+    if not spec:
+        return None, None
+    try:
+        path, sha = before_image.resolve(spec, ROOT, OUT, log)
+    except before_image.BeforeUnavailable as e:
+        sys.exit('bench: ' + str(e))
+    used = os.path.join(OUT, 'before-under-test.elf')
+    shutil.copyfile(path, used)
+    log('bench: before image %s%s' % (path, ' (revision %s)' % sha if sha else ''))
+    return used, {'spec': spec, 'path': path, 'revision': sha}
+
+
 def merge_pairs(runs, out):
     """Pair k's entries into runs[side][k]."""
     for k, pair in enumerate(out):
         for side, res in pair.items():
             runs[side][k].update(res)
+
+
+def unpaired_before(res, before, disk, micro, vhost):
+    """The before image's boots of an unpaired repetition (microvm, Python vhost-user-blk),
+    as ours'."""
+    if micro:
+        res.update(by_machine('before', ours_guest.run, before, disk, micro))
+    if vhost:
+        vres = guarded('before-vhost', vhost_guest.run, before, disk, OUT, vhost)
+        log('  before, Python vhost-user-blk: %.1f s' % vres['_seconds'])
+        vhost_guest.merge(res, vres, vhost)
 
 
 def main():
@@ -148,6 +179,8 @@ def main():
     if unknown:
         sys.exit('bench: unknown workload(s) %s; known: %s'
                  % (','.join(unknown), ','.join(W.BY_NAME)))
+
+    before, before_info = find_before(os.environ.get('BENCH_BEFORE', ''))
 
     disk = os.path.join(OUT, 'disk.img')
     if pattern.make_image(disk, W.DISK_BYTES):
@@ -179,6 +212,8 @@ def main():
 
     n = max(reps, npairs)
     runs = {'ours': [{} for _ in range(n)], 'linux': [{} for _ in range(n)], 'host': []}
+    if before is not None:
+        runs['before'] = [{} for _ in range(n)]
     for rep in range(reps):
         runs['host'].append(host_run(helper, disk, selected))
     notes = []
@@ -187,9 +222,11 @@ def main():
         sel = [w for w in W.on_machine(selected, machine)
                if w.kind in pairs.SESSION_KINDS]
         if sel:
-            log('bench: %d pairs of %s on %s, both guests up side by side' % (
-                npairs, ','.join(w.name for w in sel), machine))
-            out, why = pairs.session(image_used, ref, disk, OUT, sel, machine, npairs, log)
+            log('bench: %d pairs of %s on %s, %s guests up side by side' % (
+                npairs, ','.join(w.name for w in sel), machine,
+                'both' if before is None else 'the three'))
+            out, why = pairs.session(image_used, ref, disk, OUT, sel, machine, npairs, log,
+                                     before)
             merge_pairs(runs, out)
             notes += why
             paired.update(w.name for w in sel)
@@ -197,7 +234,7 @@ def main():
     if boot_sel:
         log('bench: %d pairs of boots for %s' % (npairs, ','.join(w.name for w in boot_sel)))
         merge_pairs(runs, pairs.boot_pairs(image_used, ref, disk, OUT, boot_sel, guarded,
-                                           npairs, log))
+                                           npairs, log, before))
         paired.update(w.name for w in boot_sel)
     micro = W.on_machine(selected, qemu.MICROVM)
     vhost = [w for w in selected if w.kind == 'vhost_read']
@@ -214,6 +251,8 @@ def main():
                 vres = guarded('ours-vhost', vhost_guest.run, image_used, disk, OUT, vhost)
                 log('  ours, Python vhost-user-blk: %.1f s' % vres['_seconds'])
                 vhost_guest.merge(res, vres, vhost)
+        if before is not None:
+            unpaired_before(runs['before'][rep], before, disk, micro, vhost)
     if 'ours' in sides and image is None:
         runs['ours'] = [ours_guest.na_all(selected, 'image missing')]
     if ref_error:
@@ -248,6 +287,7 @@ def main():
         'linux_kernel_cmdline': linux_guest.KERNEL_CMDLINE,
         'linux_scheduler': linux_guest.SCHEDULER,
         'ours_image': image,
+        'before_image': before_info,
         'runs': runs, 'rows': rows, 'table': text, 'total_seconds': round(elapsed, 1),
     }
     json_path = os.path.join(OUT, 'results.json')
