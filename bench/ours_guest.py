@@ -63,11 +63,31 @@ class RawRepl:
         self.start(code)
         return self.finish(timeout)
 
+    def wait_ready(self, ready, timeout=60):
+        """After start() of a server: wait until it prints `ready` (bytes), or "NA why",
+        or ends without either (it raised: an image without the feature, say).
+        -> (ready, entry, ended): entry (when not ready) a row's {'value': None, 'error':
+        ...}; ended: the code raised and the REPL is back at its prompt (else, after an
+        NA as after ready, the caller still finish()es it)."""
+        m, _ = self.q.expect(re.escape(ready) + rb'|NA ([^\r\n]*)\r?\n|\x04', timeout)
+        if m.group(0) == ready:
+            return True, None, False
+        if m.group(0) != b'\x04':
+            return False, {'value': None, 'error': m.group(1).decode().strip(), 'na': True}, False
+        err, _ = self.q.expect(rb'(?s)(.*?)\x04', 30)
+        self.q.expect(rb'>', 30)
+        lines = err.group(1).decode(errors='replace').strip().splitlines() or ['nothing']
+        return False, {'value': None, 'error': 'guest raised %s' % lines[-1]}, True
+
 
 DEVICE_KINDS = ('blk', 'net', 'console', 'rng')
 _DEVICE_LINE = re.compile(r'^\s*(?:[0-9a-f]{2}:[0-9a-f]{2}\.\d|mmio@0x[0-9a-f]+) virtio-(\w+)(.*)$',
                           re.M)
 SCRIPT_READY = 'BENCH READY'
+SCRIPT_DONE = 'BENCH DONE'
+# The script's end: its last line, or a traceback (the image then powers off).
+SCRIPT_END = re.compile(re.escape(SCRIPT_DONE.encode()) + rb'|Traceback \(most recent call last\)')
+EXIT_AFTER_SCRIPT_S = 10   # an image that does not power off after its script (an old one) is killed
 
 
 def boot_figure(report, t_prompt):
@@ -130,6 +150,7 @@ def script(selected):
     pings = [w for w in selected if w.kind == 'ping']
     if pings:
         parts += [guest_source('ours_net.py'), 'st = make_stack()'] + [call_line(w) for w in pings]
+    parts.append('print(%r)' % SCRIPT_DONE)
     return '\n'.join(parts) + '\n'
 
 
@@ -144,7 +165,11 @@ def run_script(image, disk, work_dir, selected, machine, timeout):
     with qemu.Qemu(args, timeout) as q:
         _, t_ready = q.expect(re.escape(SCRIPT_READY.encode()), 60)
         results = {W.boot_name(machine): boot_figure(q.output(), t_ready)}
-        q.wait_exit()
+        try:
+            q.expect(SCRIPT_END, timeout)
+            q.wait_exit(EXIT_AFTER_SCRIPT_S)
+        except qemu.Timeout:
+            pass        # it ended early, or does not power off: what it printed is all there is
         return results, q.output()
 
 
@@ -186,8 +211,8 @@ def _tcp(repl, q, ports, sink, results, texts):
     texts.append(out)
     repl.start('tcp_server(st, %d, %d, %d, %d)' % (tcpclient.RX_GUEST_PORT, sink.port,
                                                     W.TCP_BYTES, tcpclient.HTTP_GUEST_PORT))
-    m, _ = q.expect(rb'TCP READY|NA ([^\r\n]*)\r?\n', 60)
-    if m.group(0) == b'TCP READY':
+    ready, why, ended = repl.wait_ready(b'TCP READY')
+    if ready:
         try:
             figures.tcp(q, ports, sink, results)
         except (OSError, qemu.Timeout) as e:
@@ -196,7 +221,9 @@ def _tcp(repl, q, ports, sink, results, texts):
             return                        # the guest may be stuck: QEMU is killed anyway
     else:
         for name in figures.TCP_NAMES:
-            results[name] = {'value': None, 'error': m.group(1).decode().strip(), 'na': True}
+            results[name] = dict(why)
+        if ended:
+            return
     out, err = repl.finish(120)
     if err:
         why = 'guest raised %s' % err.strip().splitlines()[-1]
@@ -245,14 +272,13 @@ def _run_guest(args, timeout, selected, machine, port, ports, sink, results, tex
             if any(w.kind == 'udp' for w in selected):
                 total = W.UDP_RTT_COUNT + W.UDP_RATE_COUNT
                 repl.start('udp_server(st, %d, %d)' % (qemu.UDP_GUEST_PORT, total))
-                m, _ = q.expect(rb'UDPECHO READY|NA ([^\r\n]*)\r?\n', 60)
-                if m.group(0) == b'UDPECHO READY':
+                ready, why, ended = repl.wait_ready(b'UDPECHO READY')
+                if ready:
                     figures.udp(port, results)
                 else:
-                    why = m.group(1).decode().strip()
                     for name in ('udp_rtt', 'udp_rtt_p99', 'udp_rate'):
-                        results[name] = {'value': None, 'error': why, 'na': True}
-                out, err = repl.finish(60)
+                        results[name] = dict(why)
+                out = '' if ended else repl.finish(60)[0]
                 # The server's own "@@ udp_server" line was read by the expect above:
                 # put it back, or its RESULT would land in the workload before it.
                 texts.append('@@ udp_server\n' + out)

@@ -217,12 +217,13 @@ class OursSession(Session):
             res = {}
             self.repl.start('udp_server(st, %d, %d)' % (qemu.UDP_GUEST_PORT,
                                                         W.UDP_RTT_COUNT + W.UDP_RATE_COUNT))
-            m, _ = self.q.expect(rb'UDPECHO READY|NA ([^\r\n]*)\r?\n', 60)
-            if m.group(0) == b'UDPECHO READY':
+            ready, why, ended = self.repl.wait_ready(b'UDPECHO READY')
+            if ready:
                 figures.udp(self.port, res, self.meter)
             else:
-                why = m.group(1).decode().strip()
-                res = dict((n, {'value': None, 'error': why, 'na': True}) for n in UDP_NAMES)
+                res = dict((n, dict(why)) for n in UDP_NAMES)
+                if ended:
+                    return dict((n + suffix, e) for n, e in res.items())
             self.repl.finish(60)
             return dict((n + suffix, e) for n, e in res.items())
         w = step[0]

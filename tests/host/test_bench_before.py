@@ -12,7 +12,9 @@ BENCH = os.path.join(os.path.dirname(__file__), '..', '..', 'bench')
 sys.path.insert(0, os.path.abspath(BENCH))
 
 import before  # noqa: E402
+import ours_guest  # noqa: E402
 import pairs  # noqa: E402
+import qemu  # noqa: E402
 import report  # noqa: E402
 import run  # noqa: E402
 import workloads as W  # noqa: E402
@@ -376,3 +378,80 @@ def test_unpaired_rows_boot_the_before_image(monkeypatch):
     # The old image failing the Python-device boot: that row's error, no crash.
     assert res['py_read_4k_d1']['value'] is None
     assert 'ImportError: no module named vhost' in res['py_read_4k_d1']['error']
+
+
+class Stream:
+    """A Qemu's expect() over bytes the guest "printed" already."""
+
+    def __init__(self, data):
+        self.data = data
+        self.pos = 0
+
+    def expect(self, pattern, timeout=None):
+        m = re.compile(pattern).search(self.data, self.pos)
+        if m is None:
+            raise qemu.Timeout('no %r' % pattern)
+        self.pos = m.end()
+        return m, 0.0
+
+
+@pytest.mark.parametrize('printed, want', [
+    (b'@@ udp_server\r\nUDPECHO READY\r\n', (True, None, False)),
+    (b'@@ udp_server\r\nNA driver missing\r\n\x04\x04>',
+     (False, {'value': None, 'error': 'driver missing', 'na': True}, False)),
+    # An image without the server's module: the code raises before READY. The wait ends
+    # at once (not after its timeout) and the REPL is left at its prompt.
+    (b'@@ tcp_server\r\n\x04Traceback (most recent call last):\r\n  File "<stdin>", line 18\r\n'
+     b"ImportError: no module named 'inet.tcp'\r\n\x04>",
+     (False, {'value': None, 'error': "guest raised ImportError: no module named 'inet.tcp'"},
+      True)),
+])
+def test_a_servers_ready_line_an_na_or_its_traceback_end_the_wait(printed, want):
+    q = Stream(printed)
+    ready = b'TCP READY' if b'tcp' in printed else b'UDPECHO READY'
+    assert ours_guest.RawRepl(q).wait_ready(ready) == want
+    if want[2]:
+        assert q.pos == len(printed)            # the error and the prompt were read
+
+
+class ScriptQemu:
+    """A microvm boot whose image runs the bench script and then does not power off (an
+    image from before `make run SCRIPT=` powered off on microvm)."""
+    printed = (b'  mmio@0xfeb00000 virtio-blk ...\r\nBENCH READY\r\n@@ read_4k_d1_microvm\r\n'
+               b'NA driver missing\r\nBENCH DONE\r\n')
+
+    def __init__(self, args, timeout):
+        self.pos = 0
+        self.waited = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def expect(self, pattern, timeout=None):
+        m = re.compile(pattern).search(self.printed, self.pos)
+        if m is None:
+            raise qemu.Timeout('no %r' % pattern)
+        self.pos = m.end()
+        return m, 0.5
+
+    def wait_exit(self, timeout=None):
+        self.waited.append(timeout)
+        raise qemu.Timeout('QEMU did not exit')
+
+    def output(self):
+        return self.printed.decode()
+
+
+def test_a_script_that_ends_without_powering_off_still_gives_its_figures(monkeypatch, tmp_path):
+    boots = []
+    monkeypatch.setattr(qemu, 'Qemu', lambda args, timeout: boots.append(ScriptQemu(args, timeout))
+                        or boots[-1])
+    sel = [W.BY_NAME['read_4k_d1_microvm']]
+    assert ours_guest.script(sel).rstrip().endswith("print('BENCH DONE')")
+    results, text = ours_guest.run_script('fw.elf', str(tmp_path / 'd.img'), str(tmp_path), sel,
+                                          'microvm', 240)
+    assert 'NA driver missing' in text and 'boot_microvm' in results
+    assert boots[0].waited == [ours_guest.EXIT_AFTER_SCRIPT_S]   # not the run's whole timeout
