@@ -121,14 +121,17 @@ def callers(image, pcs, func, runs):
     return sorted(((n / runs, f) for f, n in per.items()), reverse=True)
 
 
-def record(setup, statement, runs, log, image_path=None):
-    """Boot, run setup, then statement `runs` times twice (warm, then logged)."""
+def record(setup, statement, runs, log, image_path=None, packed=False):
+    """Boot, run setup, then statement `runs` times twice (warm, then logged).
+    packed: every device started with packed=on (packed rings, spec 2.8)."""
     from tests.qemu.harness import Guest, default_devices
     disk = os.path.join(os.path.dirname(log), 'disk.img')
     with open(disk, 'wb') as f:
         f.truncate(64 << 20)
-    g = Guest(image=image_path, mem=256, qmp=True, extra_args=['-D', log],
-              devices=default_devices(disk))
+    devices = default_devices(disk)
+    if packed:
+        devices = [d + ',packed=on' if d.startswith('virtio-') else d for d in devices]
+    g = Guest(image=image_path, mem=256, qmp=True, extra_args=['-D', log], devices=devices)
     try:
         g.start()
         g.exec(setup)
@@ -149,6 +152,7 @@ def main(argv=None):
     ap.add_argument('-n', '--runs', type=int, default=20)
     ap.add_argument('--top', type=int, default=25)
     ap.add_argument('--callers', action='append', default=[], metavar='FUNC')
+    ap.add_argument('--packed', action='store_true', help='devices with packed=on')
     ap.add_argument('--image', help='the image to boot (default: the build\'s)')
     ap.add_argument('--elf', default=DEBUG_ELF, help='its unstripped ELF')
     a = ap.parse_args(argv)
@@ -157,7 +161,7 @@ def main(argv=None):
     setup = open(a.setup).read() if a.setup else ''
     with tempfile.TemporaryDirectory(prefix='profile-') as tmp:
         log = os.path.join(tmp, 'exec.log')
-        record(setup, a.statement, a.runs, log, a.image)
+        record(setup, a.statement, a.runs, log, a.image, a.packed)
         with open(log, errors='replace') as f:
             pcs = block_pcs(f)
     image = Image.load(a.elf)

@@ -12,14 +12,16 @@ pytestmark = pytest.mark.qemu
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.mark.parametrize('setup, statement, at_least', [
-    ('udp_echo.py', 'ie()', 20000),      # a datagram in and out: tens of thousands
-    ('blk_read.py', 'rd()', 5000),
+@pytest.mark.parametrize('setup, statement, at_least, extra', [
+    ('udp_echo.py', 'ie()', 20000, []),      # a datagram in and out: tens of thousands
+    ('blk_read.py', 'rd()', 5000, []),
+    ('blk_batch.py', 'batch(); assert b.requestq.kind == "split"', 32 * 1000, []),
+    ('blk_batch.py', 'batch(); assert b.requestq.kind == "packed"', 32 * 1000, ['--packed']),
 ])
-def test_the_profiles_of_the_docs_run(setup, statement, at_least):
+def test_the_profiles_of_the_docs_run(setup, statement, at_least, extra):
     r = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'guest-profile.py'),
                         '--setup', os.path.join(ROOT, 'tools', 'profiles', setup), '-n', '3',
-                        '--callers', 'mp_map_lookup', statement],
+                        '--callers', 'mp_map_lookup'] + extra + [statement],
                        capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     m = re.search(r'~(\d+) guest instructions each', r.stdout)
