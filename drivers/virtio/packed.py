@@ -612,10 +612,81 @@ if NATIVE:
 
     @micropython.viper
     def _post_batch(hw, st, reqs, count: int, per: int, j: int, flags: int):
+        # _post's steps for each (slot, addr, length) triple, in one loop: a
+        # viper call per request (eight arguments converted each way) cost
+        # a third of a depth-32 batch. The split ring's post_batch likewise.
+        s = ptr32(st)
         r = ptr32(reqs)
+        chains = s[RING_CHAINS]
+        cper = int(s[RING_PER])
+        indirect = int(s[RING_INDIRECT])
+        keep = _F_WRITE
+        if not indirect:
+            keep = _F_WRITE | _F_NEXT
+        dflags = (flags & keep) << 16
+        size = int(s[RING_SIZE])
+        ring = s[RING_DESC]
         k = 0
         while k < count:
-            _post(hw, st, int(r[3 * k]), per, j, r[3 * k + 1], r[3 * k + 2], flags)
+            slot = int(r[3 * k])
+            chain = chains + uint(slot * cper * _DESC)
+            if j >= 0:
+                d = ptr32(chain + uint(j * _DESC))
+                d[0] = r[3 * k + 1]
+                d[1] = 0
+                d[2] = r[3 * k + 2]
+                d[3] = dflags
+            nxt = int(s[RING_NEXT_AVAIL])
+            wrap = int(s[RING_AVAIL_WRAP])
+            first = ptr16(ring + uint(nxt * _DESC + D_FLAGS))
+            first_flags = VIRTQ_DESC_F_USED
+            if wrap:
+                first_flags = VIRTQ_DESC_F_AVAIL
+            if indirect:
+                e = ptr32(ring + uint(nxt * _DESC))
+                e[0] = chain
+                e[1] = 0
+                e[2] = per * _DESC
+                ptr16(ring + uint(nxt * _DESC + D_ID))[0] = slot
+                first_flags |= _F_INDIRECT
+                held = 1
+            else:
+                held = per
+                m = 0
+                while m < per:
+                    src = ptr32(chain + uint(m * _DESC))
+                    at = nxt + m
+                    w = wrap
+                    if at >= size:
+                        at -= size
+                        w ^= 1
+                    e = ptr32(ring + uint(at * _DESC))
+                    e[0] = src[0]
+                    e[1] = src[1]
+                    e[2] = src[2]
+                    f = int(src[3]) >> 16
+                    if m + 1 == per:
+                        f &= _F_WRITE
+                    if w:
+                        f |= VIRTQ_DESC_F_AVAIL
+                    else:
+                        f |= VIRTQ_DESC_F_USED
+                    e16 = ptr16(ring + uint(at * _DESC + D_ID))
+                    e16[0] = slot
+                    if m == 0:
+                        first_flags = f
+                    else:
+                        e16[1] = f
+                    m += 1
+            nxt += held
+            if nxt >= size:
+                nxt -= size
+                s[RING_AVAIL_WRAP] = wrap ^ 1
+            s[RING_NEXT_AVAIL] = nxt
+            s[RING_ADDED] = int(s[RING_ADDED]) + held
+            s[RING_WORDS + slot] = held
+            s[RING_IN_FLIGHT] = int(s[RING_IN_FLIGHT]) + 1
+            first[0] = first_flags          # last: the buffer becomes available (stores in order)
             k += 1
 
     set_desc = _set_desc
