@@ -217,7 +217,7 @@ def blk_up(kind, indirect, native):
     dev.hw, dev.transport, dev.features, dev.address = hw, T(), feats, '00:00.0'
     dev._who = '00:00.0 virtio-blk'
     dev.capacity, dev.block_size, dev.seg_max, dev.size_max, dev.read_only = 1 << 20, 512, 1, 0, False
-    dev._max_transfer, dev._depth, dev.timeout_ms, dev.notifications = B.MAX_TRANSFER, 128, 100, 0
+    dev._max_transfer, dev._depth, dev.timeout_ms = B.MAX_TRANSFER, 128, 100
     dev.requestq = vq
     dev._setup_slots()
     assert dev.native

@@ -60,7 +60,6 @@ class BlkDevice(BlkConfig, BlkRequests, VirtioDevice):
         self.timeout_ms = DEFAULT_TIMEOUT_MS
         self._max_transfer = MAX_TRANSFER
         self.requestq = None
-        self.notifications = 0
         self._depth = DEFAULT_DEPTH
 
     def __str__(self):
@@ -213,7 +212,8 @@ class BlkDevice(BlkConfig, BlkRequests, VirtioDevice):
         need = self._steps.publish(self.hw, ring)
         if need:
             self.transport.notify(REQUESTQ)
-            self.notifications += 1
+            st = self._st
+            st[ST_NOTIFIED] = (st[ST_NOTIFIED] + 1) & 0xFFFFFFFF
             self._steps.kicked(ring)
         return bool(need)
 
