@@ -511,110 +511,27 @@ if NATIVE:
         d[2] = length
         d[3] = (flags & keep) << 16
 
-    @micropython.viper
-    def _post(hw, st, slot: int, count: int, j: int, addr: uint, length: uint, flags: int):
-        s = ptr32(st)
-        chain = s[RING_CHAINS] + uint(slot * int(s[RING_PER]) * _DESC)
-        if j >= 0:
-            # _set_desc's work inlined: a call per request costs as much as the rest
-            keep = _F_WRITE
-            if not s[RING_INDIRECT]:
-                keep = _F_WRITE | _F_NEXT
-            d = ptr32(chain + uint(j * _DESC))
-            d[0] = addr
-            d[1] = 0
-            d[2] = length
-            d[3] = (flags & keep) << 16
-        size = int(s[RING_SIZE])
-        ring = s[RING_DESC]
-        nxt = int(s[RING_NEXT_AVAIL])
-        wrap = int(s[RING_AVAIL_WRAP])
-        first = ptr16(ring + uint(nxt * _DESC + D_FLAGS))
-        first_flags = VIRTQ_DESC_F_USED
-        if wrap:
-            first_flags = VIRTQ_DESC_F_AVAIL
-        if s[RING_INDIRECT]:
-            r = ptr32(ring + uint(nxt * _DESC))
-            r[0] = chain
-            r[1] = 0
-            r[2] = count * _DESC
-            ptr16(ring + uint(nxt * _DESC + D_ID))[0] = slot
-            first_flags |= _F_INDIRECT
-            held = 1
-        else:
-            held = count
-            k = 0
-            while k < count:
-                src = ptr32(chain + uint(k * _DESC))
-                at = nxt + k
-                w = wrap
-                if at >= size:
-                    at -= size
-                    w ^= 1
-                r = ptr32(ring + uint(at * _DESC))
-                r[0] = src[0]
-                r[1] = src[1]
-                r[2] = src[2]
-                f = int(src[3]) >> 16
-                if k + 1 == count:
-                    f &= _F_WRITE
-                if w:
-                    f |= VIRTQ_DESC_F_AVAIL
-                else:
-                    f |= VIRTQ_DESC_F_USED
-                r16 = ptr16(ring + uint(at * _DESC + D_ID))
-                r16[0] = slot
-                if k == 0:
-                    first_flags = f
-                else:
-                    r16[1] = f
-                k += 1
-        nxt += held
-        if nxt >= size:
-            nxt -= size
-            s[RING_AVAIL_WRAP] = wrap ^ 1
-        s[RING_NEXT_AVAIL] = nxt
-        s[RING_ADDED] = int(s[RING_ADDED]) + held
-        s[RING_WORDS + slot] = held
-        s[RING_IN_FLIGHT] = int(s[RING_IN_FLIGHT]) + 1
-        first[0] = first_flags              # last: the buffer becomes available (stores in order)
+    _ONE = array('I', [0, 0, 0])    # _post's request as post_batch takes it
 
     @micropython.viper
-    def _pop(hw, st, name) -> int:
-        s = ptr32(st)
-        nxt = int(s[RING_NEXT_USED])
-        at = s[RING_DESC] + uint(nxt * _DESC)
-        flags = int(ptr16(at + D_FLAGS)[0])
-        wrap = int(s[RING_USED_WRAP])
-        used = 0
-        if flags & VIRTQ_DESC_F_USED:
-            used = 1
-        avail = 0
-        if flags & VIRTQ_DESC_F_AVAIL:
-            avail = 1
-        if used != wrap or avail != used:
-            return -1
-        bid = int(ptr16(at + D_ID)[0])
-        if uint(bid) >= uint(s[RING_NSLOTS]) or not s[RING_WORDS + bid]:
-            return int(PlainSteps.pop(hw, st, name))        # raises the DeviceError
-        s[RING_LEN] = ptr32(at + D_LEN)[0]
-        held = int(s[RING_WORDS + bid])
-        nxt += held
-        size = int(s[RING_SIZE])
-        if nxt >= size:
-            nxt -= size
-            s[RING_USED_WRAP] = wrap ^ 1
-        s[RING_NEXT_USED] = nxt
-        s[RING_FREED] = held
-        s[RING_WORDS + bid] = 0
-        s[RING_IN_FLIGHT] = int(s[RING_IN_FLIGHT]) - 1
-        return bid
+    def _post(hw, st, slot: int, count: int, j: int, addr: uint, length: uint, flags: int):
+        # A batch of one: the ring's posting steps are stated once, in
+        # _post_batch. (Scheduled Python never runs between these lines:
+        # viper code does not stop for it, so _ONE cannot be reused under us.)
+        one = ptr32(_ONE)
+        one[0] = slot
+        one[1] = addr
+        one[2] = length
+        _post_batch(hw, st, _ONE, 1, count, j, flags)
 
     @micropython.viper
     def _post_batch(hw, st, reqs, count: int, per: int, j: int, flags: int):
-        # _post's steps for each (slot, addr, length) triple, in one loop: a
-        # viper call per request (eight arguments converted each way) cost
-        # a third of a depth-32 batch. The split ring's post_batch likewise.
+        # post() for each (slot, addr, length) triple, in one loop: a viper
+        # call per request (eight arguments converted each way) cost a third
+        # of a depth-32 batch. Descriptor j rewritten first unless j < 0; then
+        # one ring descriptor pointing at the slot's indirect table, or the
+        # chain copied into the ring; each first descriptor's flags written
+        # last (2.8.6, 2.8.13).
         s = ptr32(st)
         r = ptr32(reqs)
         chains = s[RING_CHAINS]
@@ -688,6 +605,37 @@ if NATIVE:
             s[RING_IN_FLIGHT] = int(s[RING_IN_FLIGHT]) + 1
             first[0] = first_flags          # last: the buffer becomes available (stores in order)
             k += 1
+
+    @micropython.viper
+    def _pop(hw, st, name) -> int:
+        s = ptr32(st)
+        nxt = int(s[RING_NEXT_USED])
+        at = s[RING_DESC] + uint(nxt * _DESC)
+        flags = int(ptr16(at + D_FLAGS)[0])
+        wrap = int(s[RING_USED_WRAP])
+        used = 0
+        if flags & VIRTQ_DESC_F_USED:
+            used = 1
+        avail = 0
+        if flags & VIRTQ_DESC_F_AVAIL:
+            avail = 1
+        if used != wrap or avail != used:
+            return -1
+        bid = int(ptr16(at + D_ID)[0])
+        if uint(bid) >= uint(s[RING_NSLOTS]) or not s[RING_WORDS + bid]:
+            return int(PlainSteps.pop(hw, st, name))        # raises the DeviceError
+        s[RING_LEN] = ptr32(at + D_LEN)[0]
+        held = int(s[RING_WORDS + bid])
+        nxt += held
+        size = int(s[RING_SIZE])
+        if nxt >= size:
+            nxt -= size
+            s[RING_USED_WRAP] = wrap ^ 1
+        s[RING_NEXT_USED] = nxt
+        s[RING_FREED] = held
+        s[RING_WORDS + bid] = 0
+        s[RING_IN_FLIGHT] = int(s[RING_IN_FLIGHT]) - 1
+        return bid
 
     set_desc = _set_desc
     post = _post

@@ -554,30 +554,25 @@ if NATIVE:
             flags |= (first + j + 1) << 16
         d[3] = flags
 
+    _ONE = array('I', [0, 0, 0])    # _post's request as post_batch takes it
+
     @micropython.viper
     def _post(hw, st, slot: int, count: int, j: int, addr: uint, length: uint, flags: int):
-        s = ptr32(st)
-        if j >= 0:
-            # _set_desc's work inlined: a call per request costs as much as the rest
-            per = int(s[RING_PER])
-            first = 0
-            if not s[RING_INDIRECT]:
-                first = slot * per
-            d = ptr32(s[RING_CHAINS] + uint((slot * per + j) * _DESC))
-            d[0] = addr
-            d[1] = 0
-            d[2] = length
-            if flags & _F_NEXT:
-                flags |= (first + j + 1) << 16
-            d[3] = flags
-        i = int(s[RING_AVAIL_IDX])
-        ptr16(s[RING_AVAIL] + AVAIL_RING)[i & int(s[RING_MASK])] = slot * int(s[RING_STRIDE])
-        s[RING_WORDS + slot] = count
-        s[RING_IN_FLIGHT] = int(s[RING_IN_FLIGHT]) + 1
-        s[RING_AVAIL_IDX] = (i + 1) & 0xFFFF
+        # A batch of one: the ring's posting steps are stated once, in
+        # _post_batch. (Scheduled Python never runs between these lines:
+        # viper code does not stop for it, so _ONE cannot be reused under us.)
+        one = ptr32(_ONE)
+        one[0] = slot
+        one[1] = addr
+        one[2] = length
+        _post_batch(hw, st, _ONE, 1, count, j, flags)
 
     @micropython.viper
     def _post_batch(hw, st, reqs, count: int, per: int, j: int, flags: int):
+        # post() for each (slot, addr, length) triple, in one loop: a viper
+        # call per request costs as much as the rest. Descriptor j of each
+        # chain rewritten first unless j < 0 (2.7.13.1), then the chain's
+        # head in the next avail entry (2.7.13.2); avail->idx waits for publish.
         s = ptr32(st)
         r = ptr32(reqs)
         chains = s[RING_CHAINS]
@@ -590,17 +585,18 @@ if NATIVE:
         k = 0
         while k < count:
             slot = int(r[3 * k])
-            first = 0
-            if not indirect:
-                first = slot * cper
-            d = ptr32(chains + uint((slot * cper + j) * _DESC))
-            d[0] = r[3 * k + 1]
-            d[1] = 0
-            d[2] = r[3 * k + 2]
-            f = flags
-            if f & _F_NEXT:
-                f |= (first + j + 1) << 16
-            d[3] = f
+            if j >= 0:
+                first = 0
+                if not indirect:
+                    first = slot * cper
+                d = ptr32(chains + uint((slot * cper + j) * _DESC))
+                d[0] = r[3 * k + 1]
+                d[1] = 0
+                d[2] = r[3 * k + 2]
+                f = flags
+                if f & _F_NEXT:
+                    f |= (first + j + 1) << 16
+                d[3] = f
             avail[i & mask] = slot * stride
             s[RING_WORDS + slot] = per
             i = (i + 1) & 0xFFFF

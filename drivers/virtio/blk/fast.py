@@ -180,7 +180,13 @@ if NATIVE:
         hdr[2] = sec
         hdr[3] = 0
         ptr8(st[ST_STATUS])[slot] = STATUS_UNSET
-        self._steps.post(self.hw, self._ring, slot, SIMPLE_BLOCK, CHAIN_DATA, addr, n, flags)
+        # A batch of one through post_batch (post() itself is that, one call more)
+        reqs = self._posting
+        q = ptr32(reqs)
+        q[0] = slot
+        q[1] = addr
+        q[2] = n
+        self._steps.post_batch(self.hw, self._ring, reqs, 1, SIMPLE_BLOCK, CHAIN_DATA, flags)
         st[ST_POSTED] = (int(st[ST_POSTED]) + 1) & 0xFFFF
         return tag
 
