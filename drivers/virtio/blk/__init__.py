@@ -171,9 +171,13 @@ class BlkDevice(BlkConfig, BlkRequests, VirtioDevice):
             self._tag_seq = tag + 1
         elif tag is _SYNC:
             self._drain_sync()
-            self._st[ST_SYNC] = 1
         posted = self._st[ST_POSTED]
         try:
+            # Set inside the try: the end of the elif above is a jump, where a
+            # Ctrl-C is raised, and one raised between setting this and the
+            # try would have left it set with nothing posted.
+            if tag is _SYNC:
+                self._st[ST_SYNC] = 1
             if op == VIRTIO_BLK_T_IN or op == VIRTIO_BLK_T_OUT:
                 self._submit_data(op, sector, buf, tag)
             elif op == VIRTIO_BLK_T_FLUSH:
@@ -189,10 +193,16 @@ class BlkDevice(BlkConfig, BlkRequests, VirtioDevice):
             # (a Ctrl-C or MemoryError too.) Nothing posted: the caller has
             # the error and the simple call is over; else what was posted
             # ends it (silently: see _abandon, _drain_sync).
-            if tag is _SYNC and self._st[ST_POSTED] == posted:
-                self._st[ST_SYNC] = 0
+            if tag is _SYNC:
+                self._sync_failed(posted)
             raise
         return tag
+
+    def _sync_failed(self, posted):
+        """The submit of a read()/write()/... raised. If it posted nothing
+        the simple call is over; else what it posted ends it."""
+        if self._st[ST_POSTED] == posted:
+            self._st[ST_SYNC] = 0
 
     def submit_read(self, sector, buf, tag):
         """submit(VIRTIO_BLK_T_IN, sector, buf, tag), the lean way (in
@@ -436,9 +446,14 @@ class BlkDevice(BlkConfig, BlkRequests, VirtioDevice):
         hw = self.hw
         self._drain_sync()
         hw.write(self._id_buf, bytes(VIRTIO_BLK_ID_BYTES))
-        self._st[ST_SYNC] = 1
-        self._queue(VIRTIO_BLK_T_GET_ID, 0, 0, None, 0, VIRTIO_BLK_ID_BYTES, _SYNC, None,
-                    self._id_buf)
+        posted = self._st[ST_POSTED]
+        try:
+            self._st[ST_SYNC] = 1
+            self._queue(VIRTIO_BLK_T_GET_ID, 0, 0, None, 0, VIRTIO_BLK_ID_BYTES, _SYNC, None,
+                        self._id_buf)
+        except BaseException:
+            self._sync_failed(posted)
+            raise
         self._finish_sync()
         raw = hw.read(self._id_buf, VIRTIO_BLK_ID_BYTES)
         n = 0
