@@ -37,6 +37,16 @@ def until(hw, ready, timeout_ms, check, late, sleeper=None):
     r = ready()
     if r:
         return r
+    # The first batch of looks before any set-up (the deadline's clock and
+    # object): under TCG most waits end within it, and a completion that
+    # lands meanwhile is found one ready() call later, not after the set-up.
+    # (The clock starts after it: a timeout is "at least", and only later.)
+    n = POLL_BATCH if timeout_ms != 0 else 0
+    while n:
+        r = ready()
+        if r:
+            return r
+        n -= 1
     d = Deadline(hw, timeout_ms, check)
     while timeout_ms != 0:
         # A batch of looks with nothing else in the loop: the time from a
