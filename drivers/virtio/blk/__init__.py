@@ -281,8 +281,10 @@ class BlkDevice(BlkConfig, BlkRequests, VirtioDevice):
                 self._wait_some(timeout_ms)
         if self._failed:
             raise self._failed.pop(0)
-        if self.native and self._words(out):
-            return self._take_done_v(out)
+        if self.native:
+            seen = self._word_arrays     # the array of the last poll, most often: no call
+            if (seen and seen[-1] is out) or self._words(out):
+                return self._take_done_v(out)
         return self._take_done(out)
 
     def _words(self, a):
@@ -291,6 +293,8 @@ class BlkDevice(BlkConfig, BlkRequests, VirtioDevice):
         seen = self._word_arrays
         for x in seen:
             if x is a:
+                seen.remove(x)          # last: where poll_batch looks first
+                seen.append(x)
                 return True
         if not isinstance(a, array) or len(a) == 0 or len(bytes(memoryview(a)[:1])) != 4:
             return False
