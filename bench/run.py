@@ -154,14 +154,14 @@ def merge_pairs(runs, out):
             runs[side][k].update(res)
 
 
-def unpaired_before(res, before, disk, micro, vhost):
-    """The before image's boots of an unpaired repetition (microvm, Python vhost-user-blk),
-    as ours'."""
+def unpaired(side, res, image, disk, micro, vhost):
+    """One image's boots of an unpaired repetition (microvm, Python vhost-user-blk) into
+    res: ours' or the before image's."""
     if micro:
-        res.update(by_machine('before', ours_guest.run, before, disk, micro))
+        res.update(by_machine(side, ours_guest.run, image, disk, micro))
     if vhost:
-        vres = guarded('before-vhost', vhost_guest.run, before, disk, OUT, vhost)
-        log('  before, Python vhost-user-blk: %.1f s' % vres['_seconds'])
+        vres = guarded(side + '-vhost', vhost_guest.run, image, disk, OUT, vhost)
+        log('  %s, Python vhost-user-blk: %.1f s' % (side, vres['_seconds']))
         vhost_guest.merge(res, vres, vhost)
 
 
@@ -244,15 +244,9 @@ def main():
         if ref is not None and micro:
             runs['linux'][rep].update(by_machine('linux', linux_guest.run, ref, disk, micro))
         if image_used is not None:
-            res = runs['ours'][rep]
-            if micro:
-                res.update(by_machine('ours', ours_guest.run, image_used, disk, micro))
-            if vhost:
-                vres = guarded('ours-vhost', vhost_guest.run, image_used, disk, OUT, vhost)
-                log('  ours, Python vhost-user-blk: %.1f s' % vres['_seconds'])
-                vhost_guest.merge(res, vres, vhost)
+            unpaired('ours', runs['ours'][rep], image_used, disk, micro, vhost)
         if before is not None:
-            unpaired_before(runs['before'][rep], before, disk, micro, vhost)
+            unpaired('before', runs['before'][rep], before, disk, micro, vhost)
     if 'ours' in sides and image is None:
         runs['ours'] = [ours_guest.na_all(selected, 'image missing')]
     if ref_error:

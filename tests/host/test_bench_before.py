@@ -371,7 +371,7 @@ def test_unpaired_rows_boot_the_before_image(monkeypatch):
     micro = [W.BY_NAME['boot_microvm'], W.BY_NAME['read_4k_d1_microvm']]
     vhost = [W.BY_NAME['py_read_4k_d1']]
     res = {}
-    run.unpaired_before(res, 'before.elf', 'disk.img', micro, vhost)
+    run.unpaired('before', res, 'before.elf', 'disk.img', micro, vhost)
     assert calls == [('before.elf', 'microvm', ['boot_microvm', 'read_4k_d1_microvm']),
                      ('before.elf', 'vhost', ['py_read_4k_d1'])]
     assert res['boot_microvm']['value'] == 0.5
@@ -414,14 +414,14 @@ def test_a_servers_ready_line_an_na_or_its_traceback_end_the_wait(printed, want)
         assert q.pos == len(printed)            # the error and the prompt were read
 
 
-class ScriptQemu:
+class ScriptQemu(Stream):
     """A microvm boot whose image runs the bench script and then does not power off (an
     image from before `make run SCRIPT=` powered off on microvm)."""
     printed = (b'  mmio@0xfeb00000 virtio-blk ...\r\nBENCH READY\r\n@@ read_4k_d1_microvm\r\n'
                b'NA driver missing\r\nBENCH DONE\r\n')
 
     def __init__(self, args, timeout):
-        self.pos = 0
+        Stream.__init__(self, self.printed)
         self.waited = []
 
     def __enter__(self):
@@ -429,13 +429,6 @@ class ScriptQemu:
 
     def __exit__(self, *exc):
         return False
-
-    def expect(self, pattern, timeout=None):
-        m = re.compile(pattern).search(self.printed, self.pos)
-        if m is None:
-            raise qemu.Timeout('no %r' % pattern)
-        self.pos = m.end()
-        return m, 0.5
 
     def wait_exit(self, timeout=None):
         self.waited.append(timeout)
