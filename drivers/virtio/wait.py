@@ -34,20 +34,11 @@ def until(hw, ready, timeout_ms, check, late, sleeper=None):
     is broken. After timeout_ms: VirtioTimeout(late(timeout_ms)), or None
     when late is None (a wait whose caller takes "nothing" as an answer).
     sleeper (or None: poll only): sleeps between batches of looks."""
+    _check_timeout(timeout_ms)
     r = ready()
     if r:
         return r
-    # The first batch of looks before any set-up (the deadline's clock and
-    # object): under TCG most waits end within it, and a completion that
-    # lands meanwhile is found one ready() call later, not after the set-up.
-    # (The clock starts after it: a timeout is "at least", and only later.)
-    n = POLL_BATCH if timeout_ms != 0 else 0
-    while n:
-        r = ready()
-        if r:
-            return r
-        n -= 1
-    d = Deadline(hw, timeout_ms, check)
+    d = None
     while timeout_ms != 0:
         # A batch of looks with nothing else in the loop: the time from a
         # completion to its discovery is one ready() call.
@@ -57,6 +48,12 @@ def until(hw, ready, timeout_ms, check, late, sleeper=None):
             if r:
                 return r
             n -= 1
+        if d is None:
+            # The deadline (its clock and object) is set up after a first
+            # batch: under TCG most waits end within it, so most never pay
+            # for it. (A timeout is "at least": it only ends a little later.)
+            d = Deadline(hw, timeout_ms, check)
+            continue
         if d.passed():
             break
         if sleeper is not None and d.elapsed >= SPIN_MS:
@@ -69,14 +66,18 @@ def until(hw, ready, timeout_ms, check, late, sleeper=None):
     raise VirtioTimeout(late(timeout_ms))
 
 
+def _check_timeout(timeout_ms):
+    if timeout_ms is not None and timeout_ms < 0:
+        raise ValueError('timeout_ms must be >= 0 or None, not %d' % timeout_ms)
+
+
 class Deadline:
     """timeout_ms from now, for a wait that does work of its own between
     looks: expired() reads the clock (and runs check()) only every
     POLL_BATCH calls. None: never expires; 0: expired already."""
 
     def __init__(self, hw, timeout_ms, check=None):
-        if timeout_ms is not None and timeout_ms < 0:
-            raise ValueError('timeout_ms must be >= 0 or None, not %d' % timeout_ms)
+        _check_timeout(timeout_ms)
         self.hw = hw
         self.timeout_ms = timeout_ms
         self.check = check
