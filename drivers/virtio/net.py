@@ -391,10 +391,7 @@ class NetDevice(NetControl, VirtioDevice):
         transmission. The frame is copied before send returns. Raises
         ValueError beyond the MTU, VirtioTimeout when the device keeps every
         transmit buffer for tx_timeout_ms."""
-        if type(frame) is bytes or type(frame) is bytearray:
-            n = len(frame)
-        else:                           # (the stack sends memoryviews: no text built for nothing)
-            n = byte_length(frame, '%s %s: send', self.address, self.NAME)
+        n = byte_length(frame, '%s %s: send', self.address, self.NAME)   # (no text built)
         if n > self.max_frame:
             raise ValueError('frame of %d bytes exceeds the %d-byte limit (MTU %d + %d-byte '
                              'Ethernet header)' % (n, self.max_frame, self.mtu, ETH_HLEN))
