@@ -46,7 +46,7 @@ void *memmove(void *dst, const void *src, size_t n) {
     // Forward is safe unless dst starts inside (src, src + n): as unsigned
     // numbers, dst - src is then below n (and wraps to a large one when dst
     // lies before src).
-    if ((uintptr_t)(d - s) >= n) {
+    if ((uintptr_t)d - (uintptr_t)s >= n) {
         return memcpy(dst, src, n);
     }
     d += n;
