@@ -44,16 +44,16 @@ def pair_ratios(runs, w, other='linux'):
     """ours / other per pair index where both runs of the pair gave a figure (None where
     either did not). A polling twin is paired with the other side's run of its base
     workload."""
-    linux_name = W.poll_base(w) or w.name
+    base_name = W.poll_base(w) or w.name
     ours = _entries(runs, 'ours', w.name)
-    linux = _entries(runs, other, linux_name)
+    theirs = _entries(runs, other, base_name)
     out = []
-    for o, l in zip(ours, linux):
-        if o is None and l is None:
+    for o, t in zip(ours, theirs):
+        if o is None and t is None:
             continue            # no pair k here (the run lists also hold unpaired boots)
         ov = o and o.get('value')
-        lv = l and l.get('value')
-        out.append(ov / lv if ov and lv and ov > 0 and lv > 0 else None)
+        tv = t and t.get('value')
+        out.append(ov / tv if ov and tv and ov > 0 and tv > 0 else None)
     return out
 
 
