@@ -123,8 +123,8 @@ class LegacyTransport(transport.PciTransport):
         self.regs.w16(QUEUE_SELECT, i)
         self.regs.w32(QUEUE_ADDRESS, 0)
 
-    def notify(self, i):
-        self.regs.w16(QUEUE_NOTIFY, i)
+    def _notify_register(self, i):
+        return self.regs.w16_at(QUEUE_NOTIFY)       # every queue's, the index written
 
     def isr(self):
         return self.regs.r8(ISR_STATUS)

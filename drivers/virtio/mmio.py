@@ -211,8 +211,8 @@ class MmioTransport(transport.Transport):
         r.w32(QUEUE_ALIGN, PAGE_SIZE)
         r.w32(QUEUE_PFN, pfn)
 
-    def notify(self, i):
-        self.regs.w32(QUEUE_NOTIFY, i)
+    def _notify_register(self, i):
+        return self.regs.w32_at(QUEUE_NOTIFY)       # every queue's, the index written (4.2.3.3)
 
     def isr(self):
         # 4.2.2: read what is pending, then acknowledge exactly that.

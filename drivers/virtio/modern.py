@@ -202,10 +202,13 @@ class ModernTransport(transport.PciTransport):
         self._notify_offsets[i] = off
         c.w16(QUEUE_ENABLE, 1)
 
-    def notify(self, i):
+    def _notify_register(self, i):
         # Available buffer notification (4.1.5.2): the queue index, 16 bits,
-        # at the queue's own address.
-        self.notify_cfg.w16(self._notify_offsets[i], i)
+        # at the queue's own address (learned when the queue was enabled).
+        if i not in self._notify_offsets:
+            raise VirtioError('%s: queue %d has no notification address before it is enabled'
+                              % (self.address, i))
+        return self.notify_cfg.w16_at(self._notify_offsets[i])
 
     def isr(self):
         return self.isr_cfg.r8(0)

@@ -292,6 +292,7 @@ class NetDevice(NetControl, VirtioDevice):
         self._rx_base, q, self._rx_ring = self._prebuild(vq, self.rx_buffers, room, room,
                                                          VIRTQ_DESC_F_WRITE)
         self._rxq = q
+        self._rx_notifier = vq.notifier
         n = q[Q_N]
         for i in range(n):
             q[Q_WORDS + i] = i
@@ -337,6 +338,7 @@ class NetDevice(NetControl, VirtioDevice):
         room = self._tx_room = hl + self.max_frame
         self._tx_base, q, self._tx_ring = self._prebuild(vq, self.tx_buffers, room, hl, 0)
         self._txq = q
+        self._tx_notifier = vq.notifier
         n = q[Q_N]
         for i in range(n):
             q[Q_WORDS + n - 1 - i] = i          # the free stack, buffer 0 on top
@@ -353,8 +355,7 @@ class NetDevice(NetControl, VirtioDevice):
 
     def _start(self):
         # Buffer notifications only after DRIVER_OK (3.1.1).
-        self.transport.notify(RECEIVEQ)
-        self._steps.kicked(self._rx_ring)
+        self._kick(self._rx_ring, self._rx_notifier)
         # Devices start promiscuous; when the device filters on our address
         # (its MAC, or one we set) let it drop what is not for us. Best
         # effort: a device that refuses stays promiscuous, which still works.
@@ -412,7 +413,7 @@ class NetDevice(NetControl, VirtioDevice):
             j, addr, length = 0, a, hl + n
         self._steps.post(self.hw, self._tx_ring, i, q[Q_PER], j, addr, length, 0)
         q[Q_NSTACK] -= 1                # off the stack once posted: no jump in between
-        self._kick(self._tx_ring, TRANSMITQ)
+        self._kick(self._tx_ring, self._tx_notifier)
         self._counts.tx_packets += 1
         self._counts.tx_bytes += n
 
@@ -587,7 +588,7 @@ class NetDevice(NetControl, VirtioDevice):
         (5.1.6.3: keep the receiveq full), with one notification at most."""
         if self._rxq[Q_NSTACK]:
             self._refill_ring(self._rxq)
-            self._kick(self._rx_ring, RECEIVEQ)
+            self._kick(self._rx_ring, self._rx_notifier)
 
     def housekeeping(self):
         """What recv does while it waits in vain: refill the receiveq, and
@@ -613,13 +614,10 @@ class NetDevice(NetControl, VirtioDevice):
         return self._txq[Q_N]
 
     # -- the rings: buffers through the ring's steps (virtio.split / virtio.packed) ------
-    def _kick(self, ring, index):
+    def _kick(self, ring, notifier):
         """Publish what was posted on a ring and notify the device if it
-        wants to hear (2.7.10, 2.8.10); the notification counts as sent only
-        once it was (steps.kicked): a kick cut short is completed next time."""
-        if self._steps.publish(self.hw, ring):
-            self.transport.notify(index)
-            self._steps.kicked(ring)
+        wants to hear (the ring's kick step: 2.7.10, 2.8.10)."""
+        self._steps.kick(self.hw, ring, notifier)
 
     def _refill_ring(self, q):
         """Post every buffer on the receive stack (not yet published)."""

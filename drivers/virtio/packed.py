@@ -10,8 +10,8 @@
 #   post       write a buffer's descriptors into the ring 2.8.6, 2.8.13
 #              (the first descriptor's flags last: they make it available)
 #   publish    decide on a notification                   2.8.10, 2.8.14
-#   (notify)   the transport's available buffer notification
-#   kicked     the device has been told
+#   kick       publish, then the transport's available buffer notification
+#              when the device wants one                  2.8.10, 4.1.5.2 / 4.2.3.3
 #   pop        take the next used descriptor, check it    2.8.14 (2.8.15)
 #
 # The state array: the words both formats share (virtio.virtqueue,
@@ -31,7 +31,7 @@ from array import array
 from virtio.errors import DeviceError, VirtioError
 from virtio.virtqueue import (DEFAULT_INDIRECT_MAX, DESC_SIZE, VIRTQ_DESC_F_INDIRECT,
                               VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, Steps, Virtqueue, desc_flag_names,
-                              desc_table)
+                              desc_table, send_notification)
 
 VIRTQ_DESC_F_AVAIL = const(0x80)
 VIRTQ_DESC_F_USED = const(0x8000)
@@ -49,7 +49,7 @@ RING_EVENT_FLAGS_DESC = const(2)
 EVENT_FLAG_NAMES = ('ENABLE', 'DISABLE', 'DESC', 'reserved')
 MAX_PACKED_SIZE = const(32768)
 
-# The state words (the first eight as in virtio.virtqueue, for viper here).
+# The state words (the first nine as in virtio.virtqueue, for viper here).
 RING_IN_FLIGHT = const(0)
 RING_LEN = const(1)
 RING_FREED = const(2)
@@ -58,17 +58,18 @@ RING_PER = const(4)
 RING_INDIRECT = const(5)
 RING_CHAINS = const(6)      # the slots' indirect tables, or their chains to copy in
 RING_EVENT_IDX = const(7)
-RING_SIZE = const(8)
-RING_DESC = const(9)        # the descriptor ring (descriptor area)
-RING_DRIVER_EVENT = const(10)   # driver event suppression (driver area)
-RING_DEVICE_EVENT = const(11)   # device event suppression (device area)
-RING_NEXT_AVAIL = const(12)
-RING_AVAIL_WRAP = const(13)     # Driver Ring Wrap Counter (2.8.1)
-RING_NEXT_USED = const(14)
-RING_USED_WRAP = const(15)      # the wrap counter the next used descriptor carries
-RING_KICK_POS = const(16)       # ring position (index + size * !wrap) last told
-RING_ADDED = const(17)          # descriptors made available since then
-RING_WORDS = const(18)
+RING_NOTIFIED = const(8)    # available buffer notifications sent (mod 2^32)
+RING_SIZE = const(9)
+RING_DESC = const(10)        # the descriptor ring (descriptor area)
+RING_DRIVER_EVENT = const(11)   # driver event suppression (driver area)
+RING_DEVICE_EVENT = const(12)   # device event suppression (device area)
+RING_NEXT_AVAIL = const(13)
+RING_AVAIL_WRAP = const(14)     # Driver Ring Wrap Counter (2.8.1)
+RING_NEXT_USED = const(15)
+RING_USED_WRAP = const(16)      # the wrap counter the next used descriptor carries
+RING_KICK_POS = const(17)       # ring position (index + size * !wrap) last told
+RING_ADDED = const(18)          # descriptors made available since then
+RING_WORDS = const(19)
 
 
 def new_state(desc, driver_event, device_event, size, event_idx):
@@ -216,8 +217,8 @@ def publish(hw, st):
     """Posted descriptors are visible once their flags are written; say
     whether the device wants a notification for those added since it was
     last told (2.8.10: its event suppression structure; with EVENT_IDX a
-    descriptor position). When it does, the caller notifies, then calls
-    kicked(); when it does not, they count as told here."""
+    descriptor position). When it does not, they count as told here; when
+    it does, kick() sends it."""
     added = st[RING_ADDED]
     if added == 0:
         return 0
@@ -251,6 +252,18 @@ def kicked(st):
     descriptor made available."""
     st[RING_KICK_POS] = position(st, st[RING_NEXT_AVAIL], st[RING_AVAIL_WRAP])
     st[RING_ADDED] = 0
+
+
+def kick(hw, st, notifier):
+    """publish(), then the available buffer notification if the device
+    wants it (2.8.10), through the queue's notifier (Transport.notifier).
+    Returns 1 when it notified; the descriptors count as told only once it
+    is sent (a notification lost to an exception is sent by the next kick)."""
+    if not publish(hw, st):
+        return 0
+    send_notification(st, notifier)
+    kicked(st)
+    return 1
 
 
 def used_ready(hw, st):
@@ -329,9 +342,8 @@ class PackedVirtqueue(Virtqueue):
         self._alloc_indirect()
         self.suppress_interrupts()
 
-    def enable(self):
-        self.transport.enable_queue(self.index, self.size, self.desc,
-                                    self.driver_event, self.device_event)
+    def areas(self):
+        return self.desc, self.driver_event, self.device_event
 
     def suppress_interrupts(self):
         """We poll: Driver Event Suppression flags = DISABLE (2.8.10)."""
@@ -389,16 +401,6 @@ class PackedVirtqueue(Virtqueue):
             self.num_free += held
             raise
         return bid
-
-    def kick(self):
-        """Notify the device unless its event suppression structure says it
-        does not need it (2.8.10). Returns True when a notification was sent."""
-        need = publish(self.hw, self.st)
-        if need:
-            self.transport.notify(self.index)
-            self.notifications += 1
-            kicked(self.st)     # only now: a notification lost to an exception is sent next time
-        return bool(need)
 
     # -- receiving used buffers (2.8.14) -------------------------------------------------
     def pop(self):
@@ -460,7 +462,7 @@ class PackedVirtqueue(Virtqueue):
             flags = hw.read16(at + EVENT_FLAGS)
             write('  %s: flags %s off %d wrap %d' % (label, EVENT_FLAG_NAMES[flags & 3],
                                                    off_wrap & 0x7FFF, off_wrap >> 15))
-        write('  driver: %s, %d notifications' % (self.indices(), self.notifications))
+        write('  driver: %s, %d notifications' % (self.indices(), self.st[RING_NOTIFIED]))
 
     def indices(self):
         """Where the driver is in the ring, in one line."""
@@ -488,7 +490,7 @@ _F_INDIRECT = const(4)      # VIRTQ_DESC_F_INDIRECT
 _DESC = const(16)           # DESC_SIZE
 
 
-PlainSteps = Steps(use_slots, build, set_desc, post, post_batch, publish, kicked, pop,
+PlainSteps = Steps(use_slots, build, set_desc, post, post_batch, publish, kick, pop,
                    set_interrupts)
 
 try:

@@ -2,6 +2,9 @@
 # Each window offers r8/r16/r32(off) and w8/w16/w32(off, value) relative to
 # the start of the block, whatever carries the access: I/O ports, memory
 # (MMIO), or the VIRTIO_PCI_CAP_PCI_CFG window in configuration space.
+# w16_at/w32_at(off) give one register's write as (write, where), so that
+# write(where, v) is w16/w32(off, v) with nothing looked up on the way: how a
+# queue's notification is sent on every kick (Transport.notifier).
 
 
 class PortWindow:
@@ -29,6 +32,12 @@ class PortWindow:
     def w32(self, off, v):
         self.hw.outl(self.base + off, v)
 
+    def w16_at(self, off):
+        return self.hw.outw, self.base + off
+
+    def w32_at(self, off):
+        return self.hw.outl, self.base + off
+
 
 class MemWindow:
     """Registers in memory space (a modern BAR below 4 GiB)."""
@@ -54,6 +63,12 @@ class MemWindow:
 
     def w32(self, off, v):
         self.hw.write32(self.base + off, v)
+
+    def w16_at(self, off):
+        return self.hw.write16, self.base + off
+
+    def w32_at(self, off):
+        return self.hw.write32, self.base + off
 
 
 # Fields of struct virtio_pci_cfg_cap, relative to the capability.
@@ -104,3 +119,9 @@ class CfgWindow:
     def w32(self, off, v):
         self._aim(off, 4)
         self.fn.write32(self.cap + CFG_CAP_DATA, v)
+
+    def w16_at(self, off):
+        return self.w16, off        # (three writes to aim, then the data)
+
+    def w32_at(self, off):
+        return self.w32, off

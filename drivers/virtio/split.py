@@ -5,8 +5,8 @@
 #   set_desc   write a descriptor of a chain             2.7.5
 #   post       put a chain's head in the available ring  2.7.13.1-2
 #   publish    move avail->idx, decide on a notification 2.7.13.3, 2.7.10
-#   (notify)   the transport's available buffer notification, 4.1.5.2 / 4.2.3.3
-#   kicked     the device has been told
+#   kick       publish, then the transport's available buffer notification
+#              when the device wants one                 2.7.10, 4.1.5.2 / 4.2.3.3
 #   pop        take the next used element, check it      2.7.14
 #
 # A ring's state is one array('I') (so that viper code reads it without
@@ -32,7 +32,7 @@ from array import array
 from virtio.errors import DeviceError, VirtioError
 from virtio.virtqueue import (DEFAULT_INDIRECT_MAX, DESC_SIZE, VIRTQ_DESC_F_INDIRECT,
                               VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, Steps, Virtqueue, desc_flag_names,
-                              desc_table, need_event)
+                              desc_table, need_event, send_notification)
 
 # struct virtq_desc (2.7.5): addr, len, flags, next.
 D_ADDR = const(0)
@@ -50,7 +50,7 @@ USED_RING = const(4)
 USED_ELEM = const(8)
 MAX_SPLIT_SIZE = const(32768)
 
-# The state words. The first eight are the same in virtio.packed (a host
+# The state words. The first nine are the same in virtio.packed (a host
 # test checks): drivers read those without knowing the ring's kind.
 RING_IN_FLIGHT = const(0)   # slots with the device
 RING_LEN = const(1)         # the used length of the last pop
@@ -60,15 +60,16 @@ RING_PER = const(4)         # descriptors per prebuilt chain
 RING_INDIRECT = const(5)    # 1: each chain is its own indirect table
 RING_CHAINS = const(6)      # where the chains are (their tables, or the ring's)
 RING_EVENT_IDX = const(7)   # 1 when VIRTIO_F_EVENT_IDX was negotiated
-RING_MASK = const(8)        # queue size - 1
-RING_STRIDE = const(9)      # head of slot k = k * stride
-RING_DESC = const(10)       # the descriptor table (descriptor area)
-RING_AVAIL = const(11)      # the available ring (driver area)
-RING_USED = const(12)       # the used ring (device area)
-RING_AVAIL_IDX = const(13)  # entries posted (our shadow of avail->idx)
-RING_KICKED = const(14)     # avail idx the device has been told of
-RING_LAST_USED = const(15)  # used idx consumed up to
-RING_WORDS = const(16)
+RING_NOTIFIED = const(8)    # available buffer notifications sent (mod 2^32)
+RING_MASK = const(9)        # queue size - 1
+RING_STRIDE = const(10)     # head of slot k = k * stride
+RING_DESC = const(11)       # the descriptor table (descriptor area)
+RING_AVAIL = const(12)      # the available ring (driver area)
+RING_USED = const(13)       # the used ring (device area)
+RING_AVAIL_IDX = const(14)  # entries posted (our shadow of avail->idx)
+RING_KICKED = const(15)     # avail idx the device has been told of
+RING_LAST_USED = const(16)  # used idx consumed up to
+RING_WORDS = const(17)
 
 
 def ring_bytes(size, align):
@@ -182,10 +183,8 @@ def publish(hw, st):
     """Make the posted entries visible (avail idx after a barrier, 2.7.13.3)
     and say whether the device wants a notification for the entries
     published since it was last told (2.7.10: avail_event with EVENT_IDX,
-    else the used ring's NO_NOTIFY flag). When it does, the caller
-    notifies, then calls kicked(): until then the entries count as untold,
-    so a notification lost to an exception (Ctrl-C, MemoryError) is sent by
-    the next kick. When it does not, they count as told here."""
+    else the used ring's NO_NOTIFY flag). When it does not, they count as
+    told here; when it does, kick() sends it."""
     new = st[RING_AVAIL_IDX]
     old = st[RING_KICKED]
     if new == old:
@@ -208,6 +207,19 @@ def kicked(st):
     """The device has been told of (or did not want to hear of) every
     published entry."""
     st[RING_KICKED] = st[RING_AVAIL_IDX]
+
+
+def kick(hw, st, notifier):
+    """publish(), then the available buffer notification if the device
+    wants it (2.7.10), through the queue's notifier (Transport.notifier).
+    Returns 1 when it notified. The entries count as told only once the
+    notification is sent: one lost to an exception (Ctrl-C, MemoryError)
+    is sent by the next kick."""
+    if not publish(hw, st):
+        return 0
+    send_notification(st, notifier)
+    kicked(st)
+    return 1
 
 
 def pop(hw, st, name):
@@ -303,8 +315,8 @@ class SplitVirtqueue(Virtqueue):
         self._used_event = self.avail + AVAIL_RING + 2 * n
         self._avail_event = self.used + USED_RING + USED_ELEM * n
 
-    def enable(self):
-        self.transport.enable_queue(self.index, self.size, self.desc, self.avail, self.used)
+    def areas(self):
+        return self.desc, self.avail, self.used
 
     # -- used buffer notifications (2.7.7) -------------------------------------------
     def suppress_interrupts(self):
@@ -367,18 +379,6 @@ class SplitVirtqueue(Virtqueue):
         self._free_head = after
         self.num_free -= need
         return head
-
-    def kick(self):
-        """Publish what was added and notify the device unless it said it
-        does not need it (2.7.10). Returns True when a notification was
-        sent."""
-        st = self.st
-        need = publish(self.hw, st)
-        if need:
-            self.transport.notify(self.index)
-            self.notifications += 1
-            kicked(st)  # only now: a notification lost to an exception is sent next time
-        return bool(need)
 
     # -- receiving used buffers (2.7.14) -----------------------------------------------------
     def pop(self):
@@ -460,7 +460,7 @@ class SplitVirtqueue(Virtqueue):
                  ' '.join(ents) or '-',
                  ('  avail_event %d' % hw.read16(self._avail_event)) if self.event_idx else ''))
         write('  driver: next avail idx %d, last used idx %d, kicked at %d, %d notifications'
-              % (st[RING_AVAIL_IDX], st[RING_LAST_USED], st[RING_KICKED], self.notifications))
+              % (st[RING_AVAIL_IDX], st[RING_LAST_USED], st[RING_KICKED], st[RING_NOTIFIED]))
 
     def indices(self):
         """Where driver and device are, in one line (from memory and state)."""
@@ -494,7 +494,7 @@ _F_INDIRECT = const(4)      # VIRTQ_DESC_F_INDIRECT
 _DESC = const(16)           # DESC_SIZE
 
 
-PlainSteps = Steps(use_slots, build, set_desc, post, post_batch, publish, kicked, pop,
+PlainSteps = Steps(use_slots, build, set_desc, post, post_batch, publish, kick, pop,
                    set_interrupts)
 
 try:
@@ -605,7 +605,7 @@ if NATIVE:
         s[RING_AVAIL_IDX] = i
 
     @micropython.viper
-    def _publish(hw, st) -> int:
+    def _kick(hw, st, notifier) -> int:
         s = ptr32(st)
         new = int(s[RING_AVAIL_IDX])
         old = int(s[RING_KICKED])
@@ -616,12 +616,18 @@ if NATIVE:
         if s[RING_EVENT_IDX]:
             event = int(ptr16(s[RING_USED] + USED_RING
                               + uint(USED_ELEM * (int(s[RING_MASK]) + 1)))[0])
-            if ((new - event - 1) & 0xFFFF) < ((new - old) & 0xFFFF):
-                return 1
-        elif not ptr16(s[RING_USED])[0] & VIRTQ_USED_F_NO_NOTIFY:
-            return 1
-        s[RING_KICKED] = new                # not wanted: told, as far as the device cares
-        return 0
+            if ((new - event - 1) & 0xFFFF) >= ((new - old) & 0xFFFF):
+                s[RING_KICKED] = new        # not wanted: told, as far as the device cares
+                return 0
+        elif ptr16(s[RING_USED])[0] & VIRTQ_USED_F_NO_NOTIFY:
+            s[RING_KICKED] = new
+            return 0
+        # (Viper code never stops for a pending Ctrl-C, and the transport's
+        # write is one C call: the notification and its record go together.)
+        notifier[0](notifier[1], notifier[2])
+        s[RING_NOTIFIED] = s[RING_NOTIFIED] + 1
+        s[RING_KICKED] = new
+        return 1
 
     @micropython.viper
     def _pop(hw, st, name) -> int:
@@ -654,7 +660,7 @@ if NATIVE:
     set_desc = _set_desc
     post = _post
     post_batch = _post_batch
-    publish = _publish
+    kick = _kick
     pop = _pop
 
 

@@ -106,3 +106,9 @@ class Traced:
     def w32(self, off, v):
         self._show(off, 4, v, '<-')
         self.inner.w32(off, v)
+
+    def w16_at(self, off):
+        return self.w16, off
+
+    def w32_at(self, off):
+        return self.w32, off

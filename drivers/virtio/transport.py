@@ -105,6 +105,7 @@ class Transport:
         self.config_length = 0
         self._num_queues = None       # counted once where no register says it
         self._raw = {}                # region name -> untraced window
+        self._notifiers = {}          # queue index -> its notifier (see notifier())
         self._open(location)
         self._windows()
         for region in self._raw:
@@ -123,6 +124,8 @@ class Transport:
         for region in self._raw:
             w = self._raw[region]
             setattr(self, region, trace.Traced(w, self, region) if on else w)
+        for i in self._notifiers:
+            self.notifier(i)          # re-aimed at the windows now in place
 
     def __repr__(self):
         return '<%s transport %s>' % (self.name, self.address)
@@ -185,9 +188,28 @@ class Transport:
         device area are (physical addresses), its size, and enable it."""
         raise NotImplementedError
 
+    def notifier(self, i):
+        """Queue i's available buffer notification (2.7.10 / 2.8.10) as the
+        list [write, where, value]: write(where, value) sends it. A queue
+        keeps the list and uses it on every kick without asking again; the
+        transport keeps it too, and re-aims it in place when the register
+        trace is switched or the queue is enabled again."""
+        n = self._notifiers.get(i)
+        if n is None:
+            n = self._notifiers[i] = [None, 0, i]
+        n[0], n[1] = self._notify_register(i)
+        return n
+
+    def _notify_register(self, i):
+        """The register write that notifies queue i, as (write, where) of
+        the window it is in (regs: w16_at/w32_at); the value written is the
+        queue index (4.1.5.2, 4.2.3.3: no VIRTIO_F_NOTIFICATION_DATA)."""
+        raise NotImplementedError
+
     def notify(self, i):
         """Available buffer notification for queue i (2.7.10 / 2.8.10)."""
-        raise NotImplementedError
+        write, where, value = self.notifier(i)
+        write(where, value)
 
     def isr(self):
         """Read (and so acknowledge) the interrupt status: ISR_QUEUE and

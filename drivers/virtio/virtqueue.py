@@ -33,7 +33,8 @@ RING_PER = const(4)         # descriptors per prebuilt chain
 RING_INDIRECT = const(5)    # 1: each chain is its own indirect table
 RING_CHAINS = const(6)      # where the prebuilt chains are
 RING_EVENT_IDX = const(7)   # 1 when VIRTIO_F_EVENT_IDX was negotiated
-RING_COMMON = const(8)
+RING_NOTIFIED = const(8)    # available buffer notifications sent (mod 2^32)
+RING_COMMON = const(9)
 
 DESC_SIZE = const(16)
 DEFAULT_INDIRECT_MAX = const(8)
@@ -45,7 +46,7 @@ class Steps:
     plain ones in PlainSteps, whatever runs: a test in the image runs the same
     scenario through those and through the viper ones)."""
 
-    def __init__(self, use_slots, build, set_desc, post, post_batch, publish, kicked, pop,
+    def __init__(self, use_slots, build, set_desc, post, post_batch, publish, kick, pop,
                  set_interrupts):
         self.post_batch = post_batch
         self.set_interrupts = set_interrupts
@@ -54,7 +55,7 @@ class Steps:
         self.set_desc = set_desc
         self.post = post
         self.publish = publish
-        self.kicked = kicked
+        self.kick = kick
         self.pop = pop
 
 
@@ -115,6 +116,13 @@ def desc_table(hw, base, nbytes):
     return CopyTable(hw, base, nbytes)
 
 
+def send_notification(st, notifier):
+    """The available buffer notification itself: the transport's register
+    write (Transport.notifier: [write, where, value]), counted."""
+    notifier[0](notifier[1], notifier[2])
+    st[RING_NOTIFIED] = (st[RING_NOTIFIED] + 1) & 0xFFFFFFFF
+
+
 def need_event(event, new, old):
     """Spec 2.7.10: notify when `event` lies in [old, new) modulo 2^16."""
     return ((new - event - 1) & 0xFFFF) < ((new - old) & 0xFFFF)
@@ -161,6 +169,24 @@ class Virtqueue:
                                 % (self.name, need, self.num_free, self.in_flight))
         return use_indirect
 
+    def enable(self):
+        """Tell the transport where the queue's descriptor area, driver area
+        and device area are and enable it (4.1.5.1.3, 4.2.3.2); then learn
+        how its notification is sent."""
+        desc, driver, device = self.areas()
+        self.transport.enable_queue(self.index, self.size, desc, driver, device)
+        self.notifier = self.transport.notifier(self.index)
+
+    def kick(self):
+        """Publish what was added and notify the device unless it said it
+        need not be (2.7.10, 2.8.10). True when a notification was sent."""
+        return self.steps.kick(self.hw, self.st, self.notifier) != 0
+
+    @property
+    def notifications(self):
+        """Available buffer notifications sent so far (mod 2^32)."""
+        return self.st[RING_NOTIFIED]
+
     def collect(self):
         """Every completion available now, as a list of (token, length)."""
         out = []
@@ -191,7 +217,7 @@ class Virtqueue:
         return [t for t in self._tokens if t is not None]
 
     def _init_bookkeeping(self):
-        self.notifications = 0
+        self.notifier = None          # the transport's, once enabled (enable())
         self.owner = None             # a driver that drives this ring itself (take_over)
         self.sleeper = None           # how a wait on this ring sleeps (virtio.wait.Sleeper)
 

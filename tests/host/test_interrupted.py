@@ -45,11 +45,55 @@ class Once:
         return self.fn(*args)
 
 
+def get(obj, name):
+    return obj[name] if isinstance(obj, list) else getattr(obj, name)
+
+
+def put(obj, name, value):
+    if isinstance(obj, list):
+        obj[name] = value
+    else:
+        setattr(obj, name, value)
+
+
 def interrupt(obj, name, exc, n=1, when=None):
-    """Make obj.name raise exc once (its n-th matching call); returns the wrapper."""
-    w = Once(getattr(obj, name), exc, n, when)
-    setattr(obj, name, w)
+    """Make obj.name (obj[name] for a list) raise exc once (its n-th matching call);
+    returns the wrapper."""
+    w = Once(get(obj, name), exc, n, when)
+    put(obj, name, w)
     return w
+
+
+def notifier_writes(transport):
+    """Where each queue's available buffer notification is sent: (its notifier, 0), the
+    register write a kick calls (Transport.notifier: [write, where, queue index])."""
+    return [(n, 0) for n in transport._notifiers.values()]
+
+
+class NotifyCut:
+    """Makes the n-th notification of a transport (of the queues `when(index)` picks)
+    raise exc, once; undo() puts the writes back."""
+
+    def __init__(self, transport, exc, n=1, when=None):
+        self.fired = False
+        self.left = n
+        self.saved = [(obj, k, get(obj, k)) for obj, k in notifier_writes(transport)]
+        for obj, k, write in self.saved:
+            put(obj, k, self._wrap(write, exc, when))
+
+    def _wrap(self, write, exc, when):
+        def cut(where, index):
+            if not self.fired and (when is None or when(index)):
+                self.left -= 1
+                if self.left == 0:
+                    self.fired = True
+                    raise exc()
+            return write(where, index)
+        return cut
+
+    def undo(self):
+        for obj, k, write in self.saved:
+            put(obj, k, write)
 
 
 def pattern(nbytes, seed=0):
@@ -85,7 +129,7 @@ def blk_steps(m, dev):
     return [
         ('filling the slot', m, 'write32', lambda a, v: hdrs <= a < hdrs + 4096),
         publishing,
-        ('inside notify', dev.transport, 'notify', None),
+        ('inside notify', dev._notifier, 0, None),
         ('waiting', m, 'ticks_ms', None),
     ]
 
@@ -139,7 +183,7 @@ def test_blk_split_transfer_cut_between_its_requests(exc):
 def test_blk_batch_interface_survives_a_lost_notification(exc):
     m, model, dev = blk_up(sectors=256)
     model.disk[:] = pattern(len(model.disk))
-    interrupt(dev.transport, 'notify', exc)
+    NotifyCut(dev.transport, exc)
     bufs = [bytearray(512) for _ in range(4)]
     dev.submit_batch(B.VIRTIO_BLK_T_IN, [0, 1, 2, 3], 4, [0, 1, 2, 3], bufs)
     with pytest.raises(exc):
@@ -411,10 +455,10 @@ def eth(n, seed):
 def test_net_send_survives_a_lost_notification_many_times(exc):
     m, model, dev = net_up()
     for k in range(3 * dev.tx_count):        # more than every transmit buffer
-        interrupt(dev.transport, 'notify', exc)
+        cut = NotifyCut(dev.transport, exc)
         with pytest.raises(exc):
             dev.send(eth(60, k))
-        dev.transport.notify = dev.transport.notify.fn
+        cut.undo()
         dev.send(eth(61, k))
     sent = model.sent
     assert len(sent) == 2 * 3 * dev.tx_count
@@ -428,13 +472,13 @@ def test_net_receive_refill_survives_a_lost_notification(exc):
     fired = 0
     for k in range(3 * dev.rx_count):
         dev.send(eth(60, k))
-        w = interrupt(dev.transport, 'notify', exc, when=lambda i: i == N.RECEIVEQ)
+        w = NotifyCut(dev.transport, exc, when=lambda i: i == N.RECEIVEQ)
         try:
             got = dev.recv(200)
         except exc:
             got = dev.recv(200)             # the frame of the cut call is not lost
         fired += w.fired
-        dev.transport.notify = w.fn
+        w.undo()
         assert got is not None and got[12:] == eth(60, k)[12:]
     assert fired >= 2
 
@@ -466,7 +510,7 @@ def test_generic_ring_kick_lost_to_an_exception_is_sent_by_the_next(exc, packed)
     assert vq.kind == ('packed' if packed else 'split')
     a, n = buf(m, b'hello')
     vq.add([(a, n)], [], 'first')
-    interrupt(dev.transport, 'notify', exc)
+    NotifyCut(dev.transport, exc)
     with pytest.raises(exc):
         vq.kick()
     vq.add([(a, n)], [], 'second')
@@ -479,7 +523,7 @@ def test_generic_ring_kick_lost_to_an_exception_is_sent_by_the_next(exc, packed)
 def test_rng_read_survives_a_lost_notification(exc):
     virtio.probe(Machine([RngModel(mode='modern')]))
     rng = virtio.find('rng')
-    interrupt(rng.transport, 'notify', exc)
+    NotifyCut(rng.transport, exc)
     with pytest.raises(exc):
         rng.read(16, timeout_ms=200)
     assert len(rng.read(16, timeout_ms=500)) == 16
@@ -490,7 +534,7 @@ def test_console_write_survives_a_lost_notification(exc):
     model = ConsoleModel(ports=(HostPort(console=True),), multiport=False)
     virtio.probe(Machine([model]))
     con = virtio.find('console')
-    interrupt(con.transport, 'notify', exc)
+    NotifyCut(con.transport, exc)
     with pytest.raises(exc):
         con.write(b'first\n')
     assert con.write(b'second\n') == 7
@@ -553,7 +597,7 @@ class Cutter:
         self.hw = dev.hw
         self.t = dev.transport
         self.saved = [(self.hw, n, getattr(self.hw, n)) for n in self.NAMES]
-        self.saved.append((self.t, 'notify', self.t.notify))
+        self.saved += [(obj, k, get(obj, k)) for obj, k in notifier_writes(self.t)]
 
     def arm(self, n, exc):
         left = [n]
@@ -566,11 +610,11 @@ class Cutter:
                 return fn(*args)
             return cut
         for obj, name, fn in self.saved:
-            setattr(obj, name, wrap(fn))
+            put(obj, name, wrap(fn))
 
     def disarm(self):
         for obj, name, fn in self.saved:
-            setattr(obj, name, fn)
+            put(obj, name, fn)
 
 
 @settings(max_examples=60, deadline=None)

@@ -6,6 +6,7 @@ transport to an rng device with queue 0) and passing every test here."""
 import pytest
 
 from virtio import features, pci, transport as tp
+from virtio.trace import enable as trace_registers
 from virtio.errors import VirtioError, VirtioTimeout
 from virtio.transport import Transport, open_transport
 from virtio.split import SplitVirtqueue
@@ -93,7 +94,7 @@ def declared_methods():
 def test_the_base_class_declares_the_interface():
     names = declared_methods()
     for need in ('get_status', 'set_status', 'device_features', 'set_driver_features',
-                 'num_queues', 'queue_max_size', 'enable_queue', 'notify', 'isr',
+                 'num_queues', 'queue_max_size', 'enable_queue', '_notify_register', 'isr',
                  'config_generation', 'config_read32', 'config_write32', 'describe'):
         assert need in names
     with pytest.raises(NotImplementedError):
@@ -175,6 +176,42 @@ def test_a_request_travels_and_the_isr_says_queue(opened):
     token, length = vq.wait(2000)
     assert token == 'tok' and 0 < length <= 16
     assert t.isr() & tp.ISR_QUEUE
+    t.reset()
+
+
+def test_the_queue_notifier_is_sent_and_follows_the_register_trace(opened):
+    """A queue keeps its notifier ([write, where, index]) from enable() and calls it on
+    every kick, never asking the transport again: the notification must reach the
+    device, and once the register trace is on, the same list must be traced."""
+    hw, t = opened
+    t.reset()
+    t.add_status(tp.ACKNOWLEDGE | tp.DRIVER)
+    accept = t.device_features() & features.mask(features.VERSION_1)
+    t.set_driver_features(accept)
+    if not t.legacy_interface:
+        t.add_status(tp.FEATURES_OK)
+    vq = SplitVirtqueue(hw, t, 0, t.queue_max_size(0), accept)
+    vq.enable()
+    t.add_status(tp.DRIVER_OK)
+    kept = vq.notifier
+    assert kept[2] == 0 and t.notifier(0) is kept
+    addr, n = buf(hw, size=16)
+    lines = []
+    trace_registers(True, lines.append)
+    try:
+        for token in ('traced', 'again'):
+            vq.add([], [(addr, n)], token)
+            assert vq.kick() is True
+            assert vq.wait(2000)[0] == token
+            notified = [l for l in lines if '<- 0x0000' in l and 'notify' in l.lower()]
+            assert len(notified) == 1, lines
+            del lines[:]
+            if token == 'traced':
+                vq.notifier = t.notifier(0)     # what enable() does again: the same list
+                assert vq.notifier is kept
+    finally:
+        trace_registers(False)
+    assert vq.notifications == 2
     t.reset()
 
 

@@ -388,7 +388,7 @@ def test_constants_repeated_for_viper_agree_with_their_originals():
     from virtio.blk import consts as BC, fast as BF
     for mod in (S, P):
         for name in ('RING_IN_FLIGHT', 'RING_LEN', 'RING_FREED', 'RING_NSLOTS', 'RING_PER',
-                     'RING_INDIRECT', 'RING_CHAINS', 'RING_EVENT_IDX'):
+                     'RING_INDIRECT', 'RING_CHAINS', 'RING_EVENT_IDX', 'RING_NOTIFIED'):
             assert getattr(mod, name) == getattr(V, name), (mod.__name__, name)
         assert mod.RING_WORDS > V.RING_COMMON
         assert (mod._F_NEXT, mod._F_INDIRECT, mod._DESC) == (

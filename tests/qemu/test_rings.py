@@ -18,13 +18,18 @@ SIZE = 16
 MEM = x86.dma_alloc(65536, 4096)
 DESC, AV, US, CHAINS, HDRS, STATUS = MEM, MEM + 4096, MEM + 8192, MEM + 12288, MEM + 20480, MEM + 24576
 
+NOTES = []                  # the queue indexes notified, in order
+
+def noted(where, index):
+    NOTES.append(index)
+
 class T:
     address = '00:00.0'
     legacy_interface = False
     ring_align = 0
     fixed_queue_size = False
-    def notify(self, i):
-        pass
+    def notifier(self, i):
+        return [noted, 0, i]
 
 class Device:
     """A device in this script: takes what was made available, completes it."""
@@ -125,8 +130,9 @@ def scenario(kind, indirect, steps):
                 steps.post(x86, st, k, 2, -1, 0, 0, 0)
             elif r % 2 == 0:
                 steps.post(x86, st, k, 3, 1, 0x100000 + 4096 * k, 512 * (k + r + 1), NEXT | WRITE)
-        log.append(steps.publish(x86, st))
-        steps.kicked(st)
+        n0 = len(NOTES)
+        log.append(steps.kick(x86, st, [noted, 0, 5]))
+        log.append(NOTES[n0:])              # what kick() said it sent, it sent
         dev.take()
         dev.complete([3, 1, 0, 2][:len(dev.pending)], lambda i: 7 * i + r)
         got = []
@@ -139,8 +145,7 @@ def scenario(kind, indirect, steps):
         log.append((memory(), list(st)))
     # A device that lies: a used id never posted, then (split) an index that jumps.
     steps.post(x86, st, 0, 3, 1, 0x100000, 512, NEXT | WRITE)
-    steps.publish(x86, st)
-    steps.kicked(st)
+    steps.kick(x86, st, [noted, 0, 5])
     before = list(st)
     dev.put(9 if indirect else 9 * per, 3, 1)
     log.append(error_of(lambda: steps.pop(x86, st, 'ring')))
@@ -156,7 +161,7 @@ for kind, mod in (('split', S), ('packed', P)):
     for indirect in (True, False):
         a = scenario(kind, indirect, mod.PlainSteps)
         b = scenario(kind, indirect, mod)
-        out[(kind, indirect)] = (a == b, [x for x in a if isinstance(x, str)], a[1])
+        out[(kind, indirect)] = (a == b, [x for x in a if isinstance(x, str)], a[2], a[1])
 print(repr(out))
 '''
 
@@ -166,7 +171,7 @@ def test_viper_ring_steps_agree_with_the_plain_ones(guest):
     assert out['native'] is True
     for kind in ('split', 'packed'):
         for indirect in (True, False):
-            same, errors, first_pops = out[(kind, indirect)]
+            same, errors, first_pops, first_notes = out[(kind, indirect)]
             assert same, 'viper and plain %s steps differ (indirect %s)' % (kind, indirect)
             # Round 0: slots 3, 1, 0, 2 complete in that order, lengths 7 * id + 0.
             per = 1 if indirect or kind == 'packed' else 3     # the id the device returns
@@ -175,6 +180,7 @@ def test_viper_ring_steps_agree_with_the_plain_ones(guest):
             if kind == 'split':
                 want = [(s, ln, 2 if s == 3 else 3) for s, ln, _ in want]
             assert first_pops == want
+            assert first_notes == [5]           # the first kick notified, with its index
             never = 'ring: used %s %d' % ('id' if kind == 'split' else 'buffer id',
                                           9 if indirect else 27)
             assert errors[0].startswith(never), errors
@@ -211,6 +217,7 @@ def blk_up(kind, indirect, native):
     feats = (1 << F.VERSION_1) | (1 << F.EVENT_IDX) | ((1 << F.INDIRECT_DESC) if indirect else 0)
     cls = SplitVirtqueue if kind == 'split' else PackedVirtqueue
     vq = cls(hw, T(), 0, SIZE, feats, 0)
+    vq.notifier = T().notifier(0)
     if not native:
         vq.steps = (S if kind == 'split' else P).PlainSteps
     dev = FakeBlk()

@@ -90,6 +90,7 @@ class BlkDevice(BlkConfig, BlkRequests, VirtioDevice):
         steps = vq.take_over('the %s driver' % self.NAME, nslots, block, indirect)
         self._steps = steps
         self._ring = vq.st
+        self._notifier = vq.notifier
         self._posting = words(3 * nslots)      # (slot, addr, length) triples, for fast.submit_batch
         st = self._st = words(ST_WORDS + SLOT_WORDS * nslots)
         st[ST_BLOCK] = block
@@ -218,14 +219,7 @@ class BlkDevice(BlkConfig, BlkRequests, VirtioDevice):
         need not be (spec 2.7.10, 2.8.10); True if a notification was sent.
         The notification counts as sent only once it was: a kick cut short
         (Ctrl-C, MemoryError) is completed by the next."""
-        ring = self._ring
-        need = self._steps.publish(self.hw, ring)
-        if need:
-            self.transport.notify(REQUESTQ)
-            st = self._st
-            st[ST_NOTIFIED] = (st[ST_NOTIFIED] + 1) & 0xFFFFFFFF
-            self._steps.kicked(ring)
-        return need != 0              # (bool() would be a builtin looked up: ~1k)
+        return self._steps.kick(self.hw, self._ring, self._notifier) != 0
 
     def poll(self):
         """Notify the device of what is queued and return the tags of the

@@ -10,11 +10,12 @@ from virtio.blk.consts import (
     CFG_MIN_IO_SIZE, CFG_OPT_IO_SIZE, CFG_PHYSICAL_BLOCK_EXP, CFG_SEG_MAX, CFG_SIZE_MAX,
     CFG_WRITEBACK, CFG_WRITE_ZEROES_MAY_UNMAP, EOPNOTSUPP, FAST_CAPACITY, MAX_BLOCK_SIZE,
     MAX_CAPACITY, MAX_TRANSFER_LIMIT, SECTOR_SIZE, ST_BLOCK, ST_BLOCK_MASK, ST_DEPTH,
-    ST_FAST_CAP, ST_NFREE, ST_NOTIFIED, ST_NSLOTS, ST_PER_REQUEST, ST_READ_ONLY, ST_SIZE_MAX,
+    ST_FAST_CAP, ST_NFREE, ST_NSLOTS, ST_PER_REQUEST, ST_READ_ONLY, ST_SIZE_MAX,
     VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_CONFIG_WCE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH,
     VIRTIO_BLK_F_GEOMETRY, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_SIZE_MAX,
     VIRTIO_BLK_F_TOPOLOGY, VIRTIO_BLK_F_WRITE_ZEROES, BlkError)
 from virtio.errors import DeviceError
+from virtio.virtqueue import RING_NOTIFIED
 
 
 class BlkConfig:
@@ -176,7 +177,7 @@ class BlkConfig:
     @property
     def notifications(self):
         """Available-buffer notifications sent to the device so far (2.7.10)."""
-        return self._st[ST_NOTIFIED]
+        return self._ring[RING_NOTIFIED]
 
     # -- write cache (5.2.5, CONFIG_WCE) ---------------------------------------------------
     @property

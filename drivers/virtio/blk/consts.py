@@ -109,9 +109,7 @@ ST_READ_ONLY = const(11)
 ST_CHECK_LEN = const(12)    # 1: check used lengths (modern; 5.2.6's legacy note: ignore them)
 ST_NDONE = const(13)        # tags of submit_batch() requests done, for poll_batch()
 ST_POSTED = const(14)       # requests posted so far (mod 2^16): did a cut call post?
-ST_NOTIFIED = const(15)     # notifications sent (mod 2^32): a word, not an attribute, as
-                            # storing an attribute of the device costs ~3k instructions
-ST_WORDS = const(16)
+ST_WORDS = const(15)
 S_FLAGS = const(0)          # slot record: its flags,
 S_LEN = const(1)            # its data bytes,
 S_TAG = const(2)            # its tag, for a submit_batch() request;
