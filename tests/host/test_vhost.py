@@ -278,6 +278,43 @@ def test_a_polling_driver_never_sees_a_used_idx_the_device_did_not_publish(serve
     assert out.startswith('0 [] '), 'the driver saw values never published: ' + out
 
 
+
+def _new_kick(fe):
+    old, fe.kick = fe.kick, os.eventfd(0, os.EFD_NONBLOCK)
+    fe.send(m.SET_VRING_KICK, m.U64.pack(0), fds=[fe.kick])
+    os.close(old)
+
+
+def _mem_table(fe):
+    fe.send(m.SET_MEM_TABLE, m.MEM_HEADER.pack(1, 0) + m.MEM_REGION.pack(0, MEM, UADDR, 0),
+            fds=[fe.memfd])
+
+
+def _stop_start(fe):
+    base = fe.call(m.GET_VRING_BASE, m.VRING_STATE.pack(0, 0))
+    fe.send(m.SET_VRING_BASE, base)
+    _new_kick(fe)
+
+
+@pytest.mark.parametrize('resend', [_mem_table, _new_kick, _stop_start],
+                         ids=['SET_MEM_TABLE', 'SET_VRING_KICK', 'GET_VRING_BASE+SET_VRING_BASE'])
+def test_set_up_messages_mid_run_keep_the_ring_indices(serve, resend):
+    """What QEMU may send while a ring runs (a new memory table when guest
+    memory regions change, a new kick fd, a stop and restart) leaves used
+    idx and the next available index where they were."""
+    fe, _ = serve(RngDevice())
+    fe.start_queue(RING)
+    for n in range(6):
+        fe.post(n % QSIZE, [(BUF, 1, True)])
+        assert fe.used()[0] == n + 1
+    resend(fe)
+    fe.u64(m.GET_QUEUE_NUM)      # a reply: the messages before it were served
+    for n in range(6, 10):
+        fe.post(n % QSIZE, [(BUF, 1, True)])
+        assert fe.used()[0] == n + 1
+    assert fe.call(m.GET_VRING_BASE, m.VRING_STATE.pack(0, 0)) == m.VRING_STATE.pack(0, 10)
+
+
 def test_net_device_keeps_receive_buffers_until_it_has_a_frame(serve):
     """The receiveq's buffers stay with the device (no used entry) until a frame comes;
     an ARP request on the transmitq brings the reply into the buffer held."""
