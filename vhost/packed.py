@@ -12,7 +12,7 @@ driver area (read by us) and the device area (written by us).
 import struct
 
 from vhost.ring import (RingError, Request, VIRTQ_DESC_F_INDIRECT,
-                        VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, store16)
+                        VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, fields16)
 
 PDESC = struct.Struct('<QIHH')
 VIRTQ_DESC_F_AVAIL = 1 << 7
@@ -34,6 +34,10 @@ class PackedRing:
         self.desc = mem.view(desc, 16 * size)
         self.driver = mem.view(driver, 4)
         self.device = mem.view(device, 4)
+        # The fields the driver polls, each written in one store (ring.py):
+        # a descriptor's flags (field 8 * slot + 7), the device area's desc, flags.
+        self.desc16 = fields16(self.desc)
+        self.device16 = fields16(self.device)
         # SET_VRING_BASE for packed rings: bits 0-14 the next available
         # slot, bit 15 its wrap counter; QEMU puts the used side in the
         # upper 16 bits the same way.
@@ -88,8 +92,8 @@ class PackedRing:
                 break
         self.next_avail, self.avail_wrap = i, wrap
         if self.event_idx:
-            store16(self.device, 0, self.next_avail | (self.avail_wrap << WRAP_BIT))
-            store16(self.device, 2, RING_EVENT_FLAGS_DESC)
+            self.device16[0] = self.next_avail | (self.avail_wrap << WRAP_BIT)
+            self.device16[1] = RING_EVENT_FLAGS_DESC
         return Request(id, readable, writable, ndesc, self.mem)
 
     @staticmethod
@@ -108,7 +112,7 @@ class PackedRing:
         at, wrap = self.next_used, self.used_wrap
         flags = (VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED) if wrap else 0
         struct.pack_into('<IH', self.desc, 16 * at + 8, length, id)
-        store16(self.desc, 16 * at + 14, flags)
+        self.desc16[8 * at + 7] = flags
         self.next_used += ndesc + jump
         while self.next_used >= self.size:
             self.next_used -= self.size
@@ -124,5 +128,5 @@ class PackedRing:
         return True
 
     def release(self):
-        for v in (self.desc, self.driver, self.device):
+        for v in (self.desc16, self.device16, self.desc, self.driver, self.device):
             v.release()

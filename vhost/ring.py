@@ -19,18 +19,23 @@ DESC = struct.Struct('<QIHH')
 U16 = struct.Struct('<H')
 USED_ELEM = struct.Struct('<II')
 # A field the driver polls (used idx, avail_event, a packed descriptor's
-# flags, the event suppression structure) must change in one store, as a
-# real device's does: struct's '<H' packs byte by byte, and a driver reading
-# between the two bytes sees a value that was never written (a used idx
-# thousands ahead; an avail_event that says "no kick needed"). Native '@H'
-# packs with one 2-byte copy; these hosts are little-endian like VirtIO 1.x.
-_STORE16 = struct.Struct('@H')
-assert _STORE16.pack(0x1234) == U16.pack(0x1234)
+# flags, the event suppression structure) must go from one value to the next
+# in one 2-byte store, as a real device's does: the driver, on another CPU,
+# may read it at any moment. struct cannot do that: pack_into first clears
+# the bytes it packs (memset, in CPython's s_pack_internal), then writes them
+# ('<H' one byte at a time), so a driver could read 0 or half a value, e.g.
+# the bench's "used idx 0 reports 55005 completions" (0 when 10531 was
+# expected), or an avail_event of 0 saying "no kick needed". Item k of a
+# memoryview cast to 'H' is stored with one 2-byte copy; these hosts are
+# little-endian, like VirtIO 1.x's fields.
+assert memoryview(U16.pack(0x1234)).cast('H')[0] == 0x1234
 
 
-def store16(view, offset, value):
-    """Write a little-endian 16-bit field in one store."""
-    _STORE16.pack_into(view, offset, value)
+def fields16(view):
+    """`view` (an even number of bytes) as 16-bit fields: field k is bytes
+    2k and 2k + 1, and `fields[k] = value` is one store. Release it with
+    the view."""
+    return view.cast('H')
 
 
 class RingError(Exception):
@@ -134,6 +139,7 @@ class SplitRing:
         self.desc = mem.view(desc, 16 * size)
         self.avail = mem.view(avail, 6 + 2 * size)
         self.used = mem.view(used, 6 + 8 * size)
+        self.used16 = fields16(self.used)       # [1] used idx, [2 + 4 * size] avail_event
         self.last_avail = last_avail & 0xFFFF
         # The used index lives in guest memory: start from what is there.
         self.used_idx = U16.unpack_from(self.used, 2)[0]
@@ -157,7 +163,7 @@ class SplitRing:
         self.last_avail = (self.last_avail + 1) & 0xFFFF
         if self.event_idx:
             # avail_event: kick me once you publish past what I consumed.
-            store16(self.used, 4 + 8 * self.size, self.last_avail)
+            self.used16[2 + 4 * self.size] = self.last_avail
         readable, writable, ndesc = self.walk(head)
         return Request(head, readable, writable, ndesc, self.mem)
 
@@ -201,12 +207,12 @@ class SplitRing:
         USED_ELEM.pack_into(self.used, 4 + 8 * (self.used_idx % self.size), id, length)
         old = self.used_idx
         self.used_idx = (old + 1 + jump) & 0xFFFF
-        store16(self.used, 2, self.used_idx)        # after the element: publishes it
+        self.used16[1] = self.used_idx          # after the element: publishes it
         if self.event_idx:
             used_event = U16.unpack_from(self.avail, 4 + 2 * self.size)[0]
             return need_event(used_event, self.used_idx, old)
         return not U16.unpack_from(self.avail, 0)[0] & VIRTQ_AVAIL_F_NO_INTERRUPT
 
     def release(self):
-        for v in (self.desc, self.avail, self.used):
+        for v in (self.used16, self.desc, self.avail, self.used):
             v.release()

@@ -5,6 +5,8 @@ Clear errors for a front-end that sends something unexpected."""
 import os
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 
@@ -12,6 +14,7 @@ import pytest
 
 from vhost import message as m
 from vhost.blk import BlkDevice
+from vhost.device import F_EVENT_IDX
 from vhost.rng import RngDevice, stream
 from vhost.server import Server
 
@@ -221,6 +224,95 @@ def test_misbehaviour_switches_lie_in_the_used_ring(serve):
     assert signals == 64                              # 64 signals for one completion
     with pytest.raises(ValueError, match='no way to set DEVICE_NEEDS_RESET'):
         dev.set_misbehave('needs_reset')
+
+
+# A driver on another CPU, as a guest vCPU is to the back-end: it polls the
+# fields the device publishes (used idx, avail_event) with single 2-byte loads,
+# as a guest's 16-bit load does, until the stop word is set; then prints every
+# value it saw that went backwards: a value the device never published.
+POLLER = r"""
+import mmap, sys
+fd, size, stop = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]) // 2
+fields = [int(a) // 2 for a in sys.argv[4:]]
+h = memoryview(mmap.mmap(fd, size)).cast('H')
+last = [h[i] for i in fields]
+bad = []
+reads = 0
+print('polling', flush=True)
+while not h[stop]:
+    reads += 1000
+    for _ in range(1000):
+        for k, i in enumerate(fields):
+            v = h[i]
+            if (v - last[k]) & 0xFFFF >= 0x8000:
+                bad.append('byte %d: %d after %d' % (2 * i, v, last[k]))
+            last[k] = v
+print(len(bad), bad[:5], 'in %d reads' % reads)
+"""
+POLLED_REQUESTS = 10000
+
+
+def test_a_polling_driver_never_sees_a_used_idx_the_device_did_not_publish(serve):
+    """The bench's 'used idx 0 reports 55005 completions': a field the driver
+    polls must go from one published value to the next in one store, never
+    through a value in between (0, or half of the new one)."""
+    fe, _ = serve(RngDevice())
+    fe.start_queue(RING | 1 << F_EVENT_IDX)
+    stop, used_event = BUF + 0x1000, AVAIL + 4 + 2 * QSIZE
+    poller = subprocess.Popen([sys.executable, '-c', POLLER, str(fe.memfd), str(MEM), str(stop),
+                               str(USED + 2), str(USED + 4 + 8 * QSIZE)],
+                              pass_fds=[fe.memfd], stdout=subprocess.PIPE, text=True)
+    try:
+        assert poller.stdout.readline() == 'polling\n'
+        for n in range(POLLED_REQUESTS):
+            fe.guest_write(used_event, struct.pack('<H', n))   # interrupt me at n + 1
+            fe.post(n % QSIZE, [(BUF, 1, True)])
+            assert fe.used()[0] == n + 1
+    finally:
+        fe.guest_write(stop, b'\1\0')
+        try:
+            out = poller.communicate(timeout=10)[0]
+        finally:
+            poller.kill()
+            poller.wait()
+    assert out.startswith('0 [] '), 'the driver saw values never published: ' + out
+
+
+
+def _new_kick(fe):
+    old, fe.kick = fe.kick, os.eventfd(0, os.EFD_NONBLOCK)
+    fe.send(m.SET_VRING_KICK, m.U64.pack(0), fds=[fe.kick])
+    os.close(old)
+
+
+def _mem_table(fe):
+    fe.send(m.SET_MEM_TABLE, m.MEM_HEADER.pack(1, 0) + m.MEM_REGION.pack(0, MEM, UADDR, 0),
+            fds=[fe.memfd])
+
+
+def _stop_start(fe):
+    base = fe.call(m.GET_VRING_BASE, m.VRING_STATE.pack(0, 0))
+    fe.send(m.SET_VRING_BASE, base)
+    _new_kick(fe)
+
+
+@pytest.mark.parametrize('resend', [_mem_table, _new_kick, _stop_start],
+                         ids=['SET_MEM_TABLE', 'SET_VRING_KICK', 'GET_VRING_BASE+SET_VRING_BASE'])
+def test_set_up_messages_mid_run_keep_the_ring_indices(serve, resend):
+    """What QEMU may send while a ring runs (a new memory table when guest
+    memory regions change, a new kick fd, a stop and restart) leaves used
+    idx and the next available index where they were."""
+    fe, _ = serve(RngDevice())
+    fe.start_queue(RING)
+    for n in range(6):
+        fe.post(n % QSIZE, [(BUF, 1, True)])
+        assert fe.used()[0] == n + 1
+    resend(fe)
+    fe.u64(m.GET_QUEUE_NUM)      # a reply: the messages before it were served
+    for n in range(6, 10):
+        fe.post(n % QSIZE, [(BUF, 1, True)])
+        assert fe.used()[0] == n + 1
+    assert fe.call(m.GET_VRING_BASE, m.VRING_STATE.pack(0, 0)) == m.VRING_STATE.pack(0, 10)
 
 
 def test_net_device_keeps_receive_buffers_until_it_has_a_frame(serve):
