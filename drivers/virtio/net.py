@@ -294,6 +294,7 @@ class NetDevice(NetControl, VirtioDevice):
         self._rxq = q
         self._rx_notifier = vq.notifier
         n = q[Q_N]
+        self._rx_post = array('I', bytes(4 * 3 * n))    # (slot, -, -) triples for post
         for i in range(n):
             q[Q_WORDS + i] = i
         q[Q_NSTACK] = n
@@ -339,6 +340,7 @@ class NetDevice(NetControl, VirtioDevice):
         self._tx_base, q, self._tx_ring = self._prebuild(vq, self.tx_buffers, room, hl, 0)
         self._txq = q
         self._tx_notifier = vq.notifier
+        self._tx_post = array('I', [0, 0, 0])            # (slot, addr, length) for post
         n = q[Q_N]
         for i in range(n):
             q[Q_WORDS + n - 1 - i] = i          # the free stack, buffer 0 on top
@@ -411,7 +413,9 @@ class NetDevice(NetControl, VirtioDevice):
             j, addr, length = 1, a + hl, n
         else:
             j, addr, length = 0, a, hl + n
-        self._steps.post(self.hw, self._tx_ring, i, q[Q_PER], j, addr, length, 0)
+        one = self._tx_post
+        one[0], one[1], one[2] = i, addr, length
+        self._steps.post(self.hw, self._tx_ring, one, 1, q[Q_PER], j, 0)
         q[Q_NSTACK] -= 1                # off the stack once posted: no jump in between
         self._kick(self._tx_ring, self._tx_notifier)
         self._counts.tx_packets += 1
@@ -621,9 +625,11 @@ class NetDevice(NetControl, VirtioDevice):
 
     def _refill_ring(self, q):
         """Post every buffer on the receive stack (not yet published)."""
-        post, hw, ring, per = self._steps.post, self.hw, self._rx_ring, q[Q_PER]
-        for k in range(q[Q_NSTACK]):
-            post(hw, ring, q[Q_WORDS + k], per, -1, 0, 0, 0)
+        n = q[Q_NSTACK]
+        reqs = self._rx_post
+        for k in range(n):
+            reqs[3 * k] = q[Q_WORDS + k]
+        self._steps.post(self.hw, self._rx_ring, reqs, n, q[Q_PER], -1, 0)
         q[Q_NSTACK] = 0
 
     def _tx_reclaim(self, q):

@@ -173,7 +173,7 @@ def make_available(hw, st, slot, held, first, flags, before):
         raise
 
 
-def post(hw, st, slot, count, j, addr, length, flags):
+def post_one(hw, st, slot, count, j, addr, length, flags):
     """Make slot's chain of count descriptors available as buffer ID slot
     (2.8.13): descriptor j rewritten first unless j < 0; then one ring
     descriptor pointing at the slot's indirect table, or the chain copied
@@ -205,12 +205,13 @@ def post(hw, st, slot, count, j, addr, length, flags):
     make_available(hw, st, slot, held, first, first_flags, before)
 
 
-def post_batch(hw, st, reqs, count, per, j, flags):
-    """post() for count slots at once: reqs holds (slot, addr, length) word
-    triples, descriptor j of each rewritten to (addr, length, flags), each
-    chain of `per` descriptors."""
+def post(hw, st, reqs, count, per, j, flags):
+    """Make count prebuilt chains available (2.8.13), in order. reqs holds
+    (slot, addr, length) word triples; each slot's chain has `per`
+    descriptors, its descriptor j rewritten to (addr, length, flags) first
+    unless j < 0."""
     for k in range(count):
-        post(hw, st, reqs[3 * k], per, j, reqs[3 * k + 1], reqs[3 * k + 2], flags)
+        post_one(hw, st, reqs[3 * k], per, j, reqs[3 * k + 1], reqs[3 * k + 2], flags)
 
 
 def publish(hw, st):
@@ -490,7 +491,7 @@ _F_INDIRECT = const(4)      # VIRTQ_DESC_F_INDIRECT
 _DESC = const(16)           # DESC_SIZE
 
 
-PlainSteps = Steps(use_slots, build, set_desc, post, post_batch, publish, kick, pop,
+PlainSteps = Steps(use_slots, build, set_desc, post, publish, kick, pop,
                    set_interrupts)
 
 try:
@@ -513,23 +514,10 @@ if NATIVE:
         d[2] = length
         d[3] = (flags & keep) << 16
 
-    _ONE = array('I', [0, 0, 0])    # _post's request as post_batch takes it
-
     @micropython.viper
-    def _post(hw, st, slot: int, count: int, j: int, addr: uint, length: uint, flags: int):
-        # A batch of one: the ring's posting steps are stated once, in
-        # _post_batch. (Scheduled Python never runs between these lines:
-        # viper code does not stop for it, so _ONE cannot be reused under us.)
-        one = ptr32(_ONE)
-        one[0] = slot
-        one[1] = addr
-        one[2] = length
-        _post_batch(hw, st, _ONE, 1, count, j, flags)
-
-    @micropython.viper
-    def _post_batch(hw, st, reqs, count: int, per: int, j: int, flags: int):
-        # post() for each (slot, addr, length) triple, in one loop: a viper
-        # call per request (eight arguments converted each way) cost a third
+    def _post(hw, st, reqs, count: int, per: int, j: int, flags: int):
+        # Every (slot, addr, length) triple in one loop: a viper call per
+        # request (eight arguments converted each way) cost a third
         # of a depth-32 batch. Descriptor j rewritten first unless j < 0; then
         # one ring descriptor pointing at the slot's indirect table, or the
         # chain copied into the ring; each first descriptor's flags written
@@ -681,7 +669,6 @@ if NATIVE:
 
     set_desc = _set_desc
     post = _post
-    post_batch = _post_batch
     kick = _kick
     pop = _pop
 

@@ -3,7 +3,7 @@
 # This module owns every step of the split ring, for every user of it:
 #
 #   set_desc   write a descriptor of a chain             2.7.5
-#   post       put a chain's head in the available ring  2.7.13.1-2
+#   post       put chains' heads in the available ring   2.7.13.1-2
 #   publish    move avail->idx, decide on a notification 2.7.13.3, 2.7.10
 #   kick       publish, then the transport's available buffer notification
 #              when the device wants one                 2.7.10, 4.1.5.2 / 4.2.3.3
@@ -158,10 +158,10 @@ def set_desc(hw, st, slot, j, addr, length, flags):
     hw.write16(at + D_NEXT, first + j + 1 if flags & VIRTQ_DESC_F_NEXT else 0)
 
 
-def post(hw, st, slot, count, j, addr, length, flags):
-    """Make slot's chain (count descriptors) available (2.7.13.1-2):
-    descriptor j rewritten first unless j < 0, then the chain's head in the
-    next available ring entry. Not visible to the device before publish()."""
+def post_one(hw, st, slot, count, j, addr, length, flags):
+    """One slot's chain (count descriptors) made available: descriptor j
+    rewritten first unless j < 0, then the chain's head in the next
+    available ring entry."""
     if j >= 0:
         set_desc(hw, st, slot, j, addr, length, flags)
     i = st[RING_AVAIL_IDX]
@@ -171,12 +171,13 @@ def post(hw, st, slot, count, j, addr, length, flags):
     st[RING_AVAIL_IDX] = (i + 1) & 0xFFFF
 
 
-def post_batch(hw, st, reqs, count, per, j, flags):
-    """post() for count slots at once: reqs holds (slot, addr, length) word
-    triples, descriptor j of each rewritten to (addr, length, flags), each
-    chain of `per` descriptors."""
+def post(hw, st, reqs, count, per, j, flags):
+    """Make count prebuilt chains available (2.7.13.1-2). reqs holds
+    (slot, addr, length) word triples; each slot's chain has `per`
+    descriptors, its descriptor j rewritten to (addr, length, flags) first
+    unless j < 0. Not visible to the device before publish()."""
     for k in range(count):
-        post(hw, st, reqs[3 * k], per, j, reqs[3 * k + 1], reqs[3 * k + 2], flags)
+        post_one(hw, st, reqs[3 * k], per, j, reqs[3 * k + 1], reqs[3 * k + 2], flags)
 
 
 def publish(hw, st):
@@ -293,6 +294,7 @@ class SplitVirtqueue(Virtqueue):
         self._wlen = [0] * size       # per head: device-writable bytes
         self._last = [0] * size       # per head: its chain's last descriptor
         self._tokens = [None] * size
+        self._one = array('I', [0, 0, 0])  # a request as post() takes it: (head, -, -)
         self._ring = desc_table(hw, self.desc, DESC_SIZE * size)
         self._alloc_indirect()
         self.suppress_interrupts()
@@ -373,9 +375,11 @@ class SplitVirtqueue(Virtqueue):
         self._wlen[head] = wlen
         self._last[head] = last
         self._tokens[head] = token
+        one = self._one
+        one[0] = head
         # From here on no jump: nothing can cut in between (a Ctrl-C arrives
         # at a jump in MicroPython's VM) the hand-over and the bookkeeping.
-        post(self.hw, self.st, head, need, -1, 0, 0, 0)
+        post(self.hw, self.st, one, 1, need, -1, 0)
         self._free_head = after
         self.num_free -= need
         return head
@@ -494,7 +498,7 @@ _F_INDIRECT = const(4)      # VIRTQ_DESC_F_INDIRECT
 _DESC = const(16)           # DESC_SIZE
 
 
-PlainSteps = Steps(use_slots, build, set_desc, post, post_batch, publish, kick, pop,
+PlainSteps = Steps(use_slots, build, set_desc, post, publish, kick, pop,
                    set_interrupts)
 
 try:
@@ -554,23 +558,10 @@ if NATIVE:
             flags |= (first + j + 1) << 16
         d[3] = flags
 
-    _ONE = array('I', [0, 0, 0])    # _post's request as post_batch takes it
-
     @micropython.viper
-    def _post(hw, st, slot: int, count: int, j: int, addr: uint, length: uint, flags: int):
-        # A batch of one: the ring's posting steps are stated once, in
-        # _post_batch. (Scheduled Python never runs between these lines:
-        # viper code does not stop for it, so _ONE cannot be reused under us.)
-        one = ptr32(_ONE)
-        one[0] = slot
-        one[1] = addr
-        one[2] = length
-        _post_batch(hw, st, _ONE, 1, count, j, flags)
-
-    @micropython.viper
-    def _post_batch(hw, st, reqs, count: int, per: int, j: int, flags: int):
-        # post() for each (slot, addr, length) triple, in one loop: a viper
-        # call per request costs as much as the rest. Descriptor j of each
+    def _post(hw, st, reqs, count: int, per: int, j: int, flags: int):
+        # Every (slot, addr, length) triple in one loop: a viper call per
+        # request costs as much as the rest. Descriptor j of each
         # chain rewritten first unless j < 0 (2.7.13.1), then the chain's
         # head in the next avail entry (2.7.13.2); avail->idx waits for publish.
         s = ptr32(st)
@@ -659,7 +650,6 @@ if NATIVE:
     build = _build
     set_desc = _set_desc
     post = _post
-    post_batch = _post_batch
     kick = _kick
     pop = _pop
 

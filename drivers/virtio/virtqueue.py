@@ -46,9 +46,7 @@ class Steps:
     plain ones in PlainSteps, whatever runs: a test in the image runs the same
     scenario through those and through the viper ones)."""
 
-    def __init__(self, use_slots, build, set_desc, post, post_batch, publish, kick, pop,
-                 set_interrupts):
-        self.post_batch = post_batch
+    def __init__(self, use_slots, build, set_desc, post, publish, kick, pop, set_interrupts):
         self.set_interrupts = set_interrupts
         self.use_slots = use_slots
         self.build = build

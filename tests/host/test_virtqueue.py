@@ -327,7 +327,7 @@ def test_a_ring_taken_over_by_its_driver_refuses_the_generic_calls_and_dumps_its
         vq.pop()
     a, n = buf(m, b'abc')
     steps.build(m, vq.st, array('I', [a, n, VIRTQ_DESC_F_NEXT, a, 1, VIRTQ_DESC_F_WRITE] * 4))
-    steps.post(m, vq.st, 1, 2, -1, 0, 0, 0)         # slot 1: head descriptor 2
+    steps.post(m, vq.st, array('I', [1, 0, 0]), 1, 2, -1, 0)     # slot 1: head descriptor 2
     assert steps.publish(m, vq.st)
     lines = []
     vq.dump(lines.append)

@@ -136,17 +136,18 @@ def scenario(kind, indirect, steps):
     dev = Device(kind)
     log = []
     for r in range(12):                     # 4 requests a round: every ring wraps
-        if r % 2:                           # odd rounds: three in one post_batch
+        if r % 2:                           # odd rounds: three in one post
             reqs = array('I')
             for k in range(3):
                 reqs.extend(array('I', [k, 0x100000 + 4096 * k, 512 * (k + r + 1)]))
-            steps.post_batch(x86, st, reqs, 3, 3, 1, NEXT | WRITE)
+            steps.post(x86, st, reqs, 3, 3, 1, NEXT | WRITE)
         for k in range(4):
             if k == 3:                      # a chain of two (a flush: no data)
                 steps.set_desc(x86, st, k, 1, STATUS + k, 1, WRITE)
-                steps.post(x86, st, k, 2, -1, 0, 0, 0)
+                steps.post(x86, st, array('I', [k, 0, 0]), 1, 2, -1, 0)
             elif r % 2 == 0:
-                steps.post(x86, st, k, 3, 1, 0x100000 + 4096 * k, 512 * (k + r + 1), NEXT | WRITE)
+                steps.post(x86, st, array('I', [k, 0x100000 + 4096 * k, 512 * (k + r + 1)]), 1,
+                           3, 1, NEXT | WRITE)
         n0 = len(NOTES)
         wish(kind, r, st)
         log.append(('kick', steps.kick(x86, st, [noted, 0, 5])))
@@ -162,7 +163,7 @@ def scenario(kind, indirect, steps):
         log.append(got)
         log.append((memory(), list(st)))
     # A device that lies: a used id never posted, then (split) an index that jumps.
-    steps.post(x86, st, 0, 3, 1, 0x100000, 512, NEXT | WRITE)
+    steps.post(x86, st, array('I', [0, 0x100000, 512]), 1, 3, 1, NEXT | WRITE)
     steps.kick(x86, st, [noted, 0, 5])
     before = list(st)
     dev.put(9 if indirect else 9 * per, 3, 1)

@@ -91,7 +91,7 @@ class BlkDevice(BlkConfig, BlkRequests, VirtioDevice):
         self._steps = steps
         self._ring = vq.st
         self._notifier = vq.notifier
-        self._posting = words(3 * nslots)      # (slot, addr, length) triples, for fast.submit_batch
+        self._posting = words(3 * nslots)      # (slot, addr, length) triples, for the ring's post
         st = self._st = words(ST_WORDS + SLOT_WORDS * nslots)
         st[ST_BLOCK] = block
         st[ST_NSLOTS] = nslots

@@ -180,13 +180,13 @@ if NATIVE:
         hdr[2] = sec
         hdr[3] = 0
         ptr8(st[ST_STATUS])[slot] = STATUS_UNSET
-        # A batch of one through post_batch (post() itself is that, one call more)
+        # The ring's post step, for a batch of one
         reqs = self._posting
         q = ptr32(reqs)
         q[0] = slot
         q[1] = addr
         q[2] = n
-        self._steps.post_batch(self.hw, self._ring, reqs, 1, SIMPLE_BLOCK, CHAIN_DATA, flags)
+        self._steps.post(self.hw, self._ring, reqs, 1, SIMPLE_BLOCK, CHAIN_DATA, flags)
         st[ST_POSTED] = (int(st[ST_POSTED]) + 1) & 0xFFFF
         return tag
 
@@ -277,7 +277,7 @@ if NATIVE:
             st[rec + S_ADDR] = 0            # (scratch of the first loop: the state as plain leaves it)
             j += 1
         st[ST_NFREE] = nfree
-        self._steps.post_batch(self.hw, self._ring, reqs, count, SIMPLE_BLOCK, CHAIN_DATA, flags)
+        self._steps.post(self.hw, self._ring, reqs, count, SIMPLE_BLOCK, CHAIN_DATA, flags)
         st[ST_POSTED] = (int(st[ST_POSTED]) + count) & 0xFFFF
         return count
 

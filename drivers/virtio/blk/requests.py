@@ -257,7 +257,9 @@ class BlkRequests:
                 nbytes -= n
                 j += 1
         steps.set_desc(hw, ring, slot, j, st[ST_STATUS] + slot, 1, VIRTQ_DESC_F_WRITE)
-        steps.post(hw, ring, slot, j + 1, -1, 0, 0, 0)
+        one = self._posting
+        one[0] = slot
+        steps.post(hw, ring, one, 1, j + 1, -1, 0)
         st[ST_POSTED] = (st[ST_POSTED] + 1) & 0xFFFF
 
     def _reap(self):
