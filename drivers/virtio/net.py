@@ -148,8 +148,8 @@ TX_TIMEOUT_MS = const(1000)
 # The driver's own numbers for each of its two rings, in an array('I'): Q_WORDS
 # words, then a stack of buffer numbers (receive: used, waiting for the next
 # refill; transmit: free). The ring itself (which buffers the device has,
-# indices, used lengths) is the ring module's state (virtio.split or
-# virtio.packed), reached through its steps.
+# indices, used lengths) is the ring module's state (virtio.split.ring or
+# virtio.packed.ring), reached through its steps.
 Q_N = const(0)              # buffers
 Q_HDR = const(1)            # virtio_net_hdr bytes
 Q_PER = const(2)            # descriptors per buffer: 1, or 2 (header apart, legacy framing)
@@ -617,7 +617,7 @@ class NetDevice(NetControl, VirtioDevice):
         """How many transmit buffers there are."""
         return self._txq[Q_N]
 
-    # -- the rings: buffers through the ring's steps (virtio.split / virtio.packed) ------
+    # -- the rings: buffers through the ring's steps (virtio.split.ring, virtio.packed.ring) --
     def _kick(self, ring, notifier):
         """Publish what was posted on a ring and notify the device if it
         wants to hear (the ring's kick step: 2.7.10, 2.8.10)."""

@@ -1,9 +1,10 @@
 # Virtqueues (spec 2.5-2.8): what the two ring formats share. Each format is
-# one module that owns every step of its ring: virtio.split (2.7) and
-# virtio.packed (2.8), for the general path (add a request with a token,
-# kick, pop a completion: SplitVirtqueue, PackedVirtqueue) and for drivers
-# that prebuild one descriptor chain per request slot (post, publish,
-# kicked, pop on the ring's state array: blk and net, see take_over()).
+# a package whose ring module owns every step of its ring: virtio.split.ring
+# (2.7) and virtio.packed.ring (2.8). The same steps (post, publish, kick,
+# pop on the ring's state array) serve the general path (add a request with
+# a token, kick, pop a completion: SplitVirtqueue, PackedVirtqueue, in each
+# package's queue module) and drivers that prebuild one descriptor chain per
+# request slot (blk and net, see take_over()).
 #
 # Both keep their state in one array('I') whose first RING_COMMON words
 # mean the same in both (their modules declare them again as literals for
@@ -224,7 +225,7 @@ class Virtqueue:
         """Hand the ring to a driver that prebuilds one chain of `per`
         descriptors for each of `nslots` request slots (blk, net) and drives
         the ring with this format's step functions (`steps`: build,
-        set_desc, post, publish, kicked, pop on `st`). indirect: each chain
+        set_desc, post, publish, kick, pop on `st`). indirect: each chain
         in an indirect table of its own (2.7.5.3, 2.8.7). From then on add()
         and pop() refuse; dump() still shows the ring. Returns the steps."""
         if self.in_flight:

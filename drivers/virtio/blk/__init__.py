@@ -25,8 +25,8 @@
 # status byte, with the header and the status byte in DMA memory of their
 # own (in an indirect table of its own when INDIRECT_DESC is negotiated). A
 # request rewrites the header and the data descriptors and posts the chain,
-# through the steps of its ring's format (virtio.split, or virtio.packed
-# when RING_PACKED is negotiated); nothing is allocated.
+# through the steps of its ring's format (virtio.split.ring, or
+# virtio.packed.ring when RING_PACKED is negotiated); nothing is allocated.
 #
 # Data moves without a copy when the hardware interface can tell a buffer's
 # physical address (hw.addressof: the target, where all RAM is reachable by

@@ -93,7 +93,7 @@ BOUNCE_BYTES = const(512 * 1024)
 # The driver's own numbers live in one array('I') (one lookup for the viper
 # fast paths): ST_WORDS words of state, then a record of SLOT_WORDS words per
 # slot. Objects (tags, buffers) in one list, two per slot. The ring's state
-# is another array, the ring module's (virtio.split or virtio.packed).
+# is another array, the ring module's (virtio.split.ring or virtio.packed.ring).
 ST_STATUS = const(0)        # the status bytes, one per slot
 ST_BLOCK = const(1)         # descriptors per slot: header, segments, status
 ST_NSLOTS = const(2)

@@ -3,8 +3,8 @@
 # what the plain methods of BlkDevice do (virtio.blk.requests, the reference
 # the host tests run) on the same state, and hand anything unusual (bad
 # input to explain, a wait for room, an error, a bounce) to those methods.
-# The ring itself is reached only through its format's steps (post, pop:
-# virtio.split or virtio.packed), which run as viper too.
+# The ring itself is reached only through its format's steps (post, kick,
+# pop: virtio.split.ring or virtio.packed.ring), which run as viper too.
 #
 # Viper builds in constants of its own module only: the names below are
 # those of virtio.blk.consts (and the common ring words of virtio.virtqueue),

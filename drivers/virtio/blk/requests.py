@@ -2,7 +2,7 @@
 # requests no bigger than the device's limits, each request in a slot with a
 # prebuilt chain (header -> data segments -> status byte: 2.7.5, with an
 # indirect table of its own when negotiated, 2.7.5.3 / 2.8.7), posted and
-# completed through the ring module's steps (virtio.split or virtio.packed),
+# completed through the ring module's steps (virtio.split.ring, virtio.packed.ring),
 # its status byte checked on completion. The plain reference of what the
 # fast paths (virtio.blk.fast, viper) do on the target.
 
