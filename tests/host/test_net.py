@@ -1,4 +1,4 @@
-"""The virtio-net driver (drivers/virtio/net.py) on the device model (models/net.py):
+"""The virtio-net driver (drivers/virtio/net/) on the device model (models/net.py):
 negotiation, the header in each format, the MAC, link and MTU, a receiveq that stays
 full, transmit buffers reclaimed, the controlq, and a device that misbehaves."""
 

@@ -69,7 +69,7 @@ def test_set_link_and_block_resize_over_qmp_reach_the_callbacks(boot, tmp_disk, 
     record(g, '(source.NAME, source.link_up if what == "link" else source.capacity)',
            ['net', 'blk'])
     modes = g.eval('virtio.find("net").interrupts.mode, virtio.find("blk").interrupts.mode')
-    # virtio-net keeps to INTx by choice (drivers/virtio/net.py, USE_MSIX).
+    # virtio-net keeps to INTx by choice (drivers/virtio/net/__init__.py, USE_MSIX).
     assert modes == ('intx', 'intx' if 'vectors=0' in props else 'msix')
     assert g.eval('virtio.find("net").link_up, virtio.find("blk").capacity') == (True, 2048)
 

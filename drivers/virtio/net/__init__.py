@@ -19,14 +19,15 @@
 # has waited a few polls in vain or RX_REFILL_BATCH buffers wait. Transmit
 # buffers are preallocated too and reclaimed then, or when none is free.
 #
-# Like virtio.blk, the driver drives its two split rings itself (2.7): each
-# buffer owns fixed descriptors written once at set-up, so giving a buffer
-# to the device is one avail ring entry (and, to transmit, one length), and
-# a completion is one used ring entry checked against the buffers in flight.
-# The plain methods below are the reference (the host tests run them); on
-# the target viper twins of the same names replace them (end of the file).
-# The controlq, rarely used, goes through virtio.virtqueue.
-# This object is the `link` drivers/inet expects: mac, mtu, send, recv.
+# Like virtio.blk, the driver drives its two rings itself, split (2.7) or
+# packed (2.8, when RING_PACKED is negotiated): each buffer owns fixed
+# descriptors written once at set-up, so giving a buffer to the device is
+# one post (and, to transmit, one length), and a completion is one pop
+# checked against the buffers in flight; the ring's steps run as viper on
+# the target. The controlq, rarely used, is a general-path queue
+# (virtio.net.control). The feature bits and the configuration layout are
+# in virtio.net.consts. This object is the `link` drivers/inet expects:
+# mac, mtu, send, recv.
 
 try:
     from micropython import const
@@ -42,7 +43,13 @@ except ImportError:
 from virtio import features, wait
 from virtio.buffers import byte_length
 from virtio.device import VirtioDevice
-from virtio.netctrl import CTRL_BUFFER, CTRL_TIMEOUT_MS, NetControl
+from virtio.net.consts import (CONFIG_MAC, CONFIG_MTU, CONFIG_STATUS, DEFAULT_MTU,
+                               FEATURE_DEPENDENCIES, FEATURE_NAMES, MAX_MTU, MIN_MTU,
+                               SUPPORTED_FEATURES, VIRTIO_NET_F_CTRL_MAC_ADDR,
+                               VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_MAC,
+                               VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS,
+                               VIRTIO_NET_S_LINK_UP)
+from virtio.net.control import CTRL_BUFFER, CTRL_TIMEOUT_MS, NetControl
 from virtio.errors import DeviceError
 from virtio.virtqueue import (RING_IN_FLIGHT, RING_LEN, VIRTQ_DESC_F_NEXT,
                               VIRTQ_DESC_F_WRITE)
@@ -53,82 +60,6 @@ VIRTIO_ID_NET = const(1)
 RECEIVEQ = const(0)
 TRANSMITQ = const(1)
 CONTROLQ = const(2)
-
-# Feature bits (5.1.3).
-VIRTIO_NET_F_CSUM = const(0)
-VIRTIO_NET_F_GUEST_CSUM = const(1)
-VIRTIO_NET_F_CTRL_GUEST_OFFLOADS = const(2)
-VIRTIO_NET_F_MTU = const(3)
-VIRTIO_NET_F_MAC = const(5)
-VIRTIO_NET_F_GSO = const(6)
-VIRTIO_NET_F_GUEST_TSO4 = const(7)
-VIRTIO_NET_F_GUEST_TSO6 = const(8)
-VIRTIO_NET_F_GUEST_ECN = const(9)
-VIRTIO_NET_F_GUEST_UFO = const(10)
-VIRTIO_NET_F_HOST_TSO4 = const(11)
-VIRTIO_NET_F_HOST_TSO6 = const(12)
-VIRTIO_NET_F_HOST_ECN = const(13)
-VIRTIO_NET_F_HOST_UFO = const(14)
-VIRTIO_NET_F_MRG_RXBUF = const(15)
-VIRTIO_NET_F_STATUS = const(16)
-VIRTIO_NET_F_CTRL_VQ = const(17)
-VIRTIO_NET_F_CTRL_RX = const(18)
-VIRTIO_NET_F_CTRL_VLAN = const(19)
-VIRTIO_NET_F_CTRL_RX_EXTRA = const(20)
-VIRTIO_NET_F_GUEST_ANNOUNCE = const(21)
-VIRTIO_NET_F_MQ = const(22)
-VIRTIO_NET_F_CTRL_MAC_ADDR = const(23)
-VIRTIO_NET_F_SPEED_DUPLEX = const(63)
-
-FEATURE_NAMES = {
-    VIRTIO_NET_F_CSUM: 'CSUM',
-    VIRTIO_NET_F_GUEST_CSUM: 'GUEST_CSUM',
-    VIRTIO_NET_F_CTRL_GUEST_OFFLOADS: 'CTRL_GUEST_OFFLOADS',
-    VIRTIO_NET_F_MTU: 'MTU',
-    VIRTIO_NET_F_MAC: 'MAC',
-    VIRTIO_NET_F_GSO: 'GSO',
-    VIRTIO_NET_F_GUEST_TSO4: 'GUEST_TSO4',
-    VIRTIO_NET_F_GUEST_TSO6: 'GUEST_TSO6',
-    VIRTIO_NET_F_GUEST_ECN: 'GUEST_ECN',
-    VIRTIO_NET_F_GUEST_UFO: 'GUEST_UFO',
-    VIRTIO_NET_F_HOST_TSO4: 'HOST_TSO4',
-    VIRTIO_NET_F_HOST_TSO6: 'HOST_TSO6',
-    VIRTIO_NET_F_HOST_ECN: 'HOST_ECN',
-    VIRTIO_NET_F_HOST_UFO: 'HOST_UFO',
-    VIRTIO_NET_F_MRG_RXBUF: 'MRG_RXBUF',
-    VIRTIO_NET_F_STATUS: 'STATUS',
-    VIRTIO_NET_F_CTRL_VQ: 'CTRL_VQ',
-    VIRTIO_NET_F_CTRL_RX: 'CTRL_RX',
-    VIRTIO_NET_F_CTRL_VLAN: 'CTRL_VLAN',
-    VIRTIO_NET_F_CTRL_RX_EXTRA: 'CTRL_RX_EXTRA',
-    VIRTIO_NET_F_GUEST_ANNOUNCE: 'GUEST_ANNOUNCE',
-    VIRTIO_NET_F_MQ: 'MQ',
-    VIRTIO_NET_F_CTRL_MAC_ADDR: 'CTRL_MAC_ADDR',
-    VIRTIO_NET_F_SPEED_DUPLEX: 'SPEED_DUPLEX',
-}
-
-# What this driver handles. No offloads: QEMU's user network offers none
-# and the stack computes every checksum. ANY_LAYOUT (a legacy transport
-# bit) lets the header share a descriptor with the packet.
-SUPPORTED_FEATURES = features.mask(
-    VIRTIO_NET_F_MTU, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS,
-    VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_MAC_ADDR,
-    features.ANY_LAYOUT)
-# What each bit needs (5.1.3.1): the control commands need the control queue.
-FEATURE_DEPENDENCIES = {
-    VIRTIO_NET_F_CTRL_RX: (VIRTIO_NET_F_CTRL_VQ,),
-    VIRTIO_NET_F_CTRL_MAC_ADDR: (VIRTIO_NET_F_CTRL_VQ,),
-}
-
-# struct virtio_net_config (5.1.4).
-CONFIG_MAC = const(0)
-CONFIG_STATUS = const(6)
-CONFIG_MTU = const(10)
-VIRTIO_NET_S_LINK_UP = const(1)
-VIRTIO_NET_S_ANNOUNCE = const(2)
-MIN_MTU = const(68)
-MAX_MTU = const(65535)
-DEFAULT_MTU = const(1500)
 
 # struct virtio_net_hdr (5.1.6).
 HDR_LEN = const(12)             # VERSION_1 or MRG_RXBUF: with num_buffers
