@@ -37,6 +37,13 @@ RING_EVENT_IDX = const(7)   # 1 when VIRTIO_F_EVENT_IDX was negotiated
 RING_NOTIFIED = const(8)    # available buffer notifications sent (mod 2^32)
 RING_COMMON = const(9)
 
+# On MicroPython the ring modules' viper twins replace their plain steps.
+try:
+    import micropython  # noqa: F401
+    NATIVE = True
+except ImportError:
+    NATIVE = False
+
 DESC_SIZE = const(16)
 DEFAULT_INDIRECT_MAX = const(8)
 DEFAULT_TIMEOUT_MS = const(1000)
@@ -175,6 +182,15 @@ class Virtqueue:
         desc, driver, device = self.areas()
         self.transport.enable_queue(self.index, self.size, desc, driver, device)
         self.notifier = self.transport.notifier(self.index)
+
+    # -- used buffer notifications (2.7.7, 2.8.10) ----------------------------------
+    def suppress_interrupts(self):
+        """We poll: ask the device not to interrupt (the avail ring's flag or
+        used_event; the driver event suppression structure)."""
+        self.steps.set_interrupts(self.hw, self.st, False)
+
+    def enable_interrupts(self):
+        self.steps.set_interrupts(self.hw, self.st, True)
 
     def kick(self):
         """Publish what was added and notify the device unless it said it

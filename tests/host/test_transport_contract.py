@@ -155,19 +155,25 @@ def test_config_outside_its_length_is_refused(opened):
     t.config_generation()           # answers on every transport, with or without one
 
 
-def test_a_request_travels_and_the_isr_says_queue(opened):
-    """Set up queue 0 through the interface alone, send one request, read the ISR."""
-    hw, t = opened
+def queue_0_live(hw, t):
+    """Reset, negotiate VERSION_1 if offered, set up and enable queue 0 (split), DRIVER_OK:
+    through the transport interface alone."""
     t.reset()
     t.add_status(tp.ACKNOWLEDGE | tp.DRIVER)
     accept = t.device_features() & features.mask(features.VERSION_1)
     t.set_driver_features(accept)
     if not t.legacy_interface:
         t.add_status(tp.FEATURES_OK)
-    size = t.queue_max_size(0)
-    vq = SplitVirtqueue(hw, t, 0, size, accept)
+    vq = SplitVirtqueue(hw, t, 0, t.queue_max_size(0), accept)
     vq.enable()
     t.add_status(tp.DRIVER_OK)
+    return vq
+
+
+def test_a_request_travels_and_the_isr_says_queue(opened):
+    """Set up queue 0 through the interface alone, send one request, read the ISR."""
+    hw, t = opened
+    vq = queue_0_live(hw, t)
     vq.enable_interrupts()
     t.isr()                             # acknowledge anything from before
     addr, n = buf(hw, size=16)
@@ -184,15 +190,7 @@ def test_the_queue_notifier_is_sent_and_follows_the_register_trace(opened):
     every kick, never asking the transport again: the notification must reach the
     device, and once the register trace is on, the same list must be traced."""
     hw, t = opened
-    t.reset()
-    t.add_status(tp.ACKNOWLEDGE | tp.DRIVER)
-    accept = t.device_features() & features.mask(features.VERSION_1)
-    t.set_driver_features(accept)
-    if not t.legacy_interface:
-        t.add_status(tp.FEATURES_OK)
-    vq = SplitVirtqueue(hw, t, 0, t.queue_max_size(0), accept)
-    vq.enable()
-    t.add_status(tp.DRIVER_OK)
+    vq = queue_0_live(hw, t)
     kept = vq.notifier
     assert kept[2] == 0 and t.notifier(0) is kept
     addr, n = buf(hw, size=16)

@@ -12,7 +12,7 @@ from virtio.packed.ring import (EVENT_FLAGS, EVENT_FLAG_NAMES, EVENT_OFF_WRAP, M
                                 RING_INDIRECT, RING_IN_FLIGHT, RING_LEN, RING_NEXT_AVAIL,
                                 RING_NEXT_USED, RING_NOTIFIED, RING_NSLOTS, RING_PER,
                                 RING_USED_WRAP, VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_USED, avail_flags,
-                                make_available, new_state, pop, put, set_interrupts, used_ready)
+                                make_available, new_state, pop, put, used_ready)
 from virtio.virtqueue import (DEFAULT_INDIRECT_MAX, DESC_SIZE, VIRTQ_DESC_F_INDIRECT,
                               VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, Virtqueue, desc_flag_names,
                               desc_table)
@@ -52,13 +52,6 @@ class PackedVirtqueue(Virtqueue):
 
     def areas(self):
         return self.desc, self.driver_event, self.device_event
-
-    def suppress_interrupts(self):
-        """We poll: Driver Event Suppression flags = DISABLE (2.8.10)."""
-        set_interrupts(self.hw, self.st, False)
-
-    def enable_interrupts(self):
-        set_interrupts(self.hw, self.st, True)
 
     # -- supplying buffers (2.8.13) ------------------------------------------------------
     def add(self, readable, writable, token=None):

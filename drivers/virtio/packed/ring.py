@@ -28,7 +28,7 @@ except ImportError:
 from array import array
 
 from virtio.errors import DeviceError, VirtioError
-from virtio.virtqueue import (DESC_SIZE, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
+from virtio.virtqueue import (DESC_SIZE, NATIVE, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
                               VIRTQ_DESC_F_WRITE, Steps, desc_table, send_notification)
 
 VIRTQ_DESC_F_AVAIL = const(0x80)
@@ -319,13 +319,8 @@ _DESC = const(16)           # DESC_SIZE
 PlainSteps = Steps(use_slots, build, set_desc, post, publish, kick, pop,
                    set_interrupts)
 
-try:
-    import micropython
-    NATIVE = True
-except ImportError:
-    NATIVE = False
-
 if NATIVE:
+    import micropython
 
     @micropython.viper
     def _set_desc(hw, st, slot: int, j: int, addr: uint, length: uint, flags: int):

@@ -14,7 +14,7 @@ from virtio.split.ring import (AVAIL_IDX, AVAIL_RING, MAX_SPLIT_SIZE, RING_AVAIL
                                RING_LAST_USED, RING_LEN, RING_NOTIFIED, RING_NSLOTS, RING_PER,
                                RING_STRIDE, RING_WORDS, USED_ELEM, USED_IDX, USED_RING,
                                VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY, new_state, pop,
-                               post, ring_bytes, set_interrupts)
+                               post, ring_bytes)
 from virtio.virtqueue import (DEFAULT_INDIRECT_MAX, DESC_SIZE, VIRTQ_DESC_F_INDIRECT,
                               VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, Virtqueue, desc_flag_names,
                               desc_table)
@@ -72,14 +72,6 @@ class SplitVirtqueue(Virtqueue):
 
     def areas(self):
         return self.desc, self.avail, self.used
-
-    # -- used buffer notifications (2.7.7) -------------------------------------------
-    def suppress_interrupts(self):
-        """We poll: ask the device not to interrupt (2.7.7)."""
-        set_interrupts(self.hw, self.st, False)
-
-    def enable_interrupts(self):
-        set_interrupts(self.hw, self.st, True)
 
     # -- supplying buffers (2.7.13) ------------------------------------------------------
     def add(self, readable, writable, token=None):

@@ -29,8 +29,8 @@ except ImportError:
 from array import array
 
 from virtio.errors import DeviceError, VirtioError
-from virtio.virtqueue import (DESC_SIZE, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, Steps,
-                              need_event, send_notification)
+from virtio.virtqueue import (DESC_SIZE, NATIVE, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
+                              Steps, need_event, send_notification)
 
 # struct virtq_desc (2.7.5): addr, len, flags, next.
 D_ADDR = const(0)
@@ -282,13 +282,8 @@ _DESC = const(16)           # DESC_SIZE
 PlainSteps = Steps(use_slots, build, set_desc, post, publish, kick, pop,
                    set_interrupts)
 
-try:
-    import micropython
-    NATIVE = True
-except ImportError:
-    NATIVE = False
-
 if NATIVE:
+    import micropython
 
     @micropython.viper
     def _build(hw, st, template):
