@@ -20,6 +20,7 @@ ELF_MAGIC = b'\x7fELF'
 # old revision must not inherit its job server or its command-line variables.
 MAKE_ENV = ('MAKEFLAGS', 'MFLAGS', 'MAKELEVEL', 'MAKEOVERRIDES')
 # make's own "make: *** [Makefile:2: build] Error 2": the line before it says why.
+DEBUG_ELF = 'firmware.debug.elf'
 MAKE_STOP = re.compile(r'^make(\[\d+\])?: \*\*\* ')
 
 
@@ -68,6 +69,11 @@ def cached_build(sha, root, out_dir, log, build):
                                                                    os.path.relpath(src, root)))
     try:
         built = build(src, os.path.join(d, 'build.log'))
+        # The unstripped twin too, when the build made one: tools/guest-profile.py
+        # --image/--elf profiles the before image with it.
+        debug = os.path.join(os.path.dirname(built), DEBUG_ELF)
+        if os.path.exists(debug):
+            shutil.copyfile(debug, os.path.join(d, DEBUG_ELF))
         tmp = elf + '.part'
         shutil.copyfile(built, tmp)
         os.replace(tmp, elf)              # a build cut short leaves no cached ELF

@@ -280,7 +280,9 @@ def git(repo, *args):
 
 MAKEFILE = ('build:\n\tmkdir -p build/x86_virt\n'
             '\tprintf "\\177ELF " > build/x86_virt/firmware.elf\n'
-            '\tcat version >> build/x86_virt/firmware.elf\n')
+            '\tcat version >> build/x86_virt/firmware.elf\n'
+            '\tprintf "debug " > build/x86_virt/firmware.debug.elf\n'
+            '\tcat version >> build/x86_virt/firmware.debug.elf\n')
 
 
 @pytest.fixture
@@ -311,6 +313,8 @@ def test_a_revision_is_built_once_in_a_worktree_and_cached(repo, tmp_path):
     assert path == os.path.join(str(out), 'before-' + sha[:12], 'firmware.elf')
     with open(path, 'rb') as f:
         assert f.read() == b'\x7fELF one\n'
+    with open(os.path.join(os.path.dirname(path), 'firmware.debug.elf'), 'rb') as f:
+        assert f.read() == b'debug one\n'          # kept for tools/guest-profile.py
     assert builds == [os.path.join(str(out), 'before-' + sha[:12], 'src')]
     assert not os.path.exists(builds[0])                 # the worktree is gone again
     assert len(git(repo, 'worktree', 'list').splitlines()) == 1
