@@ -39,6 +39,10 @@ TRACE = re.compile(r'Trace \d+: \S+ \[[0-9a-f]+/([0-9a-f]+)/')
 INSN = re.compile(r'\s+([0-9a-f]+):\s+(\S+)')
 
 
+# Logging every translation block slows the guest down ~50x: a whole probe() takes
+# tens of seconds.
+RUN_TIMEOUT_S = 600
+
 def block_pcs(lines):
     """The guest addresses of the blocks in a `-d exec` log, in order."""
     out = []
@@ -136,10 +140,10 @@ def record(setup, statement, runs, log, image_path=None, packed=False):
         g.start()
         g.exec(setup)
         g.exec('def _profile_runs():\n    for _ in range(%d):\n        %s\n' % (runs, statement))
-        g.exec('_profile_runs()')
+        g.exec('_profile_runs()', timeout=RUN_TIMEOUT_S)
         monitor = lambda line: g.qmp('human-monitor-command', **{'command-line': line})
         monitor('log exec,nochain')
-        g.exec('_profile_runs()')
+        g.exec('_profile_runs()', timeout=RUN_TIMEOUT_S)
         monitor('log none')
     finally:
         g.close()

@@ -131,27 +131,27 @@ class BlkDevice(BlkConfig, BlkRequests, VirtioDevice):
             self.submit_read = self._submit_read_v
             self.submit_write = self._submit_write_v
         steps.build(hw, self._ring, self._template(nslots, block))
+        free = ST_WORDS + S_FREE
         for k in range(nslots):
-            st[slot_word(k, S_FREE)] = nslots - 1 - k
+            st[free + SLOT_WORDS * k] = nslots - 1 - k      # (slot_word, inline: 256 calls)
 
     def _template(self, nslots, block):
         """Every slot's descriptors as (addr, len, flags) words: its header,
-        data placeholders, its status byte."""
+        data placeholders, its status byte. One slot's pattern repeated,
+        then the addresses (a loop over every word cost 1.5M instructions
+        at boot)."""
         st = self._st
-        t = words(3 * nslots * block)
+        one = [0, HEADER_BYTES, VIRTQ_DESC_F_NEXT] + [0, 0, VIRTQ_DESC_F_NEXT] * (block - 2) \
+            + [0, 1, VIRTQ_DESC_F_WRITE]
+        t = array('I', one * nslots)
         hdrs = st[ST_HDRS]
         status = st[ST_STATUS]
-        o = 0
+        last = 3 * (block - 1)
+        per = 3 * block
         for k in range(nslots):
+            o = per * k
             t[o] = hdrs + k * SLOT_BYTES
-            t[o + 1] = HEADER_BYTES
-            for j in range(block - 1):
-                t[o + 3 * j + 2] = VIRTQ_DESC_F_NEXT
-            o += 3 * (block - 1)
-            t[o] = status + k
-            t[o + 1] = 1
-            t[o + 2] = VIRTQ_DESC_F_WRITE
-            o += 3
+            t[o + last] = status + k
         return t
 
     # -- the batch interface --------------------------------------------------------------------
