@@ -17,12 +17,17 @@ from it as from a file system.
 ROM layout (all integers little-endian u32):
     b"XROM", count, then count entries of (name_offset, name_len, data_offset,
     data_len), offsets from the start of the ROM; then names and data.
+The entry ".qstrs" (not a module) lists the identifiers the modules use, sorted,
+each NUL-terminated: the guest interns them at boot in one pool it binary-searches
+(rom.c: rom_intern_names), so that loading a module does not search and grow the
+pools MicroPython scans one entry at a time.
 Compressed file (rom.z):
     b"XRZ1", raw_size, then the ROM as a raw DEFLATE stream (RFC 1951, made
     with Python's zlib; the guest's decoder is inflate() in rom.c).
 """
 import argparse
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -45,6 +50,51 @@ def pack_rom(files):
     rom = bytearray(b'XROM' + struct.pack('<I', len(files)) + b''.join(entries) + names)
     rom += bytes(-len(rom) % 4)
     return bytes(rom + blobs)
+
+
+# The names the modules use, for the guest to intern once at boot in one pool it
+# binary-searches (ports/x86_virt/rom.c: rom_intern_names): sorted, each followed by a NUL.
+QSTRS_ENTRY = '.qstrs'
+NAME = re.compile(rb'^[A-Za-z_][A-Za-z0-9_]*$')
+
+
+def read_uint(data, at):
+    """An .mpy variable-length unsigned int (7 bits a byte, most significant first)."""
+    n = 0
+    while True:
+        b = data[at]
+        at += 1
+        n = (n << 7) | (b & 0x7F)
+        if not b & 0x80:
+            return n, at
+
+
+def mpy_qstrs(data):
+    """The strings of an .mpy file's qstr table (its header, n_qstr, n_obj, then each
+    qstr: (length << 1) and its bytes and a NUL, or (index << 1) | 1 for one of
+    mpy-cross's static qstrs, which the firmware has anyway)."""
+    if data[:1] != b'M' or data[1] != 6:
+        raise ValueError('not a version 6 .mpy file')
+    n_qstr, at = read_uint(data, 4)
+    _n_obj, at = read_uint(data, at)
+    out = []
+    for _ in range(n_qstr):
+        n, at = read_uint(data, at)
+        if n & 1:
+            continue
+        n >>= 1
+        out.append(bytes(data[at:at + n]))
+        at += n + 1
+    return out
+
+
+def qstr_list(mpys):
+    """Every identifier the modules' qstr tables hold, sorted, NUL-terminated (the
+    other strings, messages mostly, are few and are interned as they load)."""
+    names = set()
+    for data in mpys:
+        names.update(q for q in mpy_qstrs(data) if NAME.match(q) and len(q) < 256)
+    return b''.join(q + b'\0' for q in sorted(names))
 
 
 def compress_rom(rom):
@@ -122,6 +172,7 @@ def main():
             files.append((name, f.read()))
     files.sort()
     remove_stale(os.path.join(args.build, 'rom'), {name for name, _ in files})
+    files.append((QSTRS_ENTRY, qstr_list([data for _, data in files])))
     rom = pack_rom(files)
     packed = compress_rom(rom)
 
@@ -130,7 +181,7 @@ def main():
     if packed != old:
         with open(path, 'wb') as f:
             f.write(packed)
-        print('ROM %d files, %d bytes of .mpy, %d compressed' % (len(files), len(rom), len(packed)))
+        print('ROM %d files, %d bytes of .mpy, %d compressed' % (len(files) - 1, len(rom), len(packed)))
 
 
 if __name__ == '__main__':

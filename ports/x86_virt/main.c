@@ -184,7 +184,7 @@ void kmain(uint32_t magic, const multiboot_info_t *mbi) {
     cpu_sti();
     mp_printf(&mp_plat_print, "x86_virt: heap %u KiB, DMA %u KiB, ROM %u modules, TSC %u MHz\n",
         (unsigned)((heap_area_end - heap_area_start) >> 10), (unsigned)((dma_area_end - dma_area_start) >> 10),
-        (unsigned)rom_count(), (unsigned)(timer_tsc_khz() / 1000));
+        (unsigned)rom_modules(), (unsigned)(timer_tsc_khz() / 1000));
     if (ram_unused_kib) {
         mp_printf(&mp_plat_print, "x86_virt: %u MiB of RAM above the heap unused (the heap is at most %u MiB)\n",
             (unsigned)(ram_unused_kib >> 10), (unsigned)(HEAP_AREA_MAX >> 20));
@@ -197,6 +197,7 @@ void kmain(uint32_t magic, const multiboot_info_t *mbi) {
 soft_reset:
     gc_init((void *)heap_area_start, (void *)heap_area_end);
     mp_init();
+    rom_intern_names();
     help_init();
     sys_path_init();
     vfs_init();

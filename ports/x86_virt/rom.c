@@ -5,6 +5,7 @@
 // (a directory) and "virtio/pci.mpy" (a file).
 #include <string.h>
 
+#include "py/qstr.h"
 #include "py/runtime.h"
 #include "inflate.h"
 #include "rom.h"
@@ -43,6 +44,17 @@ size_t rom_count(void) {
     return rom_entries;
 }
 
+// The ROM's modules (its .mpy files; the names list is not one).
+size_t rom_modules(void) {
+    size_t n = 0;
+    for (size_t i = 0; i < rom_entries; i++) {
+        size_t len;
+        const char *name = rom_name(i, &len);
+        n += len > 4 && memcmp(name + len - 4, ".mpy", 4) == 0;
+    }
+    return n;
+}
+
 static const rom_entry_t *entry(uint32_t i) {
     return (const rom_entry_t *)(rom + 8 + i * sizeof(rom_entry_t));
 }
@@ -76,4 +88,52 @@ bool rom_dir(const char *path) {
         }
     }
     return false;
+}
+
+// The names the modules use (tools/mkrom.py's ".qstrs": sorted, NUL-terminated),
+// interned in one pool before anything imports. Loading an .mpy interns each of its
+// names, and MicroPython searches the pools it added at run time one entry at a time:
+// with the drivers' ~1,900 names there, an import cost ~1M guest instructions, two
+// thirds of it that search, and the boot's imports ~40M. One pool marked sorted is
+// binary-searched instead, and the run-time pools stay small. A name the firmware
+// already has keeps its id (MP_QSTR_...): only the others go in. The strings stay
+// where they are, in the unpacked ROM; the pool itself is on the heap, so this runs
+// after every mp_init() (a soft reset starts the pools afresh).
+void rom_intern_names(void) {
+    const uint8_t *data;
+    size_t size;
+    if (!rom_file(".qstrs", &data, &size) || size == 0 || data[size - 1] != 0) {
+        return;
+    }
+    const char *end = (const char *)data + size;
+    size_t n = 0;
+    for (const char *p = (const char *)data; p < end; p += strlen(p) + 1) {
+        n += qstr_find_strn(p, strlen(p)) == MP_QSTRnull;
+    }
+    if (n == 0) {
+        return;
+    }
+    qstr_pool_t *pool = m_malloc(sizeof(qstr_pool_t)
+        + n * (sizeof(const char *) + sizeof(qstr_hash_t) + sizeof(qstr_len_t)));
+    pool->hashes = (qstr_hash_t *)(pool->qstrs + n);
+    pool->lengths = (qstr_len_t *)(pool->hashes + n);
+    size_t k = 0;
+    for (const char *p = (const char *)data; p < end; p += strlen(p) + 1) {
+        size_t len = strlen(p);
+        if (qstr_find_strn(p, len) == MP_QSTRnull) {
+            pool->qstrs[k] = p;
+            pool->hashes[k] = qstr_compute_hash((const byte *)p, len);
+            pool->lengths[k] = len;
+            k++;
+        }
+    }
+    const qstr_pool_t *prev = MP_STATE_VM(last_pool);
+    pool->prev = prev;
+    pool->total_prev_len = prev->total_prev_len + prev->len;
+    pool->is_sorted = 1;
+    // Full (alloc == len): the next interned string starts a pool of its own, so
+    // nothing is ever appended to this sorted one.
+    pool->alloc = n;
+    pool->len = n;
+    MP_STATE_VM(last_pool) = pool;
 }

@@ -55,3 +55,32 @@ def test_boot_report_lists_the_default_devices(boot, tmp_disk):
     for kind, ident in (('virtio-blk', '1af4:1001'), ('virtio-net', '1af4:1000'),
                         ('virtio-console', '1af4:1003'), ('virtio-rng', '1af4:1005')):
         assert kind in report or ident in report, report
+
+
+QSTR_COUNT = '''
+import micropython
+micropython.qstr_info()
+'''
+
+
+def interned(g):
+    """How many strings the running MicroPython has interned beyond the firmware's."""
+    out = g.exec(QSTR_COUNT)
+    line = [l for l in out.splitlines() if l.startswith('qstr pool:')][0]
+    return int(line.split('n_qstr=')[1].split(',')[0])
+
+
+def test_importing_the_drivers_interns_almost_no_new_names_even_after_a_soft_reset(boot):
+    """The ROM's names list (tools/mkrom.py's .qstrs) is interned before anything imports,
+    in one sorted pool (rom.c): loading a module then finds its names by binary search
+    instead of appending each to pools searched one entry at a time, which made an import
+    cost ~1M guest instructions. After a soft reset (a fresh interpreter, boot.py not run
+    again) importing every driver module adds only the modules' other strings."""
+    g = boot()
+    g.enter_raw_repl(soft_reset=True)
+    before = interned(g)
+    assert before > 1500                  # the names are there from the start
+    g.exec('import virtio, inet, virtio.blk, virtio.net, virtio.console, virtio.rng, '
+           'virtio.split, virtio.packed, virtio.mmio, virtio.legacy, virtio.modern')
+    assert interned(g) - before < 300     # ~2,000 without the names list
+    assert g.eval('virtio.probe(__import__("x86")) is not None')

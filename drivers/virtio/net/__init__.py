@@ -251,7 +251,7 @@ class NetDevice(NetControl, VirtioDevice):
             one = [0, hl, flags | VIRTQ_DESC_F_NEXT, 0, length - hl, flags]
         else:
             one = [0, length, flags]
-        t = array('I', one * n)
+        t = array('I', bytes(array('I', one)) * n)     # (bytes repeat: no long list)
         for i in range(n):
             a = base + i * room
             o = 3 * i * per
