@@ -17,8 +17,9 @@ from it as from a file system.
 ROM layout (all integers little-endian u32):
     b"XROM", count, then count entries of (name_offset, name_len, data_offset,
     data_len), offsets from the start of the ROM; then names and data.
-The entry ".qstrs" (not a module) lists the identifiers the modules use, sorted,
-each NUL-terminated: the guest interns them at boot in one pool it binary-searches
+The entry ".qstrs" (not a module) lists the identifiers the modules use that the
+firmware does not intern itself, sorted, each NUL-terminated: the guest interns them
+at boot in one pool it binary-searches
 (rom.c: rom_intern_names), so that loading a module does not search and grow the
 pools MicroPython scans one entry at a time.
 Compressed file (rom.z):
@@ -88,13 +89,25 @@ def mpy_qstrs(data):
     return out
 
 
-def qstr_list(mpys):
-    """Every identifier the modules' qstr tables hold, sorted, NUL-terminated (the
-    other strings, messages mostly, are few and are interned as they load)."""
+def firmware_qstrs(header):
+    """The identifiers the firmware interns itself, from its qstrdefs.generated.h
+    (lines QDEF0/QDEF1(MP_QSTR_..., hash, len, "string")): listed again, such a name
+    would get a second id that the firmware's MP_QSTR_ comparisons do not know."""
+    return set(FIRMWARE_QSTR.findall(header))
+
+
+FIRMWARE_QSTR = re.compile(rb'^QDEF[01]\(MP_QSTR_\w*, \d+, \d+, "([A-Za-z_][A-Za-z0-9_]*)"\)',
+                           re.M)
+
+
+def qstr_list(mpys, known=()):
+    """Every identifier the modules' qstr tables hold and `known` does not, sorted,
+    NUL-terminated (the other strings, messages mostly, are few and are interned as
+    they load)."""
     names = set()
     for data in mpys:
         names.update(q for q in mpy_qstrs(data) if NAME.match(q) and len(q) < 256)
-    return b''.join(q + b'\0' for q in sorted(names))
+    return b''.join(q + b'\0' for q in sorted(names - set(known)))
 
 
 def compress_rom(rom):
@@ -155,6 +168,8 @@ def main():
     ap.add_argument('--mpy-cross', required=True)
     ap.add_argument('--mpy-cross-flags', default='')
     ap.add_argument('--build', required=True)
+    ap.add_argument('--firmware-qstrs', help="the firmware's genhdr/qstrdefs.generated.h: "
+                    'its names are not listed again (without it, no names list)')
     ap.add_argument('manifest')
     args = ap.parse_args()
 
@@ -172,7 +187,10 @@ def main():
             files.append((name, f.read()))
     files.sort()
     remove_stale(os.path.join(args.build, 'rom'), {name for name, _ in files})
-    files.append((QSTRS_ENTRY, qstr_list([data for _, data in files])))
+    if args.firmware_qstrs:
+        with open(args.firmware_qstrs, 'rb') as f:
+            known = firmware_qstrs(f.read())
+        files.append((QSTRS_ENTRY, qstr_list([data for _, data in files], known)))
     rom = pack_rom(files)
     packed = compress_rom(rom)
 

@@ -95,8 +95,9 @@ bool rom_dir(const char *path) {
 // names, and MicroPython searches the pools it added at run time one entry at a time:
 // with the drivers' ~1,900 names there, an import cost ~1M guest instructions, two
 // thirds of it that search, and the boot's imports ~40M. One pool marked sorted is
-// binary-searched instead, and the run-time pools stay small. A name the firmware
-// already has keeps its id (MP_QSTR_...): only the others go in. The strings stay
+// binary-searched instead, and the run-time pools stay small. The list leaves out
+// the names the firmware has (mkrom.py reads its qstrs), which keep their MP_QSTR_
+// ids; looking each up here cost 2k instructions a name at every boot. The strings stay
 // where they are, in the unpacked ROM; the pool itself is on the heap, so this runs
 // after every mp_init() (a soft reset starts the pools afresh).
 void rom_intern_names(void) {
@@ -108,24 +109,18 @@ void rom_intern_names(void) {
     const char *end = (const char *)data + size;
     size_t n = 0;
     for (const char *p = (const char *)data; p < end; p += strlen(p) + 1) {
-        n += qstr_find_strn(p, strlen(p)) == MP_QSTRnull;
-    }
-    if (n == 0) {
-        return;
+        n++;
     }
     qstr_pool_t *pool = m_malloc(sizeof(qstr_pool_t)
         + n * (sizeof(const char *) + sizeof(qstr_hash_t) + sizeof(qstr_len_t)));
     pool->hashes = (qstr_hash_t *)(pool->qstrs + n);
     pool->lengths = (qstr_len_t *)(pool->hashes + n);
     size_t k = 0;
-    for (const char *p = (const char *)data; p < end; p += strlen(p) + 1) {
+    for (const char *p = (const char *)data; p < end; p += strlen(p) + 1, k++) {
         size_t len = strlen(p);
-        if (qstr_find_strn(p, len) == MP_QSTRnull) {
-            pool->qstrs[k] = p;
-            pool->hashes[k] = qstr_compute_hash((const byte *)p, len);
-            pool->lengths[k] = len;
-            k++;
-        }
+        pool->qstrs[k] = p;
+        pool->hashes[k] = qstr_compute_hash((const byte *)p, len);
+        pool->lengths[k] = len;
     }
     const qstr_pool_t *prev = MP_STATE_VM(last_pool);
     pool->prev = prev;

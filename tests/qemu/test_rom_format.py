@@ -129,3 +129,22 @@ def test_the_names_list_holds_the_modules_identifiers_sorted(tmp_path):
     assert b'a message, not a name' not in names
     assert b'__init__' not in names         # one of mpy-cross's static qstrs
     assert set(names) <= set(mkrom.mpy_qstrs(data))
+    # Names the firmware interns itself are left out (they must keep their MP_QSTR_ ids).
+    header = b'QDEF0(MP_QSTR___dir__, 122, 7, "__dir__")\nQDEF1(MP_QSTR_alpha_step, 1, 10, "alpha_step")\n'
+    assert mkrom.firmware_qstrs(header) == {b'__dir__', b'alpha_step'}
+    assert b'alpha_step' not in mkrom.qstr_list([data], mkrom.firmware_qstrs(header)).split(b'\0')
+
+
+def test_the_built_roms_names_are_none_of_the_firmwares():
+    """A name in both would get a second id at boot, unknown to the firmware's C code."""
+    path = os.path.join(ROOT, 'build', 'x86_virt', 'rom.z')
+    header = os.path.join(ROOT, 'build', 'x86_virt', 'genhdr', 'qstrdefs.generated.h')
+    if not (os.path.exists(path) and os.path.exists(header)):
+        pytest.skip('no image built yet')
+    rom = mkrom.decompress_rom(open(path, 'rb').read())
+    entries = [struct.unpack_from('<4I', rom, 8 + 16 * i)
+               for i in range(struct.unpack_from('<I', rom, 4)[0])]
+    (listed,) = [rom[do:do + dl] for no, nl, do, dl in entries if rom[no:no + nl] == b'.qstrs']
+    names = set(listed.split(b'\0')[:-1])
+    assert len(names) > 1000 and b'take_over' in names
+    assert not names & mkrom.firmware_qstrs(open(header, 'rb').read())
