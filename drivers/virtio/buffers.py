@@ -23,8 +23,9 @@ def byte_length(buf, what, *args):
     try:
         view = memoryview(buf)
     except TypeError:
-        raise TypeError('%s: a %s is not a buffer (bytes, bytearray, memoryview or array)'
-                        % (_context(what, args), type(buf).__name__))
+        name = type(buf).__name__
+        raise TypeError('%s: %s %s is not a buffer (bytes, bytearray, memoryview or array)'
+                        % (_context(what, args), 'an' if name[:1] in 'aeiouAEIOU' else 'a', name))
     return len(view) * view.itemsize
 
 

@@ -491,10 +491,13 @@ def test_net_sends_exact_bytes_of_any_buffer(frame):
     assert model.sent[-1] == bytes(memoryview(frame).cast('B'))
 
 
-@pytest.mark.parametrize('bad', [[0] * 60, 'x' * 60, None])
-def test_net_refuses_what_is_not_a_buffer(bad):
+@pytest.mark.parametrize('bad, said', [([0] * 60, 'a list is not a buffer'),
+                                       ('x' * 60, 'a str is not a buffer of bytes'),
+                                       (None, 'a NoneType is not a buffer'),
+                                       (60, 'an int is not a buffer')])
+def test_net_refuses_what_is_not_a_buffer(bad, said):
     m, model, dev = net_up()
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match='virtio-net: send: ' + said):
         dev.send(bad)
     dev.send(eth(60, 0))
     assert len(model.sent) == 1
