@@ -192,6 +192,10 @@ class Virtqueue:
     def enable_interrupts(self):
         self.steps.set_interrupts(self.hw, self.st, True)
 
+    def _not_enabled(self, where, index):
+        raise VirtioError('%s: kick before enable(): the device does not know this queue yet'
+                          % self.name)
+
     def kick(self):
         """Publish what was added and notify the device unless it said it
         need not be (2.7.10, 2.8.10). True when a notification was sent."""
@@ -232,7 +236,9 @@ class Virtqueue:
         return [t for t in self._tokens if t is not None]
 
     def _init_bookkeeping(self):
-        self.notifier = None          # the transport's, once enabled (enable())
+        # The transport's notifier once enabled (enable()); until then one that
+        # says so (a kick publishes, then refuses to notify: the entries stay untold).
+        self.notifier = [self._not_enabled, 0, self.index]
         self.owner = None             # a driver that drives this ring itself (take_over)
         self.sleeper = None           # how a wait on this ring sleeps (virtio.wait.Sleeper)
 

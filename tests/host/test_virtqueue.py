@@ -47,6 +47,18 @@ def test_round_trip_echo(mode):
     assert head == 0
 
 
+def test_a_kick_before_enable_is_refused_and_sent_once_enabled():
+    m, model, vq = setup()
+    q = SplitVirtqueue(m, vq.transport, 0, vq.size, SPLIT, name='fresh queue')
+    dst = buf(m, size=16)
+    q.add([buf(m, b'early')], [dst], token='early')
+    with pytest.raises(VirtioError, match='fresh queue: kick before enable'):
+        q.kick()
+    q.enable()
+    assert q.kick() is True and q.wait(500) == ('early', 5)
+    assert m.read(dst[0], 5) == b'early'
+
+
 @pytest.mark.parametrize('wanted', [SPLIT, NO_INDIRECT])
 def test_descriptors_written_without_a_memory_view(wanted):
     # hw without bytearray_at (qtest): descriptors go through hw.write.
